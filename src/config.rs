@@ -1,0 +1,489 @@
+//! Database configuration, parsed from a URL.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+
+/// The URL used when neither a URL nor `DATABASE_URL` is given: a SQLite file
+/// in the working directory.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://persist.db";
+
+/// Which database a [`Config`] (and the [`Db`](crate::Db) opened from it) uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BackendKind {
+    /// SQLite, a local file or an in-memory database.
+    Sqlite,
+    /// PostgreSQL.
+    Postgres,
+}
+
+impl fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            BackendKind::Sqlite => "sqlite",
+            BackendKind::Postgres => "postgres",
+        })
+    }
+}
+
+/// SQLite durability level (`PRAGMA synchronous`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Durability {
+    /// `synchronous=FULL`: no acknowledged commit is lost on power loss
+    /// (PostgreSQL's default behaviour). The default.
+    #[default]
+    Full,
+    /// `synchronous=NORMAL`: in WAL mode the database stays consistent, but the
+    /// last commits before a power loss (not a process crash) may be lost.
+    Normal,
+}
+
+/// PostgreSQL `sslmode`, with libpq's meaning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum SslMode {
+    /// Never use TLS.
+    Disable,
+    /// Use TLS when the server offers it. The default, as in libpq.
+    #[default]
+    Prefer,
+    /// Require TLS; as in libpq, the server certificate is not verified.
+    Require,
+}
+
+#[derive(Clone)]
+pub(crate) enum Target {
+    SqliteFile(PathBuf),
+    SqliteMemory,
+    Postgres(Box<tokio_postgres::Config>),
+}
+
+/// How to reach the database, and the knobs of the connection pool.
+///
+/// Built from a URL with [`Config::from_url`] (or [`Config::from_env`]), then
+/// adjusted with the `with_*` methods. `Debug` never shows a password.
+///
+/// Accepted URLs:
+/// - `sqlite://relative/path.db`, `sqlite:///absolute/path.db`, `sqlite:path.db`
+/// - `sqlite::memory:` (also `sqlite://:memory:`): a private in-memory database
+/// - `postgres://` or `postgresql://user:password@host:port/database?sslmode=...`,
+///   with `host` a name, an address, or a Unix socket directory (percent-encoded
+///   in the host part, or as `?host=/var/run/postgresql`); `sslmode` is
+///   `disable`, `prefer` (default) or `require`.
+///
+/// SQLite URLs also take `?synchronous=full|normal` (see [`Durability`]).
+#[derive(Clone)]
+pub struct Config {
+    pub(crate) target: Target,
+    pub(crate) pool_size: usize,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) acquire_timeout: Duration,
+    pub(crate) statement_timeout: Option<Duration>,
+    pub(crate) busy_timeout: Duration,
+    pub(crate) lock_timeout: Duration,
+    pub(crate) durability: Durability,
+    pub(crate) ssl_mode: SslMode,
+}
+
+impl Config {
+    /// Parses a database URL.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for an unknown scheme, a malformed URL, a PostgreSQL
+    /// URL without host or database name, an unsupported `sslmode` or an
+    /// unknown SQLite parameter.
+    pub fn from_url(url: &str) -> Result<Self> {
+        let url = url.trim();
+        let (scheme, rest) = url.split_once(':').ok_or_else(|| {
+            Error::Config(format!(
+                "database URL has no scheme (expected sqlite:// or postgres://): {}",
+                redact(url)
+            ))
+        })?;
+        match scheme.to_ascii_lowercase().as_str() {
+            "sqlite" => parse_sqlite(rest),
+            "postgres" | "postgresql" => parse_postgres(url),
+            other => Err(Error::Config(format!(
+                "unknown database URL scheme {other:?} (expected sqlite or postgres)"
+            ))),
+        }
+    }
+
+    /// Reads `DATABASE_URL`, or uses [`DEFAULT_DATABASE_URL`] when it is unset
+    /// or empty.
+    ///
+    /// # Errors
+    /// As [`Config::from_url`]; also [`Error::Config`] when `DATABASE_URL` is
+    /// not valid Unicode.
+    pub fn from_env() -> Result<Self> {
+        match std::env::var("DATABASE_URL") {
+            Ok(u) if !u.trim().is_empty() => Self::from_url(&u),
+            Ok(_) | Err(std::env::VarError::NotPresent) => Self::from_url(DEFAULT_DATABASE_URL),
+            Err(std::env::VarError::NotUnicode(_)) => {
+                Err(Error::Config("DATABASE_URL is not valid Unicode".into()))
+            }
+        }
+    }
+
+    fn with_target(target: Target, ssl_mode: SslMode) -> Self {
+        Config {
+            target,
+            pool_size: 8,
+            connect_timeout: Duration::from_secs(5),
+            acquire_timeout: Duration::from_secs(5),
+            statement_timeout: Some(Duration::from_secs(30)),
+            busy_timeout: Duration::from_secs(5),
+            lock_timeout: Duration::from_secs(60),
+            durability: Durability::Full,
+            ssl_mode,
+        }
+    }
+
+    /// The backend this configuration selects.
+    pub fn backend(&self) -> BackendKind {
+        match self.target {
+            Target::SqliteFile(_) | Target::SqliteMemory => BackendKind::Sqlite,
+            Target::Postgres(_) => BackendKind::Postgres,
+        }
+    }
+
+    /// The SQLite file path, for a file database.
+    pub fn sqlite_path(&self) -> Option<&Path> {
+        match &self.target {
+            Target::SqliteFile(p) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// The PostgreSQL database name, for a PostgreSQL configuration.
+    pub fn postgres_database(&self) -> Option<&str> {
+        match &self.target {
+            Target::Postgres(c) => c.get_dbname(),
+            _ => None,
+        }
+    }
+
+    /// The URL with any password replaced by `***`, for logs and messages.
+    pub fn redacted_url(&self) -> String {
+        match &self.target {
+            Target::SqliteMemory => "sqlite::memory:".to_string(),
+            Target::SqliteFile(p) => format!("sqlite://{}", p.display()),
+            Target::Postgres(c) => {
+                let user = c.get_user().unwrap_or("");
+                let pw = if c.get_password().is_some() {
+                    ":***"
+                } else {
+                    ""
+                };
+                let hosts: Vec<String> = c
+                    .get_hosts()
+                    .iter()
+                    .zip(c.get_ports().iter().chain(std::iter::repeat(&5432)))
+                    .map(|(h, port)| match h {
+                        tokio_postgres::config::Host::Tcp(h) => format!("{h}:{port}"),
+                        tokio_postgres::config::Host::Unix(p) => {
+                            format!("[{}]:{port}", p.display())
+                        }
+                    })
+                    .collect();
+                let ssl = match self.ssl_mode {
+                    SslMode::Disable => "disable",
+                    SslMode::Prefer => "prefer",
+                    SslMode::Require => "require",
+                };
+                format!(
+                    "postgres://{user}{pw}@{}/{}?sslmode={ssl}",
+                    hosts.join(","),
+                    c.get_dbname().unwrap_or("")
+                )
+            }
+        }
+    }
+
+    /// Maximum number of pooled connections. PostgreSQL: the pool size.
+    /// SQLite: the number of reader connections (there is always exactly one
+    /// writer connection besides them). Defaults to 8. Values below 1 are
+    /// raised to 1.
+    pub fn with_pool_size(mut self, n: usize) -> Self {
+        self.pool_size = n.max(1);
+        self
+    }
+
+    /// How long establishing one connection may take. Defaults to 5 s.
+    pub fn with_connect_timeout(mut self, d: Duration) -> Self {
+        self.connect_timeout = d;
+        self
+    }
+
+    /// How long a call may wait for a free pooled connection (or, on SQLite,
+    /// for the writer connection). Defaults to 5 s.
+    pub fn with_acquire_timeout(mut self, d: Duration) -> Self {
+        self.acquire_timeout = d;
+        self
+    }
+
+    /// PostgreSQL `statement_timeout`; `None` disables it. Defaults to 30 s.
+    pub fn with_statement_timeout(mut self, d: Option<Duration>) -> Self {
+        self.statement_timeout = d;
+        self
+    }
+
+    /// SQLite busy timeout: how long a statement waits for a lock held by
+    /// another process. Defaults to 5 s.
+    pub fn with_busy_timeout(mut self, d: Duration) -> Self {
+        self.busy_timeout = d;
+        self
+    }
+
+    /// How long the migration runner waits for the migration lock held by
+    /// another migrator. Defaults to 60 s.
+    pub fn with_migration_lock_timeout(mut self, d: Duration) -> Self {
+        self.lock_timeout = d;
+        self
+    }
+
+    /// SQLite durability level. Defaults to [`Durability::Full`].
+    pub fn with_durability(mut self, d: Durability) -> Self {
+        self.durability = d;
+        self
+    }
+
+    /// The pool size (see [`Config::with_pool_size`]).
+    pub fn pool_size(&self) -> usize {
+        self.pool_size
+    }
+
+    /// The SQLite durability level.
+    pub fn durability(&self) -> Durability {
+        self.durability
+    }
+
+    /// The PostgreSQL `sslmode`.
+    pub fn ssl_mode(&self) -> SslMode {
+        self.ssl_mode
+    }
+}
+
+impl FromStr for Config {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Self::from_url(s)
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("url", &self.redacted_url())
+            .field("pool_size", &self.pool_size)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("acquire_timeout", &self.acquire_timeout)
+            .field("statement_timeout", &self.statement_timeout)
+            .field("busy_timeout", &self.busy_timeout)
+            .field("lock_timeout", &self.lock_timeout)
+            .field("durability", &self.durability)
+            .finish()
+    }
+}
+
+fn parse_sqlite(rest: &str) -> Result<Config> {
+    let (path_part, query) = match rest.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (rest, None),
+    };
+    // `sqlite:///abs` -> `/abs`; `sqlite://rel` -> `rel`; `sqlite:rel` -> `rel`.
+    let path = path_part.strip_prefix("//").unwrap_or(path_part);
+    let target = match path {
+        ":memory:" => Target::SqliteMemory,
+        "" => {
+            return Err(Error::Config(
+                "SQLite URL has no path (expected sqlite://path/to/file.db or sqlite::memory:)"
+                    .into(),
+            ))
+        }
+        p if p.contains('\0') => {
+            return Err(Error::Config("SQLite path contains a NUL byte".into()))
+        }
+        p => Target::SqliteFile(PathBuf::from(p)),
+    };
+    let mut cfg = Config::with_target(target, SslMode::Disable);
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        match (k, v.to_ascii_lowercase().as_str()) {
+            ("synchronous", "full") => cfg.durability = Durability::Full,
+            ("synchronous", "normal") => cfg.durability = Durability::Normal,
+            ("synchronous", other) => {
+                return Err(Error::Config(format!(
+                    "unsupported SQLite synchronous={other:?} (expected full or normal)"
+                )))
+            }
+            (k, _) => {
+                return Err(Error::Config(format!(
+                    "unknown SQLite URL parameter {k:?} (supported: synchronous)"
+                )))
+            }
+        }
+    }
+    Ok(cfg)
+}
+
+fn parse_postgres(url: &str) -> Result<Config> {
+    // Read sslmode ourselves: tokio-postgres accepts only a subset and its
+    // error does not say which values are supported.
+    let mut ssl_mode = SslMode::Prefer;
+    if let Some((_, query)) = url.split_once('?') {
+        for pair in query.split('&') {
+            if let Some(v) = pair.strip_prefix("sslmode=") {
+                ssl_mode = match v {
+                    "disable" => SslMode::Disable,
+                    "prefer" => SslMode::Prefer,
+                    "require" => SslMode::Require,
+                    other => {
+                        return Err(Error::Config(format!(
+                            "unsupported sslmode {other:?} (supported: disable, prefer, require)"
+                        )))
+                    }
+                };
+            }
+        }
+    }
+    let pg: tokio_postgres::Config = url.parse().map_err(|e: tokio_postgres::Error| {
+        Error::Config(format!("malformed PostgreSQL URL {}: {e}", redact(url)))
+    })?;
+    if pg.get_hosts().is_empty() {
+        return Err(Error::Config(format!(
+            "PostgreSQL URL has no host: {}",
+            redact(url)
+        )));
+    }
+    match pg.get_dbname() {
+        None | Some("") => {
+            return Err(Error::Config(format!(
+                "PostgreSQL URL has no database name (expected postgres://user@host/DATABASE): {}",
+                redact(url)
+            )))
+        }
+        Some(_) => {}
+    }
+    if pg.get_user().is_none() {
+        return Err(Error::Config(format!(
+            "PostgreSQL URL has no user name (expected postgres://USER@host/database): {}",
+            redact(url)
+        )));
+    }
+    Ok(Config::with_target(
+        Target::Postgres(Box::new(pg)),
+        ssl_mode,
+    ))
+}
+
+/// Hides the password of a URL-shaped string for error messages, without
+/// trusting that it parses.
+fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}{tail}"),
+            None => url.to_string(),
+        },
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config_err(url: &str) -> String {
+        match Config::from_url(url) {
+            Err(Error::Config(m)) => m,
+            other => panic!("expected Error::Config for {url:?}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn sqlite_forms() {
+        let rel = Config::from_url("sqlite://data/game.db").unwrap();
+        assert_eq!(rel.backend(), BackendKind::Sqlite);
+        assert_eq!(rel.sqlite_path(), Some(Path::new("data/game.db")));
+        let abs = Config::from_url("sqlite:///var/lib/game.db").unwrap();
+        assert_eq!(abs.sqlite_path(), Some(Path::new("/var/lib/game.db")));
+        let bare = Config::from_url("sqlite:game.db").unwrap();
+        assert_eq!(bare.sqlite_path(), Some(Path::new("game.db")));
+        for mem in ["sqlite::memory:", "sqlite://:memory:"] {
+            let m = Config::from_url(mem).unwrap();
+            assert!(matches!(m.target, Target::SqliteMemory), "{mem}");
+            assert_eq!(m.sqlite_path(), None);
+        }
+        let normal = Config::from_url("sqlite://x.db?synchronous=normal").unwrap();
+        assert_eq!(normal.durability(), Durability::Normal);
+        assert_eq!(rel.durability(), Durability::Full);
+    }
+
+    #[test]
+    fn default_url_is_a_sqlite_file_in_the_working_directory() {
+        let c = Config::from_url(DEFAULT_DATABASE_URL).unwrap();
+        assert_eq!(c.sqlite_path(), Some(Path::new("persist.db")));
+    }
+
+    #[test]
+    fn postgres_forms() {
+        let c = Config::from_url("postgres://alice:s3cret@db.example:6543/game?sslmode=require")
+            .unwrap();
+        assert_eq!(c.backend(), BackendKind::Postgres);
+        assert_eq!(c.postgres_database(), Some("game"));
+        assert_eq!(c.ssl_mode(), SslMode::Require);
+        let Target::Postgres(pg) = &c.target else {
+            panic!("not postgres")
+        };
+        assert_eq!(pg.get_user(), Some("alice"));
+        assert_eq!(pg.get_password(), Some(&b"s3cret"[..]));
+        assert_eq!(pg.get_ports(), &[6543]);
+
+        let c = Config::from_url("postgresql://postgres@%2Fvar%2Frun%2Fpostgresql/test").unwrap();
+        let Target::Postgres(pg) = &c.target else {
+            panic!("not postgres")
+        };
+        assert_eq!(
+            pg.get_hosts(),
+            &[tokio_postgres::config::Host::Unix(
+                "/var/run/postgresql".into()
+            )]
+        );
+        assert_eq!(c.ssl_mode(), SslMode::Prefer);
+        let c = Config::from_url("postgres://postgres@localhost/test?sslmode=disable").unwrap();
+        assert_eq!(c.ssl_mode(), SslMode::Disable);
+    }
+
+    #[test]
+    fn bad_urls_are_typed_errors_with_a_reason() {
+        assert!(config_err("mysql://root@localhost/db").contains("unknown database URL scheme"));
+        assert!(config_err("just-a-path.db").contains("no scheme"));
+        assert!(config_err("sqlite://").contains("no path"));
+        assert!(config_err("sqlite://x.db?journal=delete").contains("unknown SQLite URL parameter"));
+        assert!(config_err("sqlite://x.db?synchronous=off").contains("synchronous"));
+        assert!(config_err("postgres://postgres@localhost").contains("no database name"));
+        assert!(config_err("postgres://postgres@localhost/").contains("no database name"));
+        assert!(config_err("postgres://localhost/db").contains("no user name"));
+        assert!(config_err("postgres://u@h/db?sslmode=verify-full").contains("unsupported sslmode"));
+        assert!(config_err("postgres://u:pw@h:notaport/db").contains("malformed"));
+    }
+
+    #[test]
+    fn debug_and_errors_never_show_the_password() {
+        let c = Config::from_url("postgres://alice:hunter2@db/game").unwrap();
+        let dbg = format!("{c:?}");
+        assert!(!dbg.contains("hunter2"), "{dbg}");
+        assert!(dbg.contains("alice:***@db:5432/game"), "{dbg}");
+        let msg = config_err("postgres://alice:hunter2@db:bad/game");
+        assert!(!msg.contains("hunter2"), "{msg}");
+        let msg = config_err("postgres://alice:hunter2@db");
+        assert!(!msg.contains("hunter2"), "{msg}");
+    }
+}

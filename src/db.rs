@@ -1,0 +1,205 @@
+//! The database handle: open, ping, close, migrate.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use crate::config::{BackendKind, Config};
+use crate::error::{Error, Result};
+use crate::migrate::{self, Dialect, MigrationReport, MigrationStatus, Migrations};
+use crate::{postgres, sqlite};
+
+pub(crate) enum Backend {
+    Sqlite(sqlite::Pool),
+    Postgres(postgres::Pool),
+}
+
+struct Inner {
+    backend: Backend,
+    closed: AtomicBool,
+    config: Config,
+}
+
+/// An open database: a connection pool on the backend the URL chose.
+///
+/// Cheap to clone (clones share the pool). Every repository is reached from
+/// here ([`Db::accounts`], [`Db::sessions`], ...) or from a unit of work
+/// ([`Db::begin`]). After [`Db::close`], every call returns [`Error::Closed`].
+#[derive(Clone)]
+pub struct Db {
+    inner: Arc<Inner>,
+}
+
+/// Opens the database `config` describes and checks that it answers.
+///
+/// SQLite: creates the file if missing, switches it to WAL, and applies and
+/// verifies `foreign_keys=ON`, the busy timeout and the durability level.
+/// PostgreSQL: builds the pool and opens one connection.
+///
+/// # Errors
+/// [`Error::Unavailable`] when the file cannot be opened or created or the
+/// server cannot be reached within the connect timeout (also for a missing
+/// database or failed authentication); [`Error::Config`] for an unusable
+/// configuration.
+pub async fn open(config: &Config) -> Result<Db> {
+    let backend = match config.backend() {
+        BackendKind::Sqlite => Backend::Sqlite(sqlite::Pool::open(config).await?),
+        BackendKind::Postgres => Backend::Postgres(postgres::Pool::open(config).await?),
+    };
+    tracing::debug!(url = %config.redacted_url(), "opened database");
+    Ok(Db {
+        inner: Arc::new(Inner {
+            backend,
+            closed: AtomicBool::new(false),
+            config: config.clone(),
+        }),
+    })
+}
+
+impl Db {
+    /// The backend in use.
+    pub fn backend(&self) -> BackendKind {
+        match self.inner.backend {
+            Backend::Sqlite(_) => BackendKind::Sqlite,
+            Backend::Postgres(_) => BackendKind::Postgres,
+        }
+    }
+
+    /// The migration dialect of the backend.
+    pub fn dialect(&self) -> Dialect {
+        match self.backend() {
+            BackendKind::Sqlite => Dialect::Sqlite,
+            BackendKind::Postgres => Dialect::Postgres,
+        }
+    }
+
+    /// The configuration it was opened with.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// The backend, unless the handle is closed.
+    pub(crate) fn live(&self) -> Result<&Backend> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        Ok(&self.inner.backend)
+    }
+
+    /// Checks that the database answers a trivial query.
+    ///
+    /// # Errors
+    /// [`Error::Closed`] after [`Db::close`]; [`Error::Unavailable`] or
+    /// [`Error::Timeout`] when it does not answer.
+    pub async fn ping(&self) -> Result<()> {
+        match self.live()? {
+            Backend::Sqlite(p) => p.ping().await,
+            Backend::Postgres(p) => p.ping().await,
+        }
+    }
+
+    /// True once [`Db::close`] has been called on this handle or a clone.
+    pub fn is_closed(&self) -> bool {
+        self.inner.closed.load(Ordering::Acquire)
+    }
+
+    /// Closes the pool. Every later call on this handle and its clones returns
+    /// [`Error::Closed`]; a unit of work already begun can still finish.
+    pub async fn close(&self) {
+        if self.inner.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        match &self.inner.backend {
+            Backend::Sqlite(p) => p.close().await,
+            Backend::Postgres(p) => p.close(),
+        }
+    }
+
+    /// Applies every pending migration embedded in this binary.
+    ///
+    /// Safe to run from any number of processes at once: each migration is
+    /// applied exactly once. Each migration and its `schema_migrations` row
+    /// commit in one transaction.
+    ///
+    /// # Errors
+    /// [`Error::MigrationDrift`], [`Error::DatabaseAhead`],
+    /// [`Error::InvalidMigrations`] (changing nothing);
+    /// [`Error::MigrationFailed`] (that migration rolled back, earlier ones
+    /// stay applied); [`Error::Timeout`] when the migration lock is not
+    /// obtained within the lock timeout.
+    pub async fn migrate(&self) -> Result<MigrationReport> {
+        self.migrate_with(&Migrations::embedded(self.dialect())?)
+            .await
+    }
+
+    /// Applies every pending migration of a caller-supplied set.
+    ///
+    /// # Errors
+    /// As [`Db::migrate`]; also [`Error::InvalidMigrations`] when the set's
+    /// dialect is not the backend's.
+    pub async fn migrate_with(&self, set: &Migrations) -> Result<MigrationReport> {
+        self.check_dialect(set)?;
+        let lock_timeout = self.inner.config.lock_timeout;
+        match self.live()? {
+            Backend::Sqlite(p) => {
+                let mut m = sqlite::migrate::SqliteMigrator {
+                    guard: p.write_guard().await?,
+                    busy_timeout: p.busy_timeout(),
+                };
+                migrate::run(&mut m, set, lock_timeout).await
+            }
+            Backend::Postgres(p) => {
+                let mut m = postgres::migrate::PgMigrator {
+                    conn: Some(p.get().await?),
+                    locked: false,
+                };
+                migrate::run(&mut m, set, lock_timeout).await
+            }
+        }
+    }
+
+    /// The status of every embedded migration in this database, plus any
+    /// recorded migration this binary does not ship. Changes nothing.
+    ///
+    /// # Errors
+    /// [`Error::Closed`], [`Error::Unavailable`] and the like; never a
+    /// migration error (drift and the like show up as states).
+    pub async fn migration_status(&self) -> Result<Vec<MigrationStatus>> {
+        self.migration_status_with(&Migrations::embedded(self.dialect())?)
+            .await
+    }
+
+    /// [`Db::migration_status`] for a caller-supplied set.
+    ///
+    /// # Errors
+    /// As [`Db::migration_status`]; also [`Error::InvalidMigrations`] when the
+    /// set's dialect is not the backend's.
+    pub async fn migration_status_with(&self, set: &Migrations) -> Result<Vec<MigrationStatus>> {
+        self.check_dialect(set)?;
+        let applied = match self.live()? {
+            Backend::Sqlite(p) => p.read(sqlite::migrate::applied).await?,
+            Backend::Postgres(p) => postgres::migrate::applied(&p.get().await?).await?,
+        };
+        Ok(migrate::status(set, &applied))
+    }
+
+    fn check_dialect(&self, set: &Migrations) -> Result<()> {
+        if set.dialect() != self.dialect() {
+            return Err(Error::InvalidMigrations(format!(
+                "a {} migration set cannot run on a {} database",
+                set.dialect(),
+                self.dialect()
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Db {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Db")
+            .field("url", &self.inner.config.redacted_url())
+            .field("closed", &self.is_closed())
+            .finish()
+    }
+}

@@ -1,0 +1,134 @@
+//! SQLite result codes -> [`Error`], in one place.
+
+use rusqlite::{ffi, ErrorCode};
+
+use crate::error::{Error, UniqueKey};
+
+/// Maps a SQLite error to the crate's error by its (extended) result code.
+///
+/// A unique-key violation maps to [`Error::Constraint`] here: which key it
+/// was is decided by the caller (see [`unique_or`]), since SQLite reports the
+/// key only in message text, which is never parsed.
+pub(crate) fn map(e: rusqlite::Error) -> Error {
+    let rusqlite::Error::SqliteFailure(f, _) = &e else {
+        return Error::Sqlite(e);
+    };
+    match f.extended_code {
+        ffi::SQLITE_CONSTRAINT_FOREIGNKEY => return Error::UnknownUser,
+        ffi::SQLITE_CONSTRAINT_UNIQUE | ffi::SQLITE_CONSTRAINT_PRIMARYKEY => {
+            return constraint("unique", e)
+        }
+        ffi::SQLITE_CONSTRAINT_CHECK => return constraint("check", e),
+        ffi::SQLITE_CONSTRAINT_NOTNULL => return constraint("not null", e),
+        ffi::SQLITE_CONSTRAINT_DATATYPE => return constraint("datatype", e),
+        _ => {}
+    }
+    match f.code {
+        ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => {
+            Error::timeout("SQLite database is locked by another connection (busy timeout elapsed)")
+        }
+        ErrorCode::DiskFull => Error::StorageFull { source: e.into() },
+        ErrorCode::CannotOpen | ErrorCode::PermissionDenied | ErrorCode::ReadOnly => {
+            Error::unavailable(
+                format!("SQLite database cannot be used: {e}"),
+                Some(e.into()),
+            )
+        }
+        _ => Error::Sqlite(e),
+    }
+}
+
+fn constraint(kind: &str, e: rusqlite::Error) -> Error {
+    Error::Constraint {
+        constraint: kind.to_string(),
+        source: e.into(),
+    }
+}
+
+/// True for a UNIQUE or PRIMARY KEY violation.
+pub(crate) fn is_unique_violation(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _)
+        if f.extended_code == ffi::SQLITE_CONSTRAINT_UNIQUE
+            || f.extended_code == ffi::SQLITE_CONSTRAINT_PRIMARYKEY)
+}
+
+/// [`Error::Conflict`] on `key` for a unique violation, else [`map`].
+pub(crate) fn unique_or(e: rusqlite::Error, key: UniqueKey) -> Error {
+    if is_unique_violation(&e) {
+        Error::Conflict(key)
+    } else {
+        map(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Error;
+
+    fn failure(extended: i32) -> rusqlite::Error {
+        rusqlite::Error::SqliteFailure(ffi::Error::new(extended), None)
+    }
+
+    #[test]
+    fn codes_map_to_variants() {
+        assert!(matches!(
+            map(failure(ffi::SQLITE_CONSTRAINT_FOREIGNKEY)),
+            Error::UnknownUser
+        ));
+        assert!(
+            matches!(map(failure(ffi::SQLITE_CONSTRAINT_CHECK)), Error::Constraint { constraint, .. } if constraint == "check")
+        );
+        assert!(matches!(
+            map(failure(ffi::SQLITE_BUSY)),
+            Error::Timeout { .. }
+        ));
+        assert!(matches!(
+            map(failure(ffi::SQLITE_BUSY_SNAPSHOT)),
+            Error::Timeout { .. }
+        ));
+        assert!(matches!(
+            map(failure(ffi::SQLITE_LOCKED)),
+            Error::Timeout { .. }
+        ));
+        assert!(matches!(
+            map(failure(ffi::SQLITE_FULL)),
+            Error::StorageFull { .. }
+        ));
+        assert!(matches!(
+            map(failure(ffi::SQLITE_CANTOPEN)),
+            Error::Unavailable { .. }
+        ));
+        assert!(matches!(
+            map(failure(ffi::SQLITE_READONLY)),
+            Error::Unavailable { .. }
+        ));
+        assert!(matches!(
+            map(failure(ffi::SQLITE_CORRUPT)),
+            Error::Sqlite(_)
+        ));
+        assert!(matches!(
+            map(rusqlite::Error::QueryReturnedNoRows),
+            Error::Sqlite(_)
+        ));
+    }
+
+    #[test]
+    fn unique_violations_name_the_callers_key() {
+        for code in [
+            ffi::SQLITE_CONSTRAINT_UNIQUE,
+            ffi::SQLITE_CONSTRAINT_PRIMARYKEY,
+        ] {
+            assert!(is_unique_violation(&failure(code)));
+            assert!(matches!(
+                unique_or(failure(code), UniqueKey::SessionToken),
+                Error::Conflict(UniqueKey::SessionToken)
+            ));
+        }
+        assert!(!is_unique_violation(&failure(ffi::SQLITE_CONSTRAINT_CHECK)));
+        assert!(matches!(
+            unique_or(failure(ffi::SQLITE_CONSTRAINT_FOREIGNKEY), UniqueKey::Email),
+            Error::UnknownUser
+        ));
+    }
+}

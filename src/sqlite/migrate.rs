@@ -1,0 +1,134 @@
+//! The migration runner's steps on SQLite.
+//!
+//! The lock is SQLite's own write lock: each migration runs in a
+//! `BEGIN IMMEDIATE` transaction that first re-reads `schema_migrations`, so
+//! concurrent migrators (threads or processes) apply each migration exactly
+//! once. While migrating, the busy timeout is raised to the migration lock
+//! timeout so a migrator waits for another one's migration to finish.
+
+use std::time::{Duration, Instant};
+
+use rusqlite::{params, OptionalExtension};
+
+use super::error::map;
+use super::{rollback_quietly, WriteGuard};
+use crate::error::{Error, Result};
+use crate::migrate::{failed, Applied, AppliedRow, Migration, MigrationBackend};
+
+pub(crate) struct SqliteMigrator {
+    pub(crate) guard: WriteGuard,
+    pub(crate) busy_timeout: Duration,
+}
+
+const CREATE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
+    version      INTEGER NOT NULL PRIMARY KEY,
+    name         TEXT    NOT NULL,
+    checksum     TEXT    NOT NULL,
+    applied_at   INTEGER NOT NULL,
+    execution_ms INTEGER NOT NULL
+) STRICT";
+
+impl MigrationBackend for SqliteMigrator {
+    async fn lock(&mut self, timeout: Duration) -> Result<()> {
+        self.guard
+            .slot()
+            .with(|c| c.busy_timeout(timeout).map_err(map))
+    }
+
+    async fn unlock(&mut self) -> Result<()> {
+        let busy = self.busy_timeout;
+        self.guard
+            .slot()
+            .with(|c| c.busy_timeout(busy).map_err(map))
+    }
+
+    async fn ensure_table(&mut self) -> Result<()> {
+        self.guard
+            .slot()
+            .with(|c| c.execute_batch(CREATE).map_err(map))
+    }
+
+    async fn applied(&mut self) -> Result<Vec<AppliedRow>> {
+        self.guard.slot().with(applied)
+    }
+
+    async fn apply(&mut self, m: &Migration, applied_at: i64) -> Result<Applied> {
+        self.guard.slot().with(|c| {
+            c.execute_batch("BEGIN IMMEDIATE").map_err(map)?;
+            let result = apply_locked(c, m, applied_at);
+            match &result {
+                Ok(Applied::Now(_)) | Ok(Applied::Already) => {
+                    if let Err(e) = c.execute_batch("COMMIT") {
+                        rollback_quietly(c, "ROLLBACK");
+                        return Err(map(e));
+                    }
+                }
+                Err(_) => rollback_quietly(c, "ROLLBACK"),
+            }
+            result
+        })
+    }
+}
+
+fn apply_locked(c: &rusqlite::Connection, m: &Migration, applied_at: i64) -> Result<Applied> {
+    let recorded: Option<String> = c
+        .query_row(
+            "SELECT checksum FROM schema_migrations WHERE version = ?1",
+            [m.version()],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(map)?;
+    match recorded {
+        Some(sum) if sum == m.checksum() => return Ok(Applied::Already),
+        Some(_) => {
+            return Err(Error::MigrationDrift {
+                versions: vec![m.version()],
+            })
+        }
+        None => {}
+    }
+    let start = Instant::now();
+    c.execute_batch(m.sql())
+        .map_err(|e| failed(m, e.to_string(), e.into()))?;
+    let ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
+    c.execute(
+        "INSERT INTO schema_migrations (version, name, checksum, applied_at, execution_ms) \
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![m.version(), m.name(), m.checksum(), applied_at, ms as i64],
+    )
+    .map_err(|e| failed(m, e.to_string(), e.into()))?;
+    Ok(Applied::Now(ms))
+}
+
+/// The rows of `schema_migrations`, or none when the table does not exist.
+pub(crate) fn applied(c: &rusqlite::Connection) -> Result<Vec<AppliedRow>> {
+    let exists = c
+        .query_row(
+            "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'schema_migrations'",
+            [],
+            |_| Ok(()),
+        )
+        .optional()
+        .map_err(map)?
+        .is_some();
+    if !exists {
+        return Ok(Vec::new());
+    }
+    let mut st = c
+        .prepare(
+            "SELECT version, name, checksum, applied_at FROM schema_migrations ORDER BY version",
+        )
+        .map_err(map)?;
+    let rows = st
+        .query_map([], |r| {
+            Ok(AppliedRow {
+                version: r.get(0)?,
+                name: r.get(1)?,
+                checksum: r.get(2)?,
+                applied_at: r.get(3)?,
+            })
+        })
+        .map_err(map)?;
+    rows.collect::<rusqlite::Result<Vec<_>>>().map_err(map)
+}
