@@ -40,8 +40,9 @@ pub(crate) async fn set(c: &Client, p: &Progression) -> Result<()> {
 pub(crate) async fn add_xp(c: &Client, user: UserId, delta: i64) -> Result<Option<(i32, i64)>> {
     let st = c
         .prepare_cached(
-            "UPDATE progression SET xp = xp + $2 WHERE user_id = $1 AND \
-             CASE WHEN $2 >= 0 THEN xp <= 9223372036854775807 - $2 ELSE xp + $2 >= 0 END \
+            "UPDATE progression SET xp = xp + $2::int8 WHERE user_id = $1 AND \
+             CASE WHEN $2::int8 >= 0 THEN xp <= 9223372036854775807 - $2::int8 \
+             ELSE xp + $2::int8 >= 0 END \
              RETURNING level, xp",
         )
         .await
