@@ -380,20 +380,29 @@ fn parse_postgres(url: &str) -> Result<Config> {
 }
 
 /// Hides the password of a URL-shaped string for error messages, without
-/// trusting that it parses.
+/// trusting that it parses: everything between `://` and the *last* `@` is
+/// reduced to the user name, and every `password=` value is masked.
 fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _)) => format!("{scheme}://{user}:***@{host}{tail}"),
+    let mut out = match url.split_once("://") {
+        Some((scheme, rest)) => match rest.rfind('@') {
+            Some(at) => {
+                let user = rest[..at].split(':').next().unwrap_or("");
+                format!("{scheme}://{user}:***@{}", &rest[at + 1..])
+            }
             None => url.to_string(),
         },
         None => url.to_string(),
+    };
+    let mut from = 0;
+    while let Some(i) = out[from..].find("password=") {
+        let start = from + i + "password=".len();
+        let end = out[start..]
+            .find(|c: char| c == '&' || c.is_whitespace())
+            .map_or(out.len(), |e| start + e);
+        out.replace_range(start..end, "***");
+        from = start + 3;
     }
+    out
 }
 
 #[cfg(test)]
@@ -483,7 +492,19 @@ mod tests {
         assert!(dbg.contains("alice:***@db:5432/game"), "{dbg}");
         let msg = config_err("postgres://alice:hunter2@db:bad/game");
         assert!(!msg.contains("hunter2"), "{msg}");
-        let msg = config_err("postgres://alice:hunter2@db");
-        assert!(!msg.contains("hunter2"), "{msg}");
+        for url in [
+            "postgres://alice:hunter2@db",
+            "postgres://u@h?password=hunter2",
+            "postgres://u@h/?sslmode=disable&password=hunter2",
+            "postgres://u:hun/ter2@h:bad/db",
+            "postgres://u:hun?ter2@h:bad/db",
+            "postgres:password=hunter2 host=x",
+        ] {
+            let msg = config_err(url);
+            assert!(
+                !msg.contains("hunter2") && !msg.contains("ter2"),
+                "{url} -> {msg}"
+            );
+        }
     }
 }

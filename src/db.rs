@@ -25,6 +25,11 @@ struct Inner {
 /// Cheap to clone (clones share the pool). Every repository is reached from
 /// here ([`Db::accounts`], [`Db::sessions`], ...) or from a unit of work
 /// ([`Db::begin`]). After [`Db::close`], every call returns [`Error::Closed`].
+///
+/// Cancellation: dropping a call's future after its statement was sent does
+/// not stop the statement on a PostgreSQL server, so a write may still land.
+/// Inside a unit of work, a dropped call aborts it ([`Error::Aborted`] on
+/// commit), so nothing half-known is committed.
 #[derive(Clone)]
 pub struct Db {
     inner: Arc<Inner>,
@@ -110,7 +115,7 @@ impl Db {
             return;
         }
         match &self.inner.backend {
-            Backend::Sqlite(p) => p.close().await,
+            Backend::Sqlite(p) => p.close(),
             Backend::Postgres(p) => p.close(),
         }
     }
@@ -143,7 +148,7 @@ impl Db {
         match self.live()? {
             Backend::Sqlite(p) => {
                 let mut m = sqlite::migrate::SqliteMigrator {
-                    guard: p.write_guard().await?,
+                    guard: p.write_guard_within(lock_timeout).await?,
                     busy_timeout: p.busy_timeout(),
                 };
                 migrate::run(&mut m, set, lock_timeout).await
@@ -151,7 +156,6 @@ impl Db {
             Backend::Postgres(p) => {
                 let mut m = postgres::migrate::PgMigrator {
                     conn: Some(p.get().await?),
-                    locked: false,
                 };
                 migrate::run(&mut m, set, lock_timeout).await
             }

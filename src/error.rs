@@ -40,6 +40,13 @@ pub enum Error {
     #[error("database handle is closed")]
     Closed,
 
+    /// A unit of work can no longer commit: a statement in it failed (on
+    /// PostgreSQL that aborts the transaction; SQLite is made to agree), was
+    /// cancelled mid-way, or the database rolled it back by itself. Roll it
+    /// back (or drop it) and start again.
+    #[error("unit of work aborted by an earlier failure; roll it back")]
+    Aborted,
+
     /// A bounded wait ran out: pool checkout, connect, lock wait, statement
     /// timeout, SQLite busy timeout.
     #[error("timed out: {what}")]

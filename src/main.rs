@@ -145,14 +145,21 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
                     at
                 );
             }
-            let has = |st: MigrationState| status.iter().any(|s| s.state == st);
-            if has(MigrationState::Unknown) {
-                eprintln!("error: database is newer than this binary");
+            let with = |st: MigrationState| -> Vec<i64> {
+                status
+                    .iter()
+                    .filter(|s| s.state == st)
+                    .map(|s| s.version)
+                    .collect()
+            };
+            let (unknown, drifted) = (with(MigrationState::Unknown), with(MigrationState::Drifted));
+            if !unknown.is_empty() {
+                eprintln!("error: {}", Error::DatabaseAhead { versions: unknown });
                 ExitCode::from(exit::AHEAD)
-            } else if has(MigrationState::Drifted) {
-                eprintln!("error: applied migrations were changed after being applied");
+            } else if !drifted.is_empty() {
+                eprintln!("error: {}", Error::MigrationDrift { versions: drifted });
                 ExitCode::from(exit::DRIFT)
-            } else if has(MigrationState::Pending) {
+            } else if !with(MigrationState::Pending).is_empty() {
                 ExitCode::from(exit::PENDING)
             } else {
                 ExitCode::SUCCESS

@@ -370,6 +370,7 @@ async fn run_locked<B: MigrationBackend>(
     backend.ensure_table().await?;
     let applied = backend.applied().await?;
     let todo = pending(set, &applied)?;
+    let todo_len = todo.len();
     let mut report = MigrationReport::default();
     for m in todo {
         match backend.apply(m, now_seconds()).await? {
@@ -381,6 +382,12 @@ async fn run_locked<B: MigrationBackend>(
                 tracing::debug!(version = m.version, "migration applied concurrently");
             }
         }
+    }
+    if todo_len > 0 {
+        // On SQLite the lock is per migration, so a newer binary may have
+        // migrated past this set meanwhile: check the final state again.
+        let now_applied = backend.applied().await?;
+        pending(set, &now_applied)?;
     }
     report.version = set.latest_version();
     Ok(report)

@@ -12,6 +12,7 @@ use crate::models::{
 };
 use crate::postgres::Client;
 use crate::sqlite::WriterSlot;
+use crate::tx::TxState;
 use crate::validate::{self, EMAIL_MAX, PASS_HASH_MAX, USERNAME_MAX};
 use crate::{postgres, sqlite};
 
@@ -19,8 +20,8 @@ use crate::{postgres, sqlite};
 #[derive(Clone, Copy)]
 pub(crate) enum Exec<'a> {
     Db(&'a Db),
-    SqliteTx(&'a WriterSlot),
-    PostgresTx(&'a Client),
+    SqliteTx(&'a WriterSlot, &'a TxState),
+    PostgresTx(&'a Client, &'a TxState),
 }
 
 /// Runs the SQLite closure or the PostgreSQL future on the connection `$ex`
@@ -37,8 +38,25 @@ macro_rules! run {
                     $pg.await
                 }
             },
-            Exec::SqliteTx(slot) => slot.with(|$c| $lite),
-            Exec::PostgresTx($p) => $pg.await,
+            Exec::SqliteTx(slot, state) => {
+                state.enter()?;
+                let out = slot.with(|$c| {
+                    // SQLite ends a transaction by itself on some errors
+                    // (SQLITE_FULL, IOERR): never go on in autocommit.
+                    if $c.is_autocommit() {
+                        return Err(Error::Aborted);
+                    }
+                    $lite
+                });
+                state.leave(&out);
+                out
+            }
+            Exec::PostgresTx($p, state) => {
+                state.enter()?;
+                let out = $pg.await;
+                state.leave(&out);
+                out
+            }
         }
     };
 }

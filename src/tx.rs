@@ -1,9 +1,11 @@
 //! Units of work spanning repositories.
 
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+
 use deadpool_postgres::Object;
 
 use crate::db::{Backend, Db};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::postgres;
 use crate::repos::{Accounts, Exec, Loadouts, ProgressionRepo, Sessions, Unlocks};
 use crate::sqlite::{self, WriteGuard};
@@ -22,8 +24,47 @@ enum Conn {
 /// can fail with `SQLITE_BUSY` at once, ignoring the busy timeout); other
 /// writers of this handle wait for it to finish. PostgreSQL: a transaction
 /// on one pooled connection, at the server's default isolation level.
+///
+/// Any failed statement aborts the unit of work on both backends (PostgreSQL
+/// aborts the transaction; SQLite is made to agree): later calls and
+/// [`Tx::commit`] return [`Error::Aborted`]. So does a call whose future was
+/// dropped mid-way (its statement may still have run on the server).
+/// [`Error::NotFound`] and [`Error::InvalidInput`] do not abort: nothing
+/// failed in the database.
 pub struct Tx {
     conn: Option<Conn>,
+    state: TxState,
+}
+
+/// Health of a unit of work: calls in flight (a call dropped mid-way stays
+/// counted) and whether one failed.
+#[derive(Default)]
+pub(crate) struct TxState {
+    in_flight: AtomicU32,
+    failed: AtomicBool,
+}
+
+impl TxState {
+    pub(crate) fn enter(&self) -> Result<()> {
+        if self.failed.load(Ordering::Acquire) {
+            return Err(Error::Aborted);
+        }
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        Ok(())
+    }
+
+    pub(crate) fn leave<T>(&self, out: &Result<T>) {
+        if let Err(e) = out {
+            if !matches!(e, Error::NotFound(_)) {
+                self.failed.store(true, Ordering::Release);
+            }
+        }
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    fn can_commit(&self) -> bool {
+        !self.failed.load(Ordering::Acquire) && self.in_flight.load(Ordering::Acquire) == 0
+    }
 }
 
 impl Db {
@@ -35,32 +76,47 @@ impl Db {
     /// timeout or, on SQLite, another process holds the write lock past the
     /// busy timeout; [`Error::Unavailable`](crate::Error::Unavailable).
     pub async fn begin(&self) -> Result<Tx> {
-        let conn = match self.live()? {
+        match self.live()? {
             Backend::Sqlite(p) => {
                 let guard = p.write_guard().await?;
                 guard.slot().with(|c| {
                     c.execute_batch("BEGIN IMMEDIATE")
                         .map_err(sqlite::error::map)
                 })?;
-                Conn::Sqlite(guard)
+                Ok(Tx {
+                    conn: Some(Conn::Sqlite(guard)),
+                    state: TxState::default(),
+                })
             }
             Backend::Postgres(p) => {
-                let obj = p.get().await?;
-                obj.batch_execute("BEGIN")
-                    .await
-                    .map_err(postgres::error::map)?;
-                Conn::Postgres(Box::new(obj))
+                // Own the connection before BEGIN is sent: if this future is
+                // dropped mid-way, Tx's drop rolls back instead of a
+                // connection going back to the pool inside a transaction.
+                let mut tx = Tx {
+                    conn: Some(Conn::Postgres(Box::new(p.get().await?))),
+                    state: TxState::default(),
+                };
+                let begun = match &tx.conn {
+                    Some(Conn::Postgres(o)) => o.batch_execute("BEGIN").await,
+                    _ => return Err(Error::Closed),
+                };
+                if let Err(e) = begun {
+                    if let Some(Conn::Postgres(o)) = tx.conn.take() {
+                        drop(Object::take(*o));
+                    }
+                    return Err(postgres::error::map(e));
+                }
+                Ok(tx)
             }
-        };
-        Ok(Tx { conn: Some(conn) })
+        }
     }
 }
 
 impl Tx {
     fn exec(&self) -> Exec<'_> {
         match &self.conn {
-            Some(Conn::Sqlite(g)) => Exec::SqliteTx(g.slot()),
-            Some(Conn::Postgres(o)) => Exec::PostgresTx(o),
+            Some(Conn::Sqlite(g)) => Exec::SqliteTx(g.slot(), &self.state),
+            Some(Conn::Postgres(o)) => Exec::PostgresTx(o, &self.state),
             // `conn` is taken only by commit/rollback/drop, which consume self.
             None => unreachable!("a finished Tx cannot be used"),
         }
@@ -90,10 +146,22 @@ impl Tx {
     /// Commits every change made through this unit of work.
     ///
     /// # Errors
-    /// The backend's error when the commit fails; the work is rolled back
-    /// then.
+    /// [`Error::Aborted`] when a call in it failed or was cancelled (the work
+    /// is rolled back); the backend's error when the commit fails (rolled
+    /// back too).
     pub async fn commit(mut self) -> Result<()> {
-        self.finish("COMMIT").await
+        if !self.state.can_commit() {
+            self.finish("ROLLBACK").await?;
+            return Err(Error::Aborted);
+        }
+        // On PostgreSQL, COMMIT of an aborted transaction answers as a
+        // rollback without an error; the SELECT fails in that state, which
+        // stops the batch before COMMIT and reports it.
+        let sql = match self.conn {
+            Some(Conn::Postgres(_)) => "SELECT 1; COMMIT",
+            _ => "COMMIT",
+        };
+        self.finish(sql).await
     }
 
     /// Rolls back every change made through this unit of work.

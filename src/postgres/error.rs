@@ -20,6 +20,7 @@ enum Class {
     UnknownUser,
     Constraint,
     Timeout,
+    Aborted,
     StorageFull,
     Unavailable,
     Other,
@@ -48,10 +49,13 @@ fn classify(code: &SqlState, constraint: Option<&str>) -> Class {
     if *code == SqlState::DISK_FULL {
         return Class::StorageFull;
     }
+    if *code == SqlState::IN_FAILED_SQL_TRANSACTION {
+        return Class::Aborted;
+    }
     // 08: connection exception; 57: operator intervention (shutdown, restart,
     // terminated backend); 28: authorization; 53300: too many connections;
     // 3D000: no such database.
-    match &code.code()[..2] {
+    match code.code().get(..2).unwrap_or("") {
         "08" | "57" | "28" => Class::Unavailable,
         _ if *code == SqlState::TOO_MANY_CONNECTIONS || *code == SqlState::INVALID_CATALOG_NAME => {
             Class::Unavailable
@@ -68,6 +72,7 @@ pub(crate) fn map(e: tokio_postgres::Error) -> Error {
             Class::UnknownUser => Error::UnknownUser,
             Class::Constraint => constraint(e),
             Class::Timeout => Error::timeout(postgres_message(&e)),
+            Class::Aborted => Error::Aborted,
             Class::StorageFull => Error::StorageFull { source: e.into() },
             Class::Unavailable => Error::unavailable(postgres_message(&e), Some(e.into())),
             Class::Other => Error::Postgres(e),
@@ -113,6 +118,11 @@ pub(crate) fn map_pool(e: PoolError) -> Error {
         }
         PoolError::Timeout(TimeoutType::Recycle) => {
             Error::unavailable("checking a pooled PostgreSQL connection timed out", None)
+        }
+        // Without a server error, a failure while connecting (TLS refused,
+        // missing password, socket error) means the server is unusable.
+        PoolError::Backend(e) if e.as_db_error().is_none() => {
+            Error::unavailable(postgres_message(&e), Some(e.into()))
         }
         PoolError::Backend(e) => map(e),
         PoolError::Closed => Error::Closed,
@@ -182,6 +192,7 @@ mod tests {
             (SqlState::QUERY_CANCELED, None, Class::Timeout),
             (SqlState::LOCK_NOT_AVAILABLE, None, Class::Timeout),
             (SqlState::DISK_FULL, None, Class::StorageFull),
+            (SqlState::IN_FAILED_SQL_TRANSACTION, None, Class::Aborted),
             (SqlState::ADMIN_SHUTDOWN, None, Class::Unavailable),
             (SqlState::CRASH_SHUTDOWN, None, Class::Unavailable),
             (SqlState::CANNOT_CONNECT_NOW, None, Class::Unavailable),

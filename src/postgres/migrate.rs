@@ -18,7 +18,6 @@ const LOCK_KEY: i64 = 0x7065_7273_6973_7400;
 
 pub(crate) struct PgMigrator {
     pub(crate) conn: Option<Object>,
-    pub(crate) locked: bool,
 }
 
 impl PgMigrator {
@@ -29,12 +28,11 @@ impl PgMigrator {
 
 impl Drop for PgMigrator {
     fn drop(&mut self) {
-        // A connection that may still hold the lock must not go back to the
-        // pool: detach it, and closing it frees the lock.
-        if self.locked {
-            if let Some(obj) = self.conn.take() {
-                drop(Object::take(obj));
-            }
+        // Never hand the migrator's connection back to the pool: it may still
+        // hold the advisory lock (a cancelled or failed unlock) or carry
+        // session settings a migration made. Closing it frees the lock.
+        if let Some(obj) = self.conn.take() {
+            drop(Object::take(obj));
         }
     }
 }
@@ -60,7 +58,6 @@ impl MigrationBackend for PgMigrator {
                 .try_get(0)
                 .map_err(map)?;
             if got {
-                self.locked = true;
                 return Ok(());
             }
             if Instant::now() >= deadline {
@@ -79,7 +76,6 @@ impl MigrationBackend for PgMigrator {
             .query_one("SELECT pg_advisory_unlock($1)", &[&LOCK_KEY])
             .await
             .map_err(map)?;
-        self.locked = false;
         Ok(())
     }
 
@@ -94,6 +90,11 @@ impl MigrationBackend for PgMigrator {
     async fn apply(&mut self, m: &Migration, applied_at: i64) -> Result<Applied> {
         let conn = self.conn.as_mut().ok_or(Error::Closed)?;
         let tx = conn.transaction().await.map_err(map)?;
+        // A migration may legitimately run longer than the statement timeout
+        // applications get.
+        tx.batch_execute("SET LOCAL statement_timeout = 0")
+            .await
+            .map_err(map)?;
         let start = Instant::now();
         if let Err(e) = tx.batch_execute(m.sql()).await {
             return Err(failed(m, postgres_message(&e), e.into()));

@@ -24,8 +24,11 @@ pub(crate) fn map(e: rusqlite::Error) -> Error {
         _ => {}
     }
     match f.code {
-        ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => {
+        ErrorCode::DatabaseBusy => {
             Error::timeout("SQLite database is locked by another connection (busy timeout elapsed)")
+        }
+        ErrorCode::DatabaseLocked => {
+            Error::timeout("SQLite table is locked by another statement of this connection")
         }
         ErrorCode::DiskFull => Error::StorageFull { source: e.into() },
         ErrorCode::CannotOpen | ErrorCode::PermissionDenied | ErrorCode::ReadOnly => {

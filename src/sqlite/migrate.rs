@@ -54,19 +54,55 @@ impl MigrationBackend for SqliteMigrator {
 
     async fn apply(&mut self, m: &Migration, applied_at: i64) -> Result<Applied> {
         self.guard.slot().with(|c| {
-            c.execute_batch("BEGIN IMMEDIATE").map_err(map)?;
-            let result = apply_locked(c, m, applied_at);
-            match &result {
-                Ok(Applied::Now(_)) | Ok(Applied::Already) => {
-                    if let Err(e) = c.execute_batch("COMMIT") {
-                        rollback_quietly(c, "ROLLBACK");
-                        return Err(map(e));
-                    }
-                }
-                Err(_) => rollback_quietly(c, "ROLLBACK"),
-            }
-            result
+            // Foreign keys off while migrating (SQLite ignores the pragma
+            // inside a transaction): a table rebuild's DROP TABLE would
+            // otherwise cascade-delete every child row. Checked before commit.
+            c.execute_batch("PRAGMA foreign_keys = OFF").map_err(map)?;
+            let result = apply_in_transaction(c, m, applied_at);
+            let restored = c.execute_batch("PRAGMA foreign_keys = ON").map_err(map);
+            let applied = result?;
+            restored?;
+            Ok(applied)
         })
+    }
+}
+
+fn apply_in_transaction(
+    c: &rusqlite::Connection,
+    m: &Migration,
+    applied_at: i64,
+) -> Result<Applied> {
+    c.execute_batch("BEGIN IMMEDIATE").map_err(map)?;
+    let result = apply_locked(c, m, applied_at).and_then(|applied| {
+        if matches!(applied, Applied::Already) {
+            return Ok(applied);
+        }
+        let violations: i64 = c
+            .query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| {
+                r.get(0)
+            })
+            .map_err(map)?;
+        if violations > 0 {
+            return Err(failed(
+                m,
+                format!("{violations} foreign-key violation(s) after the migration"),
+                "foreign_key_check failed".into(),
+            ));
+        }
+        Ok(applied)
+    });
+    match result {
+        Ok(applied) => match c.execute_batch("COMMIT") {
+            Ok(()) => Ok(applied),
+            Err(e) => {
+                rollback_quietly(c, "ROLLBACK");
+                Err(map(e))
+            }
+        },
+        Err(e) => {
+            rollback_quietly(c, "ROLLBACK");
+            Err(e)
+        }
     }
 }
 

@@ -66,6 +66,20 @@ impl WriteGuard {
     }
 }
 
+impl Drop for WriteGuard {
+    fn drop(&mut self) {
+        // The pool was closed while this guard held the writer: close the
+        // connection now that it is released.
+        if self.slot.gate.is_closed() {
+            self.slot
+                .conn
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
+        }
+    }
+}
+
 pub(crate) struct Pool {
     path: Option<PathBuf>,
     settings: Settings,
@@ -110,11 +124,15 @@ impl Pool {
 
     /// Takes the writer gate, waiting at most the acquire timeout.
     pub(crate) async fn write_guard(&self) -> Result<WriteGuard> {
+        self.write_guard_within(self.settings.acquire_timeout).await
+    }
+
+    /// Takes the writer gate, waiting at most `wait`.
+    pub(crate) async fn write_guard_within(&self, wait: Duration) -> Result<WriteGuard> {
         let permit = match Arc::clone(&self.writer.gate).try_acquire_owned() {
             Ok(p) => p,
             Err(TryAcquireError::Closed) => return Err(Error::Closed),
             Err(TryAcquireError::NoPermits) => {
-                let wait = self.settings.acquire_timeout;
                 match tokio::time::timeout(wait, Arc::clone(&self.writer.gate).acquire_owned())
                     .await
                 {
@@ -175,11 +193,11 @@ impl Pool {
             None => open_reader(path, self.settings)?,
         };
         let out = f(&conn);
+        // Checked under the lock that close() clears the list under, so a
+        // reader is never put back after close.
+        let mut idle = self.readers.lock().unwrap_or_else(PoisonError::into_inner);
         if !self.reader_slots.is_closed() {
-            self.readers
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .push(conn);
+            idle.push(conn);
         }
         out
     }
@@ -194,24 +212,23 @@ impl Pool {
     }
 
     /// Closes every connection; connections in use close when released.
-    pub(crate) async fn close(&self) {
+    pub(crate) fn close(&self) {
         self.reader_slots.close();
         self.readers
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clear();
-        // Wait for a running writer (bounded), then close the writer.
-        let wait = self.settings.acquire_timeout;
-        if let Ok(Ok(_permit)) =
-            tokio::time::timeout(wait, Arc::clone(&self.writer.gate).acquire_owned()).await
-        {
+        // No new writer can start once the gate is closed. If a guard is
+        // out (a unit of work), its drop closes the connection; otherwise
+        // close it here. Guards hold the only other references to the slot.
+        self.writer.gate.close();
+        if Arc::strong_count(&self.writer) == 1 {
             self.writer
                 .conn
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .take();
         }
-        self.writer.gate.close();
     }
 
     pub(crate) fn busy_timeout(&self) -> Duration {
@@ -272,12 +289,20 @@ async fn open_writer(path: &Path, s: Settings) -> Result<Connection> {
         .map_err(|e| open_failed(path, e))?;
     // Switching to WAL needs a moment of exclusive access; another process
     // opening the same new file at once can make the switch report the old
-    // mode instead of waiting, so retry within the busy timeout.
+    // mode, or fail with SQLITE_BUSY without calling the busy handler (lock
+    // upgrade deadlock avoidance), instead of waiting, so retry within the
+    // busy timeout.
     let deadline = Instant::now() + s.busy_timeout;
     loop {
-        let mode: String = c
-            .pragma_update_and_check(None, "journal_mode", "wal", |r| r.get(0))
-            .map_err(|e| open_failed(path, e))?;
+        let mode: String =
+            match c.pragma_update_and_check(None, "journal_mode", "wal", |r| r.get(0)) {
+                Ok(mode) => mode,
+                Err(e) if is_busy(&e) && Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+                Err(e) => return Err(open_failed(path, e)),
+            };
         if mode.eq_ignore_ascii_case("wal") {
             break;
         }
@@ -294,6 +319,13 @@ async fn open_writer(path: &Path, s: Settings) -> Result<Connection> {
     }
     configure(&c, s, true, path)?;
     Ok(c)
+}
+
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy)
+    )
 }
 
 fn open_reader(path: &Path, s: Settings) -> Result<Connection> {

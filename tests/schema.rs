@@ -1,0 +1,1047 @@
+//! The canonical schema (migration 0001) on both dialects: parity by catalog
+//! introspection, `user_id` never reused, case- and Unicode-insensitive
+//! uniqueness, session tokens stored as SHA-256 digests, CHECK constraints and
+//! cascading foreign keys.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use common::TestDb;
+use persist::{canonical_key, Error, NewAccount, UniqueKey, UserId};
+use sha2::{Digest, Sha256};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Sqlite,
+    Postgres,
+}
+
+/// Stamps `sqlite::case` and `postgres::case` for each `async fn case(&TestDb, Kind)`,
+/// run on a fresh migrated database of that backend.
+macro_rules! both {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let t = $crate::common::sqlite().await;
+                    super::$case(&t, super::Kind::Sqlite).await;
+                    t.close().await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let t = $crate::common::postgres().await;
+                    super::$case(&t, super::Kind::Postgres).await;
+                    t.close().await;
+                }
+            )*
+        }
+    };
+}
+
+both!(
+    user_id_is_never_reused,
+    uniqueness_is_case_and_unicode_insensitive,
+    sessions_store_the_token_digest_never_the_token,
+    check_constraints_reject_bad_rows,
+    deleting_an_account_cascades_to_every_child_table,
+);
+
+// ---------------------------------------------------------------------------
+// Catalog introspection.
+
+/// Normalised column type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TypeClass {
+    Integer,
+    Text,
+    Bytes,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Column {
+    name: String,
+    class: TypeClass,
+    nullable: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct ForeignKey {
+    columns: Vec<String>,
+    references: String,
+    ref_columns: Vec<String>,
+    on_delete: String,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct Table {
+    /// In declaration order.
+    columns: Vec<Column>,
+    primary_key: Vec<String>,
+    /// Unique constraints and unique indexes other than the primary key.
+    unique: BTreeSet<Vec<String>>,
+    foreign_keys: BTreeSet<ForeignKey>,
+    /// Non-unique indexes.
+    indexes: BTreeSet<Vec<String>>,
+}
+
+type Schema = BTreeMap<String, Table>;
+
+fn sqlite_class(declared: &str) -> TypeClass {
+    match declared.to_ascii_uppercase().as_str() {
+        "INTEGER" | "INT" | "BIGINT" => TypeClass::Integer,
+        "TEXT" => TypeClass::Text,
+        "BLOB" => TypeClass::Bytes,
+        other => panic!("unexpected SQLite column type {other:?}"),
+    }
+}
+
+fn pg_class(data_type: &str) -> TypeClass {
+    match data_type {
+        "bigint" | "integer" | "smallint" => TypeClass::Integer,
+        "text" => TypeClass::Text,
+        "bytea" => TypeClass::Bytes,
+        other => panic!("unexpected PostgreSQL column type {other:?}"),
+    }
+}
+
+fn strings(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+/// The schema of a SQLite file, read from its catalog.
+fn sqlite_schema(c: &rusqlite::Connection) -> Schema {
+    let tables: Vec<String> = c
+        .prepare(
+            "SELECT name FROM sqlite_schema \
+             WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name",
+        )
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap();
+    let mut schema = Schema::new();
+    for t in tables {
+        let mut table = Table::default();
+        let mut pk: Vec<(i64, String)> = Vec::new();
+        let mut st = c
+            .prepare("SELECT name, type, \"notnull\", pk FROM pragma_table_info(?1) ORDER BY cid")
+            .unwrap();
+        let cols = st
+            .query_map([&t], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, i64>(3)?,
+                ))
+            })
+            .unwrap()
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .unwrap();
+        for (name, declared, notnull, pk_pos) in cols {
+            if pk_pos > 0 {
+                pk.push((pk_pos, name.clone()));
+            }
+            table.columns.push(Column {
+                class: sqlite_class(&declared),
+                // A primary-key column never holds NULL in these tables: an
+                // INTEGER PRIMARY KEY is the rowid, and the other keys are
+                // declared NOT NULL (PostgreSQL makes every key column NOT NULL).
+                nullable: notnull == 0 && pk_pos == 0,
+                name,
+            });
+        }
+        pk.sort();
+        table.primary_key = pk.into_iter().map(|(_, n)| n).collect();
+
+        let mut st = c
+            .prepare("SELECT name, \"unique\", origin, partial FROM pragma_index_list(?1)")
+            .unwrap();
+        let indexes = st
+            .query_map([&t], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, i64>(3)?,
+                ))
+            })
+            .unwrap()
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .unwrap();
+        for (index, unique, origin, partial) in indexes {
+            assert_eq!(partial, 0, "partial index {index} on {t}");
+            let cols: Vec<String> = c
+                .prepare("SELECT name FROM pragma_index_info(?1) ORDER BY seqno")
+                .unwrap()
+                .query_map([&index], |r| r.get(0))
+                .unwrap()
+                .collect::<rusqlite::Result<_>>()
+                .unwrap();
+            match (origin.as_str(), unique) {
+                // The index behind a non-rowid PRIMARY KEY.
+                ("pk", _) => assert_eq!(cols, table.primary_key, "{index}"),
+                (_, 1) => {
+                    table.unique.insert(cols);
+                }
+                _ => {
+                    table.indexes.insert(cols);
+                }
+            }
+        }
+
+        let mut st = c
+            .prepare(
+                "SELECT id, \"table\", \"from\", \"to\", on_delete \
+                 FROM pragma_foreign_key_list(?1) ORDER BY id, seq",
+            )
+            .unwrap();
+        let fks = st
+            .query_map([&t], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, Option<String>>(3)?,
+                    r.get::<_, String>(4)?,
+                ))
+            })
+            .unwrap()
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .unwrap();
+        let mut by_id: BTreeMap<i64, ForeignKey> = BTreeMap::new();
+        for (id, references, from, to, on_delete) in fks {
+            let fk = by_id.entry(id).or_insert_with(|| ForeignKey {
+                columns: Vec::new(),
+                references,
+                ref_columns: Vec::new(),
+                on_delete: on_delete.to_ascii_uppercase(),
+            });
+            fk.columns.push(from);
+            fk.ref_columns
+                .push(to.expect("foreign keys name their referenced columns"));
+        }
+        table.foreign_keys = by_id.into_values().collect();
+        schema.insert(t, table);
+    }
+    schema
+}
+
+/// `array(...)` of the column names of the attribute numbers in `$arr` of `$rel`.
+macro_rules! attnames {
+    ($arr:literal, $rel:literal) => {
+        concat!(
+            "array(SELECT a.attname::text FROM unnest(",
+            $arr,
+            ") WITH ORDINALITY u(n, o) JOIN pg_attribute a ON a.attrelid = ",
+            $rel,
+            " AND a.attnum = u.n ORDER BY u.o)"
+        )
+    };
+}
+
+/// The schema of the `public` schema of a PostgreSQL database, read from its catalog.
+async fn pg_schema(c: &tokio_postgres::Client) -> Schema {
+    let mut schema = Schema::new();
+    for r in c
+        .query(
+            "SELECT table_name::text FROM information_schema.tables \
+             WHERE table_schema = 'public' AND table_type = 'BASE TABLE'",
+            &[],
+        )
+        .await
+        .unwrap()
+    {
+        schema.insert(r.get(0), Table::default());
+    }
+    for r in c
+        .query(
+            "SELECT table_name::text, column_name::text, data_type::text, is_nullable::text \
+             FROM information_schema.columns WHERE table_schema = 'public' \
+             ORDER BY table_name, ordinal_position",
+            &[],
+        )
+        .await
+        .unwrap()
+    {
+        let t: String = r.get(0);
+        schema.get_mut(&t).unwrap().columns.push(Column {
+            name: r.get(1),
+            class: pg_class(r.get(2)),
+            nullable: r.get::<_, String>(3) == "YES",
+        });
+    }
+    // Primary keys and unique constraints.
+    for r in c
+        .query(
+            concat!(
+                "SELECT cl.relname::text, k.contype::text, ",
+                attnames!("k.conkey", "k.conrelid"),
+                " FROM pg_constraint k JOIN pg_class cl ON cl.oid = k.conrelid \
+                 JOIN pg_namespace n ON n.oid = cl.relnamespace \
+                 WHERE n.nspname = 'public' AND k.contype IN ('p', 'u')"
+            ),
+            &[],
+        )
+        .await
+        .unwrap()
+    {
+        let table = schema.get_mut(&r.get::<_, String>(0)).unwrap();
+        let cols: Vec<String> = r.get(2);
+        match r.get::<_, String>(1).as_str() {
+            "p" => table.primary_key = cols,
+            _ => {
+                table.unique.insert(cols);
+            }
+        }
+    }
+    // Indexes that do not back a constraint.
+    for r in c
+        .query(
+            concat!(
+                "SELECT cl.relname::text, i.indisunique, i.indpred IS NOT NULL, ",
+                attnames!("i.indkey::int2[]", "i.indrelid"),
+                " FROM pg_index i JOIN pg_class cl ON cl.oid = i.indrelid \
+                 JOIN pg_namespace n ON n.oid = cl.relnamespace \
+                 WHERE n.nspname = 'public' AND NOT EXISTS ( \
+                   SELECT 1 FROM pg_constraint k \
+                   WHERE k.conindid = i.indexrelid AND k.contype IN ('p', 'u', 'x'))"
+            ),
+            &[],
+        )
+        .await
+        .unwrap()
+    {
+        let table = schema.get_mut(&r.get::<_, String>(0)).unwrap();
+        assert!(
+            !r.get::<_, bool>(2),
+            "partial index on {:?}",
+            r.get::<_, String>(0)
+        );
+        let cols: Vec<String> = r.get(3);
+        if r.get::<_, bool>(1) {
+            table.unique.insert(cols);
+        } else {
+            table.indexes.insert(cols);
+        }
+    }
+    // Foreign keys, with the delete rule from information_schema.
+    for r in c
+        .query(
+            concat!(
+                "SELECT cl.relname::text, ",
+                attnames!("k.conkey", "k.conrelid"),
+                ", rf.relname::text, ",
+                attnames!("k.confkey", "k.confrelid"),
+                ", rc.delete_rule::text \
+                 FROM pg_constraint k JOIN pg_class cl ON cl.oid = k.conrelid \
+                 JOIN pg_namespace n ON n.oid = cl.relnamespace \
+                 JOIN pg_class rf ON rf.oid = k.confrelid \
+                 JOIN information_schema.referential_constraints rc \
+                   ON rc.constraint_schema = n.nspname AND rc.constraint_name = k.conname \
+                 WHERE n.nspname = 'public' AND k.contype = 'f'"
+            ),
+            &[],
+        )
+        .await
+        .unwrap()
+    {
+        let table = schema.get_mut(&r.get::<_, String>(0)).unwrap();
+        table.foreign_keys.insert(ForeignKey {
+            columns: r.get(1),
+            references: r.get(2),
+            ref_columns: r.get(3),
+            on_delete: r.get(4),
+        });
+    }
+    // Cross-check the index count with pg_indexes: every index was accounted for.
+    let n_indexes: i64 = c
+        .query_one(
+            "SELECT count(*) FROM pg_indexes WHERE schemaname = 'public'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let counted: usize = schema
+        .values()
+        .map(|t| usize::from(!t.primary_key.is_empty()) + t.unique.len() + t.indexes.len())
+        .sum();
+    assert_eq!(n_indexes, counted as i64, "pg_indexes disagrees");
+    schema
+}
+
+async fn pg_connect(url: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("catalog connection");
+    tokio::spawn(conn);
+    client
+}
+
+fn sqlite_path(url: &str) -> std::path::PathBuf {
+    persist::Config::from_url(url)
+        .unwrap()
+        .sqlite_path()
+        .expect("file database")
+        .to_path_buf()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema_parity_by_catalog_introspection() {
+    let lite = common::sqlite().await;
+    let pg = common::postgres().await;
+
+    let raw = rusqlite::Connection::open(sqlite_path(&lite.url)).unwrap();
+    let lite_schema = sqlite_schema(&raw);
+    let client = pg_connect(&pg.url).await;
+    let pg_schema = pg_schema(&client).await;
+
+    // Not vacuous: the canonical tables, columns and keys are there.
+    let names: Vec<&str> = lite_schema.keys().map(|s| s.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "accounts",
+            "army_loadouts",
+            "progression",
+            "schema_migrations",
+            "sessions",
+            "user_unlocks"
+        ]
+    );
+    let col_names = |t: &str| -> Vec<&str> {
+        lite_schema[t]
+            .columns
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect()
+    };
+    assert_eq!(
+        col_names("accounts"),
+        [
+            "user_id",
+            "email",
+            "email_key",
+            "username",
+            "username_key",
+            "pass_hash",
+            "created_at",
+            "last_login_at"
+        ]
+    );
+    assert_eq!(
+        col_names("sessions"),
+        ["token", "user_id", "expires_at", "created_at"]
+    );
+    assert_eq!(
+        col_names("army_loadouts"),
+        [
+            "user_id",
+            "element_id",
+            "army_ability_1",
+            "army_ability_2",
+            "army_ability_3",
+            "army_ability_4",
+            "ability_pawn",
+            "ability_knight",
+            "ability_bishop",
+            "ability_rook",
+            "ability_queen",
+            "ability_king",
+            "item_1",
+            "item_2",
+            "item_3",
+            "item_4",
+            "updated_at"
+        ]
+    );
+    assert_eq!(col_names("progression"), ["user_id", "level", "xp"]);
+    assert_eq!(
+        col_names("user_unlocks"),
+        ["user_id", "flag_id", "unlocked_at"]
+    );
+    assert_eq!(
+        col_names("schema_migrations"),
+        ["version", "name", "checksum", "applied_at", "execution_ms"]
+    );
+    let accounts = &lite_schema["accounts"];
+    let nullable: Vec<&str> = accounts
+        .columns
+        .iter()
+        .filter(|c| c.nullable)
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(nullable, ["last_login_at"]);
+    assert_eq!(accounts.primary_key, ["user_id"]);
+    assert_eq!(
+        accounts.unique,
+        BTreeSet::from([strings(&["email_key"]), strings(&["username_key"])])
+    );
+    let token = &lite_schema["sessions"].columns[0];
+    assert_eq!((token.class, token.nullable), (TypeClass::Bytes, false));
+    assert_eq!(lite_schema["sessions"].primary_key, ["token"]);
+    assert_eq!(
+        lite_schema["sessions"].indexes,
+        BTreeSet::from([strings(&["user_id"]), strings(&["expires_at"])])
+    );
+    assert_eq!(
+        lite_schema["user_unlocks"].primary_key,
+        ["user_id", "flag_id"]
+    );
+    let cascade = ForeignKey {
+        columns: strings(&["user_id"]),
+        references: "accounts".into(),
+        ref_columns: strings(&["user_id"]),
+        on_delete: "CASCADE".into(),
+    };
+    for child in ["sessions", "army_loadouts", "progression", "user_unlocks"] {
+        assert_eq!(
+            lite_schema[child].foreign_keys,
+            BTreeSet::from([cascade.clone()]),
+            "{child}"
+        );
+    }
+
+    // The parity itself.
+    assert_eq!(lite_schema, pg_schema);
+
+    // Dialect specifics: SQLite tables are STRICT; PostgreSQL uses 64-bit
+    // integers for ids and times, and an identity for user_id.
+    let strict: Vec<(String, i64)> = raw
+        .prepare(
+            "SELECT name, strict FROM pragma_table_list \
+             WHERE schema = 'main' AND type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' \
+             ORDER BY name",
+        )
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap();
+    assert_eq!(strict.len(), 6);
+    assert!(strict.iter().all(|(_, s)| *s == 1), "{strict:?}");
+    let accounts_sql: String = raw
+        .query_row(
+            "SELECT sql FROM sqlite_schema WHERE name = 'accounts'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(accounts_sql.contains("AUTOINCREMENT"), "{accounts_sql}");
+
+    let not_bigint: Vec<String> = client
+        .query(
+            "SELECT table_name || '.' || column_name FROM information_schema.columns \
+             WHERE table_schema = 'public' AND data_type <> 'bigint' \
+               AND (column_name IN ('user_id', 'xp', 'version', 'execution_ms') \
+                    OR column_name LIKE '%\\_at')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(not_bigint.is_empty(), "not BIGINT: {not_bigint:?}");
+    let identity: String = client
+        .query_one(
+            "SELECT is_identity::text FROM information_schema.columns \
+             WHERE table_schema = 'public' AND table_name = 'accounts' AND column_name = 'user_id'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(identity, "YES");
+
+    drop(raw);
+    lite.close().await;
+    pg.close().await;
+}
+
+// ---------------------------------------------------------------------------
+// Behaviour of the schema through the API.
+
+fn account<'a>(email: &'a str, username: &'a str) -> NewAccount<'a> {
+    NewAccount {
+        email,
+        username,
+        pass_hash: b"$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA",
+        created_at: 1_700_000_000,
+    }
+}
+
+async fn user_id_is_never_reused(t: &TestDb, _kind: Kind) {
+    let db = &t.db;
+    let a = db
+        .accounts()
+        .create(&account("a@example.com", "a"))
+        .await
+        .unwrap();
+    let b = db
+        .accounts()
+        .create(&account("b@example.com", "b"))
+        .await
+        .unwrap();
+    assert!(b.user_id > a.user_id);
+    // Delete the newest account: its id must not come back.
+    db.accounts().delete(b.user_id).await.unwrap();
+    let c = db
+        .accounts()
+        .create(&account("c@example.com", "c"))
+        .await
+        .unwrap();
+    assert!(
+        c.user_id > b.user_id,
+        "{:?} reused after {:?}",
+        c.user_id,
+        b.user_id
+    );
+    // Not even when every account is gone, nor through a new handle.
+    db.accounts().delete(a.user_id).await.unwrap();
+    db.accounts().delete(c.user_id).await.unwrap();
+    let db2 = common::open_migrated(&t.url).await;
+    let d = db2
+        .accounts()
+        .create(&account("d@example.com", "d"))
+        .await
+        .unwrap();
+    assert!(
+        d.user_id > c.user_id,
+        "{:?} reused after {:?}",
+        d.user_id,
+        c.user_id
+    );
+    assert!(matches!(
+        db2.accounts().get(b.user_id).await,
+        Err(Error::NotFound(persist::Entity::Account))
+    ));
+    db2.close().await;
+}
+
+/// The stored (display, key) pairs of an account, read with a plain connection.
+async fn stored_names(t: &TestDb, kind: Kind, id: UserId) -> (String, String, String, String) {
+    const SQL: &str =
+        "SELECT email, email_key, username, username_key FROM accounts WHERE user_id = ";
+    match kind {
+        Kind::Sqlite => {
+            let c = rusqlite::Connection::open(sqlite_path(&t.url)).unwrap();
+            c.query_row(&format!("{SQL}{}", id.0), [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })
+            .unwrap()
+        }
+        Kind::Postgres => {
+            let c = pg_connect(&t.url).await;
+            let r = c.query_one(&format!("{SQL}{}", id.0), &[]).await.unwrap();
+            (r.get(0), r.get(1), r.get(2), r.get(3))
+        }
+    }
+}
+
+async fn uniqueness_is_case_and_unicode_insensitive(t: &TestDb, kind: Kind) {
+    let db = &t.db;
+    let bob = db
+        .accounts()
+        .create(&account("bob1@example.com", "Bob"))
+        .await
+        .unwrap();
+    let err = db
+        .accounts()
+        .create(&account("bob2@example.com", "bob"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::Conflict(UniqueKey::Username)),
+        "{err:?}"
+    );
+
+    let foo_x = db
+        .accounts()
+        .create(&account("Foo@X.com", "foo1"))
+        .await
+        .unwrap();
+    let err = db
+        .accounts()
+        .create(&account("foo@x.com", "foo2"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Conflict(UniqueKey::Email)), "{err:?}");
+
+    // NFC and NFD forms of "José".
+    let nfc = "Jos\u{e9}";
+    let nfd = "Jose\u{301}";
+    assert_ne!(nfc, nfd);
+    let jose = db
+        .accounts()
+        .create(&account("jose1@example.com", nfc))
+        .await
+        .unwrap();
+    let err = db
+        .accounts()
+        .create(&account("jose2@example.com", nfd))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::Conflict(UniqueKey::Username)),
+        "{err:?}"
+    );
+    let err = db
+        .accounts()
+        .create(&account("JOSE1@EXAMPLE.COM", "jose-other"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Conflict(UniqueKey::Email)), "{err:?}");
+
+    // Display forms are stored and returned as given.
+    let got = db.accounts().get(bob.user_id).await.unwrap();
+    assert_eq!(
+        (got.username.as_str(), got.email.as_str()),
+        ("Bob", "bob1@example.com")
+    );
+    let got = db.accounts().get(foo_x.user_id).await.unwrap();
+    assert_eq!(got.email, "Foo@X.com");
+    let got = db.accounts().get(jose.user_id).await.unwrap();
+    assert_eq!(got.username, nfc);
+    // Lookups fold the same way.
+    assert_eq!(
+        db.accounts().find_by_username("BOB").await.unwrap().user_id,
+        bob.user_id
+    );
+    assert_eq!(
+        db.accounts().find_by_username(nfd).await.unwrap().user_id,
+        jose.user_id
+    );
+    assert_eq!(
+        db.accounts()
+            .find_by_email("fOO@x.COM")
+            .await
+            .unwrap()
+            .user_id,
+        foo_x.user_id
+    );
+    // In the database: display form as given, key as computed by the crate.
+    assert_eq!(
+        stored_names(t, kind, bob.user_id).await,
+        (
+            "bob1@example.com".to_string(),
+            canonical_key("bob1@example.com"),
+            "Bob".to_string(),
+            canonical_key("Bob")
+        )
+    );
+    let (_, _, username, username_key) = stored_names(t, kind, jose.user_id).await;
+    assert_eq!(username, nfc);
+    assert_eq!(username_key, canonical_key(nfd));
+    // The failed creates left nothing behind.
+    assert!(matches!(
+        db.accounts().find_by_email("bob2@example.com").await,
+        Err(Error::NotFound(_))
+    ));
+    assert!(matches!(
+        db.accounts().find_by_username("foo2").await,
+        Err(Error::NotFound(_))
+    ));
+}
+
+async fn sessions_store_the_token_digest_never_the_token(t: &TestDb, kind: Kind) {
+    let db = &t.db;
+    let user = db
+        .accounts()
+        .create(&account("s@example.com", "s"))
+        .await
+        .unwrap();
+    let token = "tok_Qm9yZWRBdExpdmVTZXNzaW9uVG9rZW4xMjM0NTY3";
+    let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+    let session = db
+        .sessions()
+        .create(token, user.user_id, 1_700_000_000, 1_700_086_400)
+        .await
+        .unwrap();
+    assert_eq!(session.id.as_bytes(), &digest[..16]);
+
+    match kind {
+        Kind::Sqlite => {
+            let path = sqlite_path(&t.url);
+            {
+                let c = rusqlite::Connection::open(&path).unwrap();
+                let stored: Vec<Vec<u8>> = c
+                    .prepare("SELECT token FROM sessions")
+                    .unwrap()
+                    .query_map([], |r| r.get(0))
+                    .unwrap()
+                    .collect::<rusqlite::Result<_>>()
+                    .unwrap();
+                assert_eq!(stored, vec![digest.to_vec()]);
+                let typ: String = c
+                    .query_row("SELECT typeof(token) FROM sessions", [], |r| r.get(0))
+                    .unwrap();
+                assert_eq!(typ, "blob");
+            }
+            // What a copy of the files (a backup, a leaked dump) holds: the
+            // digest, never the token.
+            let mut bytes = std::fs::read(&path).unwrap();
+            let wal = path.with_extension("db-wal");
+            if wal.exists() {
+                bytes.extend(std::fs::read(&wal).unwrap());
+            }
+            let contains =
+                |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).any(|w| w == needle);
+            assert!(contains(&bytes, &digest), "the digest is stored");
+            assert!(!contains(&bytes, token.as_bytes()), "the token is stored");
+        }
+        Kind::Postgres => {
+            let c = pg_connect(&t.url).await;
+            let rows = c
+                .query(
+                    "SELECT token, s::text, position($1::bytea IN token) FROM sessions s",
+                    &[&token.as_bytes()],
+                )
+                .await
+                .unwrap();
+            assert_eq!(rows.len(), 1);
+            let stored: Vec<u8> = rows[0].get(0);
+            assert_eq!(stored, digest.to_vec());
+            let row_text: String = rows[0].get(1);
+            assert!(!row_text.contains(token), "{row_text}");
+            assert!(!row_text.contains(&hex::encode(token)), "{row_text}");
+            assert!(row_text.contains(&hex::encode(digest)), "{row_text}");
+            assert_eq!(rows[0].get::<_, i32>(2), 0);
+        }
+    }
+    // And the token still finds its session.
+    assert_eq!(db.sessions().find_by_token(token).await.unwrap(), session);
+}
+
+/// How a raw statement ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Outcome {
+    Ok,
+    CheckViolation,
+    Other(String),
+}
+
+async fn raw_exec(t: &TestDb, kind: Kind, sql: &str) -> Outcome {
+    match kind {
+        Kind::Sqlite => {
+            let c = rusqlite::Connection::open(sqlite_path(&t.url)).unwrap();
+            c.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
+            match c.execute_batch(sql) {
+                Ok(()) => Outcome::Ok,
+                Err(e) => match e.sqlite_error() {
+                    Some(f) if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_CHECK => {
+                        Outcome::CheckViolation
+                    }
+                    _ => Outcome::Other(e.to_string()),
+                },
+            }
+        }
+        Kind::Postgres => {
+            let c = pg_connect(&t.url).await;
+            match c.batch_execute(sql).await {
+                Ok(()) => Outcome::Ok,
+                Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::CHECK_VIOLATION) => {
+                    Outcome::CheckViolation
+                }
+                Err(e) => Outcome::Other(format!("{e:?}")),
+            }
+        }
+    }
+}
+
+async fn check_constraints_reject_bad_rows(t: &TestDb, kind: Kind) {
+    let user =
+        t.db.accounts()
+            .create(&account("c@example.com", "c"))
+            .await
+            .unwrap()
+            .user_id
+            .0;
+    // A blob literal of `n` bytes, each `byte` (two hex digits).
+    let blob_of = |n: usize, byte: &str| match kind {
+        Kind::Sqlite => format!("X'{}'", byte.repeat(n)),
+        Kind::Postgres => format!("'\\x{}'::bytea", byte.repeat(n)),
+    };
+    let blob = |n: usize| blob_of(n, "ab");
+    let account_row = |email: &str, username: &str, hash: usize, created: i64, login: i64| {
+        format!(
+            "INSERT INTO accounts (email, email_key, username, username_key, pass_hash, \
+             created_at, last_login_at) VALUES ('{email}', '{email}', '{username}', \
+             '{username}', {}, {created}, {login})",
+            blob(hash)
+        )
+    };
+    // (bad statement, the same statement with good values)
+    let cases: Vec<(String, String)> = vec![
+        (
+            format!("INSERT INTO progression (user_id, level, xp) VALUES ({user}, -1, 0)"),
+            format!("INSERT INTO progression (user_id, level, xp) VALUES ({user}, 0, 0)"),
+        ),
+        (
+            format!("UPDATE progression SET xp = -1 WHERE user_id = {user}"),
+            format!("UPDATE progression SET xp = 1 WHERE user_id = {user}"),
+        ),
+        (
+            format!(
+                "INSERT INTO army_loadouts (user_id, item_1, updated_at) VALUES ({user}, -1, 0)"
+            ),
+            format!(
+                "INSERT INTO army_loadouts (user_id, item_1, updated_at) VALUES ({user}, 0, 0)"
+            ),
+        ),
+        (
+            format!("UPDATE army_loadouts SET element_id = -1 WHERE user_id = {user}"),
+            format!("UPDATE army_loadouts SET element_id = 4 WHERE user_id = {user}"),
+        ),
+        (
+            format!("UPDATE army_loadouts SET ability_king = -1 WHERE user_id = {user}"),
+            format!("UPDATE army_loadouts SET ability_king = 8 WHERE user_id = {user}"),
+        ),
+        (
+            format!(
+                "INSERT INTO user_unlocks (user_id, flag_id, unlocked_at) VALUES ({user}, -1, 0)"
+            ),
+            format!(
+                "INSERT INTO user_unlocks (user_id, flag_id, unlocked_at) VALUES ({user}, 0, 0)"
+            ),
+        ),
+        (
+            format!(
+                "INSERT INTO sessions (token, user_id, expires_at, created_at) \
+                 VALUES ({}, {user}, 10, 0)",
+                blob(31)
+            ),
+            format!(
+                "INSERT INTO sessions (token, user_id, expires_at, created_at) \
+                 VALUES ({}, {user}, 10, 0)",
+                blob(32)
+            ),
+        ),
+        (
+            format!(
+                "INSERT INTO sessions (token, user_id, expires_at, created_at) \
+                 VALUES ({}, {user}, 5, 10)",
+                blob_of(32, "cd")
+            ),
+            String::new(),
+        ),
+        (
+            account_row("x@example.com", &"u".repeat(33), 10, 0, 0),
+            account_row("x@example.com", &"u".repeat(32), 10, 0, 0),
+        ),
+        (account_row("y@example.com", "", 10, 0, 0), String::new()),
+        (
+            // 255 characters, then 254.
+            account_row(&format!("{}@x", "e".repeat(253)), "y", 10, 0, 0),
+            account_row(&format!("{}@x", "e".repeat(252)), "y", 10, 0, 0),
+        ),
+        (
+            account_row("z@example.com", "z", 513, 0, 0),
+            account_row("z@example.com", "z", 512, 0, 0),
+        ),
+        (account_row("w@example.com", "w", 10, -1, 0), String::new()),
+        (account_row("v@example.com", "v", 10, 0, -1), String::new()),
+    ];
+    for (bad, good) in &cases {
+        assert_eq!(
+            raw_exec(t, kind, bad).await,
+            Outcome::CheckViolation,
+            "{bad}"
+        );
+        if !good.is_empty() {
+            assert_eq!(raw_exec(t, kind, good).await, Outcome::Ok, "{good}");
+        }
+    }
+}
+
+async fn deleting_an_account_cascades_to_every_child_table(t: &TestDb, kind: Kind) {
+    let db = &t.db;
+    let keep = db
+        .accounts()
+        .create(&account("keep@example.com", "keep"))
+        .await
+        .unwrap();
+    let gone = db
+        .accounts()
+        .create(&account("gone@example.com", "gone"))
+        .await
+        .unwrap();
+    for u in [keep.user_id, gone.user_id] {
+        db.sessions()
+            .create(&format!("token-of-user-{}", u.0), u, 1, 2)
+            .await
+            .unwrap();
+        db.loadouts()
+            .save(&persist::Loadout::empty(u, 1))
+            .await
+            .unwrap();
+        db.progression()
+            .set(&persist::Progression {
+                user_id: u,
+                level: 1,
+                xp: 10,
+            })
+            .await
+            .unwrap();
+        db.unlocks().grant(u, 7, 1).await.unwrap();
+    }
+    // Foreign keys are enforced.
+    let err = db
+        .sessions()
+        .create("orphan-token", UserId(gone.user_id.0 + 1000), 1, 2)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::UnknownUser), "{err:?}");
+
+    db.accounts().delete(gone.user_id).await.unwrap();
+
+    let count = |table: &'static str, user: UserId| {
+        let sql = format!("SELECT count(*) FROM {table} WHERE user_id = {}", user.0);
+        async move {
+            match kind {
+                Kind::Sqlite => rusqlite::Connection::open(sqlite_path(&t.url))
+                    .unwrap()
+                    .query_row(&sql, [], |r| r.get::<_, i64>(0))
+                    .unwrap(),
+                Kind::Postgres => pg_connect(&t.url)
+                    .await
+                    .query_one(&sql, &[])
+                    .await
+                    .unwrap()
+                    .get::<_, i64>(0),
+            }
+        }
+    };
+    for table in [
+        "accounts",
+        "sessions",
+        "army_loadouts",
+        "progression",
+        "user_unlocks",
+    ] {
+        assert_eq!(
+            count(table, gone.user_id).await,
+            0,
+            "{table} keeps rows of a deleted user"
+        );
+        assert_eq!(
+            count(table, keep.user_id).await,
+            1,
+            "{table} lost rows of another user"
+        );
+    }
+    assert!(matches!(
+        db.sessions()
+            .find_by_token(&format!("token-of-user-{}", gone.user_id.0))
+            .await,
+        Err(Error::NotFound(persist::Entity::Session))
+    ));
+}
