@@ -1,0 +1,108 @@
+mod common;
+
+// SQLite migrations run with foreign keys off (checked before commit), so the
+// standard table rebuild does not cascade-delete child rows, and a rebuild
+// that breaks references is refused and rolled back.
+
+use persist::{Config, Dialect, Error, Migration, Migrations, NewAccount};
+
+fn with_extra(sql: &str) -> Migrations {
+    let mut list: Vec<Migration> = Migrations::embedded(Dialect::Sqlite)
+        .unwrap()
+        .iter()
+        .cloned()
+        .collect();
+    list.push(Migration::new(2, "rebuild_accounts", sql));
+    Migrations::new(Dialect::Sqlite, list).unwrap()
+}
+
+const REBUILD: &str = "
+CREATE TABLE accounts_new (
+    user_id INTEGER PRIMARY KEY AUTOINCREMENT, email TEXT NOT NULL, email_key TEXT NOT NULL UNIQUE,
+    username TEXT NOT NULL, username_key TEXT NOT NULL UNIQUE, pass_hash BLOB NOT NULL,
+    created_at INTEGER NOT NULL, last_login_at INTEGER) STRICT;
+INSERT INTO accounts_new SELECT * FROM accounts;
+DROP TABLE accounts;
+ALTER TABLE accounts_new RENAME TO accounts;
+";
+
+async fn seeded() -> (common::TestDb, persist::UserId) {
+    let t = common::sqlite().await;
+    let a =
+        t.db.accounts()
+            .create(&NewAccount {
+                email: "a@x.com",
+                username: "a",
+                pass_hash: b"h",
+                created_at: 1,
+            })
+            .await
+            .unwrap();
+    t.db.sessions()
+        .create("tok", a.user_id, 1, 2)
+        .await
+        .unwrap();
+    t.db.unlocks().grant(a.user_id, 4, 1).await.unwrap();
+    (t, a.user_id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_table_rebuild_keeps_child_rows() {
+    let (t, user) = seeded().await;
+    let report = t.db.migrate_with(&with_extra(REBUILD)).await.unwrap();
+    assert_eq!(report.applied.len(), 1);
+    assert_eq!(
+        t.db.sessions().find_by_token("tok").await.unwrap().user_id,
+        user
+    );
+    assert_eq!(t.db.unlocks().list(user).await.unwrap().len(), 1);
+    // Foreign keys are on again afterwards: deleting cascades.
+    t.db.accounts().delete(user).await.unwrap();
+    assert!(t
+        .db
+        .sessions()
+        .find_by_token("tok")
+        .await
+        .unwrap_err()
+        .is_not_found());
+    t.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_migration_that_breaks_references_is_refused() {
+    let (t, user) = seeded().await;
+    let breaking = format!("{REBUILD}\nDELETE FROM accounts;");
+    match t.db.migrate_with(&with_extra(&breaking)).await {
+        Err(Error::MigrationFailed {
+            version: 2,
+            message,
+            ..
+        }) => {
+            assert!(message.contains("foreign-key violation"), "{message}");
+        }
+        other => panic!("expected MigrationFailed for version 2, got {other:?}"),
+    }
+    // Rolled back: the account and its rows are all there, version 2 is not.
+    assert_eq!(t.db.accounts().get(user).await.unwrap().email, "a@x.com");
+    assert_eq!(
+        t.db.sessions().find_by_token("tok").await.unwrap().user_id,
+        user
+    );
+    let status =
+        t.db.migration_status_with(&with_extra(&breaking))
+            .await
+            .unwrap();
+    assert_eq!(status[1].state, persist::MigrationState::Pending);
+    // Reopening (fresh connections) still enforces foreign keys.
+    let db = persist::open(&Config::from_url(&t.url).unwrap())
+        .await
+        .unwrap();
+    assert!(matches!(
+        db.sessions()
+            .create("t2", persist::UserId(user.0 + 50), 1, 2)
+            .await,
+        Err(Error::UnknownUser)
+    ));
+    db.close().await;
+    t.close().await;
+}
