@@ -2354,6 +2354,34 @@ async fn tx_fails_midway(db: &Db) {
     assert_no_trace(db, a.user_id, "bob@example.com", "bob", "tok-b").await;
     assert_eq!(snapshot(db).await, before);
     assert_eq!(db.accounts().get(keep.user_id).await.unwrap(), keep);
+
+    // A failed statement aborts the unit on both backends: later calls and
+    // commit report Aborted, and nothing of it is committed.
+    let tx = db.begin().await.unwrap();
+    let a = register_in(&tx, "cy@example.com", "cy", "tok-cy").await;
+    assert_err!(
+        tx.accounts().create(&acct("keep@example.com", "cy2")).await,
+        Error::Conflict(UniqueKey::Email)
+    );
+    assert_err!(tx.progression().add_xp(a.user_id, 1).await, Error::Aborted);
+    assert_err!(tx.accounts().get(a.user_id).await, Error::Aborted);
+    assert_err!(tx.commit().await, Error::Aborted);
+    assert_no_trace(db, a.user_id, "cy@example.com", "cy", "tok-cy").await;
+    assert_eq!(snapshot(db).await, before);
+    // NotFound and refused input are not failures of the unit.
+    let tx = db.begin().await.unwrap();
+    assert_err!(
+        tx.accounts().get(NOBODY).await,
+        Error::NotFound(Entity::Account)
+    );
+    invalid(
+        tx.accounts().create(&acct("", "x")).await,
+        "email",
+        Violation::Empty,
+    );
+    let d = register_in(&tx, "dee@example.com", "dee", "tok-dee").await;
+    tx.commit().await.unwrap();
+    assert_eq!(db.accounts().get(d.user_id).await.unwrap(), d);
 }
 
 async fn tx_end_of_battle(db: &Db) {
