@@ -13,7 +13,7 @@ use crate::models::{
 use crate::postgres::Client;
 use crate::sqlite::WriterSlot;
 use crate::tx::TxState;
-use crate::validate::{self, EMAIL_MAX, PASS_HASH_MAX, USERNAME_MAX};
+use crate::validate::{self, EMAIL_MAX, KEY_MAX, PASS_HASH_MAX, USERNAME_MAX};
 use crate::{postgres, sqlite};
 
 /// Where a repository call runs.
@@ -114,7 +114,7 @@ impl Accounts<'_> {
     /// [`Error::NotFound`]; [`Error::InvalidInput`] for input no account
     /// could have.
     pub async fn find_by_email(&self, email: &str) -> Result<Account> {
-        let key = validate::keyed_text("email", email, EMAIL_MAX)?;
+        let key = validate::keyed_text("email", email, KEY_MAX)?;
         run!(
             self.ex,
             read,
@@ -129,7 +129,7 @@ impl Accounts<'_> {
     /// [`Error::NotFound`]; [`Error::InvalidInput`] for input no account
     /// could have.
     pub async fn find_by_username(&self, username: &str) -> Result<Account> {
-        let key = validate::keyed_text("username", username, USERNAME_MAX)?;
+        let key = validate::keyed_text("username", username, KEY_MAX)?;
         run!(
             self.ex,
             read,

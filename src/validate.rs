@@ -12,6 +12,10 @@ pub(crate) const USERNAME_MAX: usize = 32;
 pub(crate) const PASS_HASH_MAX: usize = 512;
 /// Longest bearer token, in bytes.
 pub(crate) const TOKEN_MAX: usize = 512;
+/// Longest canonical key (the `*_key` column cap), and so the longest input a
+/// lookup by email or username accepts: case folding can make a matching
+/// input longer than the stored display form ("SS" for "ß").
+pub(crate) const KEY_MAX: usize = 8192;
 /// Latest accepted timestamp: 9999-12-31T23:59:59Z.
 pub(crate) const TIMESTAMP_MAX: i64 = 253_402_300_799;
 

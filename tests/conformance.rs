@@ -715,6 +715,19 @@ async fn closed_handle_is_typed(db: &Db) {
 // Input rules
 // ---------------------------------------------------------------------------
 
+async fn lookup_input_may_be_longer_than_the_stored_name(db: &Db) {
+    // "ß"×17 fits the 32-character cap; its case-folded spelling "SS"×17
+    // (34 characters) must still find it.
+    let sharp = mk(db, "sharp@x.com", &"ß".repeat(17)).await;
+    let found = db
+        .accounts()
+        .find_by_username(&"SS".repeat(17))
+        .await
+        .unwrap();
+    assert_eq!(found.user_id, sharp.user_id);
+    assert_eq!(found.username, "ß".repeat(17));
+}
+
 async fn input_rules_email_and_username(db: &Db) {
     let a = mk(db, "ada@example.com", "ada").await;
     let before = snapshot(db).await;
@@ -826,16 +839,27 @@ async fn input_rules_email_and_username(db: &Db) {
         "username",
         Violation::ControlCharacter,
     );
-    invalid(
+    // Lookups cap input at the key length, not the display length: case
+    // folding can make a matching input longer than what was stored.
+    assert!(matches!(
         accounts.find_by_email(&email_255).await,
-        "email",
-        Violation::TooLong { max: 254 },
+        Err(Error::NotFound(Entity::Account))
+    ));
+    assert!(matches!(
+        accounts.find_by_username(&"a".repeat(33)).await,
+        Err(Error::NotFound(Entity::Account))
+    ));
+    invalid(
+        accounts.find_by_username(&"a".repeat(8193)).await,
+        "username",
+        Violation::TooLong { max: 8192 },
     );
     invalid(
-        accounts.find_by_username(&"a".repeat(33)).await,
-        "username",
-        Violation::TooLong { max: 32 },
+        accounts.find_by_email(&"a".repeat(8193)).await,
+        "email",
+        Violation::TooLong { max: 8192 },
     );
+
     // Updates refuse them too.
     invalid(
         accounts.update_email(a.user_id, "").await,
@@ -2554,6 +2578,7 @@ async fn tx_session_sweep_and_logout_all(db: &Db) {
 }
 
 conformance!(
+    lookup_input_may_be_longer_than_the_stored_name,
     account_create_returns_id_and_echoes_fields,
     account_get_and_find_not_found,
     account_lookup_is_case_and_unicode_insensitive,

@@ -64,6 +64,8 @@ const TOKENS: [&str; 4] = ["tok-alpha", "tok-beta", "tok-gamma", ""];
 const TS_MAX: i64 = 253_402_300_799;
 const EMAIL_MAX: usize = 254;
 const USERNAME_MAX: usize = 32;
+/// Lookups by email/username cap their input at the key column's length.
+const KEY_MAX: usize = 8192;
 
 #[derive(Debug, Clone, Copy)]
 struct Name(usize, usize);
@@ -536,7 +538,7 @@ impl Model {
                 Ok(self.account_out(h))
             }
             Op::FindByEmail(n) => {
-                let k = m_text("email", email_of(*n), EMAIL_MAX)?;
+                let k = m_text("email", email_of(*n), KEY_MAX)?;
                 let h = self
                     .accounts
                     .iter()
@@ -546,7 +548,7 @@ impl Model {
                 Ok(self.account_out(h))
             }
             Op::FindByUsername(n) => {
-                let k = m_text("username", username_of(*n), USERNAME_MAX)?;
+                let k = m_text("username", username_of(*n), KEY_MAX)?;
                 let h = self
                     .accounts
                     .iter()
