@@ -146,6 +146,29 @@ impl Error {
         matches!(self, Error::NotFound(_))
     }
 
+    /// A short, value-free name of the variant, for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Config(_) => "config",
+            Error::Unavailable { .. } => "unavailable",
+            Error::Closed => "closed",
+            Error::Aborted => "aborted",
+            Error::Timeout { .. } => "timeout",
+            Error::NotFound(_) => "not_found",
+            Error::Conflict(_) => "conflict",
+            Error::UnknownUser => "unknown_user",
+            Error::InvalidInput { .. } => "invalid_input",
+            Error::StorageFull { .. } => "storage_full",
+            Error::Constraint { .. } => "constraint",
+            Error::InvalidMigrations(_) => "invalid_migrations",
+            Error::MigrationDrift { .. } => "migration_drift",
+            Error::DatabaseAhead { .. } => "database_ahead",
+            Error::MigrationFailed { .. } => "migration_failed",
+            Error::Sqlite(_) => "sqlite",
+            Error::Postgres(_) => "postgres",
+        }
+    }
+
     pub(crate) fn invalid(field: &'static str, violation: Violation) -> Self {
         Error::InvalidInput { field, violation }
     }

@@ -4,6 +4,7 @@
 //! of work ([`Tx`](crate::Tx)); the same methods serve both.
 
 use sha2::{Digest, Sha256};
+use tracing::Instrument;
 
 use crate::db::{Backend, Db};
 use crate::error::{Error, Result, Violation};
@@ -24,41 +25,76 @@ pub(crate) enum Exec<'a> {
     PostgresTx(&'a Client, &'a TxState),
 }
 
+impl Exec<'_> {
+    fn backend_name(&self) -> &'static str {
+        match self {
+            Exec::Db(db) => match db.backend() {
+                crate::BackendKind::Sqlite => "sqlite",
+                crate::BackendKind::Postgres => "postgres",
+            },
+            Exec::SqliteTx(..) => "sqlite",
+            Exec::PostgresTx(..) => "postgres",
+        }
+    }
+}
+
 /// Runs the SQLite closure or the PostgreSQL future on the connection `$ex`
 /// designates. `$mode` is `read` or `write` (which SQLite connection a pool
 /// call uses).
 macro_rules! run {
-    ($ex:expr, $mode:ident, |$c:ident| $lite:expr, |$p:ident| $pg:expr) => {
-        match $ex {
-            Exec::Db(db) => match db.live()? {
-                Backend::Sqlite(pool) => pool.$mode(|$c| $lite).await,
-                Backend::Postgres(pool) => {
-                    let obj = pool.get().await?;
-                    let $p: &Client = &obj;
-                    $pg.await
-                }
-            },
-            Exec::SqliteTx(slot, state) => {
-                state.enter()?;
-                let out = slot.with(|$c| {
-                    // SQLite ends a transaction by itself on some errors
-                    // (SQLITE_FULL, IOERR): never go on in autocommit.
-                    if $c.is_autocommit() {
-                        return Err(Error::Aborted);
+    ($ex:expr, $mode:ident, $op:literal, |$c:ident| $lite:expr, |$p:ident| $pg:expr) => {{
+        let ex = $ex;
+        // A span per repository call (operation, backend, duration). Values
+        // are never recorded: no token, hash or email reaches a log.
+        let span = tracing::debug_span!("persist", op = $op, backend = ex.backend_name());
+        let start = (!span.is_disabled()).then(std::time::Instant::now);
+        let out = async {
+            match ex {
+                Exec::Db(db) => match db.live()? {
+                    Backend::Sqlite(pool) => pool.$mode(|$c| $lite).await,
+                    Backend::Postgres(pool) => {
+                        let obj = pool.get().await?;
+                        let $p: &Client = &obj;
+                        $pg.await
                     }
-                    $lite
-                });
-                state.leave(&out);
-                out
-            }
-            Exec::PostgresTx($p, state) => {
-                state.enter()?;
-                let out = $pg.await;
-                state.leave(&out);
-                out
+                },
+                Exec::SqliteTx(slot, state) => {
+                    state.enter()?;
+                    let out = slot.with(|$c| {
+                        // SQLite ends a transaction by itself on some errors
+                        // (SQLITE_FULL, IOERR): never go on in autocommit.
+                        if $c.is_autocommit() {
+                            return Err(Error::Aborted);
+                        }
+                        $lite
+                    });
+                    state.leave(&out);
+                    out
+                }
+                Exec::PostgresTx($p, state) => {
+                    state.enter()?;
+                    let out = $pg.await;
+                    state.leave(&out);
+                    out
+                }
             }
         }
-    };
+        .instrument(span.clone())
+        .await;
+        if let Some(start) = start {
+            span.in_scope(|| {
+                tracing::debug!(
+                    elapsed_us = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX),
+                    outcome = match &out {
+                        Ok(_) => "ok",
+                        Err(e) => e.kind(),
+                    },
+                    "call"
+                )
+            });
+        }
+        out
+    }};
 }
 
 /// Most rows one sweep batch deletes.
@@ -92,6 +128,7 @@ impl Accounts<'_> {
         run!(
             self.ex,
             write,
+            "accounts.create",
             |c| sqlite::accounts::create(c, a, &email_key, &username_key),
             |p| postgres::accounts::create(p, a, &email_key, &username_key)
         )
@@ -103,9 +140,13 @@ impl Accounts<'_> {
     /// [`Error::NotFound`]; [`Error::InvalidInput`] for an id below 1.
     pub async fn get(&self, id: UserId) -> Result<Account> {
         validate::user_id(id)?;
-        run!(self.ex, read, |c| sqlite::accounts::get(c, id), |p| {
-            postgres::accounts::get(p, id)
-        })
+        run!(
+            self.ex,
+            read,
+            "accounts.get",
+            |c| sqlite::accounts::get(c, id),
+            |p| { postgres::accounts::get(p, id) }
+        )
     }
 
     /// The account whose email has the same canonical key as `email`.
@@ -118,6 +159,7 @@ impl Accounts<'_> {
         run!(
             self.ex,
             read,
+            "accounts.find_by_email",
             |c| sqlite::accounts::find_by_email_key(c, &key),
             |p| postgres::accounts::find_by_email_key(p, &key)
         )
@@ -133,6 +175,7 @@ impl Accounts<'_> {
         run!(
             self.ex,
             read,
+            "accounts.find_by_username",
             |c| sqlite::accounts::find_by_username_key(c, &key),
             |p| postgres::accounts::find_by_username_key(p, &key)
         )
@@ -148,6 +191,7 @@ impl Accounts<'_> {
         run!(
             self.ex,
             write,
+            "accounts.update_last_login",
             |c| sqlite::accounts::touch_login(c, id, at),
             |p| postgres::accounts::touch_login(p, id, at)
         )
@@ -164,6 +208,7 @@ impl Accounts<'_> {
         run!(
             self.ex,
             write,
+            "accounts.update_pass_hash",
             |c| sqlite::accounts::update_pass_hash(c, id, pass_hash),
             |p| postgres::accounts::update_pass_hash(p, id, pass_hash)
         )
@@ -181,6 +226,7 @@ impl Accounts<'_> {
         run!(
             self.ex,
             write,
+            "accounts.update_email",
             |c| sqlite::accounts::update_email(c, id, email, &key),
             |p| postgres::accounts::update_email(p, id, email, &key)
         )
@@ -197,6 +243,7 @@ impl Accounts<'_> {
         run!(
             self.ex,
             write,
+            "accounts.update_username",
             |c| sqlite::accounts::update_username(c, id, username, &key),
             |p| postgres::accounts::update_username(p, id, username, &key)
         )
@@ -209,9 +256,13 @@ impl Accounts<'_> {
     /// [`Error::NotFound`]; [`Error::InvalidInput`] for an id below 1.
     pub async fn delete(&self, id: UserId) -> Result<()> {
         validate::user_id(id)?;
-        run!(self.ex, write, |c| sqlite::accounts::delete(c, id), |p| {
-            postgres::accounts::delete(p, id)
-        })
+        run!(
+            self.ex,
+            write,
+            "accounts.delete",
+            |c| sqlite::accounts::delete(c, id),
+            |p| { postgres::accounts::delete(p, id) }
+        )
     }
 }
 
@@ -253,6 +304,7 @@ impl Sessions<'_> {
         run!(
             self.ex,
             write,
+            "sessions.create",
             |c| sqlite::sessions::create(c, &digest, user, created_at, expires_at),
             |p| postgres::sessions::create(p, &digest, user, created_at, expires_at)
         )?;
@@ -275,6 +327,7 @@ impl Sessions<'_> {
         let (user_id, created_at, expires_at) = run!(
             self.ex,
             read,
+            "sessions.find_by_token",
             |c| sqlite::sessions::lookup(c, &digest),
             |p| postgres::sessions::lookup(p, &digest)
         )?;
@@ -295,6 +348,7 @@ impl Sessions<'_> {
         run!(
             self.ex,
             write,
+            "sessions.delete",
             |c| sqlite::sessions::delete(c, &digest),
             |p| postgres::sessions::delete(p, &digest)
         )
@@ -310,6 +364,7 @@ impl Sessions<'_> {
         run!(
             self.ex,
             write,
+            "sessions.delete_all_for_user",
             |c| sqlite::sessions::delete_for_user(c, user),
             |p| postgres::sessions::delete_for_user(p, user)
         )
@@ -324,6 +379,7 @@ impl Sessions<'_> {
         run!(
             self.ex,
             read,
+            "sessions.list_for_user",
             |c| sqlite::sessions::list_for_user(c, user),
             |p| postgres::sessions::list_for_user(p, user)
         )
@@ -338,6 +394,7 @@ impl Sessions<'_> {
         run!(
             self.ex,
             write,
+            "sessions.revoke",
             |c| sqlite::sessions::revoke(c, user, &id),
             |p| postgres::sessions::revoke(p, user, &id)
         )
@@ -367,6 +424,7 @@ impl Sessions<'_> {
             let n = run!(
                 self.ex,
                 write,
+                "sessions.delete_expired",
                 |c| sqlite::sessions::delete_expired_batch(c, now, batch_size),
                 |p| postgres::sessions::delete_expired_batch(p, now, batch_size)
             )?;
@@ -397,9 +455,13 @@ impl Loadouts<'_> {
     /// [`Error::NotFound`]; [`Error::InvalidInput`] for an id below 1.
     pub async fn get(&self, user: UserId) -> Result<Loadout> {
         validate::user_id(user)?;
-        run!(self.ex, read, |c| sqlite::loadouts::get(c, user), |p| {
-            postgres::loadouts::get(p, user)
-        })
+        run!(
+            self.ex,
+            read,
+            "loadouts.get",
+            |c| sqlite::loadouts::get(c, user),
+            |p| { postgres::loadouts::get(p, user) }
+        )
     }
 
     /// Inserts or replaces the whole loadout, with its `updated_at`.
@@ -412,6 +474,7 @@ impl Loadouts<'_> {
         run!(
             self.ex,
             write,
+            "loadouts.save",
             |c| sqlite::loadouts::save(c, loadout),
             |p| postgres::loadouts::save(p, loadout)
         )
@@ -423,9 +486,13 @@ impl Loadouts<'_> {
     /// [`Error::NotFound`]; [`Error::InvalidInput`] for an id below 1.
     pub async fn delete(&self, user: UserId) -> Result<()> {
         validate::user_id(user)?;
-        run!(self.ex, write, |c| sqlite::loadouts::delete(c, user), |p| {
-            postgres::loadouts::delete(p, user)
-        })
+        run!(
+            self.ex,
+            write,
+            "loadouts.delete",
+            |c| sqlite::loadouts::delete(c, user),
+            |p| { postgres::loadouts::delete(p, user) }
+        )
     }
 }
 
@@ -442,9 +509,13 @@ impl ProgressionRepo<'_> {
     /// [`Error::NotFound`]; [`Error::InvalidInput`] for an id below 1.
     pub async fn get(&self, user: UserId) -> Result<Progression> {
         validate::user_id(user)?;
-        run!(self.ex, read, |c| sqlite::progression::get(c, user), |p| {
-            postgres::progression::get(p, user)
-        })
+        run!(
+            self.ex,
+            read,
+            "progression.get",
+            |c| sqlite::progression::get(c, user),
+            |p| { postgres::progression::get(p, user) }
+        )
     }
 
     /// Inserts or replaces level and xp.
@@ -456,9 +527,13 @@ impl ProgressionRepo<'_> {
         validate::user_id(p.user_id)?;
         validate::non_negative("level", p.level.into())?;
         validate::non_negative("xp", p.xp)?;
-        run!(self.ex, write, |c| sqlite::progression::set(c, p), |pg| {
-            postgres::progression::set(pg, p)
-        })
+        run!(
+            self.ex,
+            write,
+            "progression.set",
+            |c| sqlite::progression::set(c, p),
+            |pg| { postgres::progression::set(pg, p) }
+        )
     }
 
     /// Adds `delta` (which may be negative) to xp in one atomic statement and
@@ -474,6 +549,7 @@ impl ProgressionRepo<'_> {
         let updated = run!(
             self.ex,
             write,
+            "progression.add_xp",
             |c| sqlite::progression::add_xp(c, user, delta),
             |p| postgres::progression::add_xp(p, user, delta)
         )?;
@@ -513,6 +589,7 @@ impl Unlocks<'_> {
         run!(
             self.ex,
             write,
+            "unlocks.grant",
             |c| sqlite::unlocks::grant(c, user, flag_id, at),
             |p| postgres::unlocks::grant(p, user, flag_id, at)
         )
@@ -538,6 +615,7 @@ impl Unlocks<'_> {
         run!(
             self.ex,
             write,
+            "unlocks.grant_many",
             |c| sqlite::unlocks::grant_many(c, user, &flags, at),
             |p| postgres::unlocks::grant_many(p, user, &flags, at)
         )
@@ -553,6 +631,7 @@ impl Unlocks<'_> {
         run!(
             self.ex,
             read,
+            "unlocks.has",
             |c| sqlite::unlocks::has(c, user, flag_id),
             |p| postgres::unlocks::has(p, user, flag_id)
         )
@@ -564,9 +643,13 @@ impl Unlocks<'_> {
     /// [`Error::InvalidInput`] for an id below 1.
     pub async fn list(&self, user: UserId) -> Result<Vec<Unlock>> {
         validate::user_id(user)?;
-        run!(self.ex, read, |c| sqlite::unlocks::list(c, user), |p| {
-            postgres::unlocks::list(p, user)
-        })
+        run!(
+            self.ex,
+            read,
+            "unlocks.list",
+            |c| sqlite::unlocks::list(c, user),
+            |p| { postgres::unlocks::list(p, user) }
+        )
     }
 
     /// Revokes a flag.
@@ -579,6 +662,7 @@ impl Unlocks<'_> {
         run!(
             self.ex,
             write,
+            "unlocks.revoke",
             |c| sqlite::unlocks::revoke(c, user, flag_id),
             |p| postgres::unlocks::revoke(p, user, flag_id)
         )
