@@ -131,6 +131,19 @@ pub enum Error {
         source: BoxError,
     },
 
+    /// [`copy`](crate::copy()) refused to start and wrote nothing; the
+    /// [`CopyRefusal`](crate::CopyRefusal) says why (target holds data, source
+    /// and target are one database, a schema not at this binary's version).
+    #[error("copy refused: {0}")]
+    CopyRefused(crate::copy::CopyRefusal),
+
+    /// [`copy`](crate::copy()) wrote every batch, but the row counts or content
+    /// checksums of source and target differ afterwards (the source changed
+    /// during the copy, or the target was written to); the message lists the
+    /// tables. The target holds a partial or mixed copy.
+    #[error("copy verification failed: {0}")]
+    CopyMismatch(String),
+
     /// Any other SQLite error.
     #[error("sqlite: {0}")]
     Sqlite(#[source] rusqlite::Error),
@@ -164,6 +177,8 @@ impl Error {
             Error::MigrationDrift { .. } => "migration_drift",
             Error::DatabaseAhead { .. } => "database_ahead",
             Error::MigrationFailed { .. } => "migration_failed",
+            Error::CopyRefused(_) => "copy_refused",
+            Error::CopyMismatch(_) => "copy_mismatch",
             Error::Sqlite(_) => "sqlite",
             Error::Postgres(_) => "postgres",
         }

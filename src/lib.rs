@@ -37,8 +37,11 @@
 #![warn(missing_docs)]
 
 mod config;
+mod copy;
 mod db;
+pub mod demo;
 mod error;
+mod introspect;
 mod keys;
 mod migrate;
 mod models;
@@ -47,10 +50,16 @@ mod repos;
 mod sqlite;
 mod tx;
 mod validate;
+mod verify;
 
 pub use config::{BackendKind, Config, Durability, SslMode, DEFAULT_DATABASE_URL};
+pub use copy::{
+    content_checksum, copy, open_copy_source, ContentChecksum, CopyEvent, CopyOptions, CopyRefusal,
+    CopyReport, TableChecksum, COPY_TABLES,
+};
 pub use db::{open, Db};
 pub use error::{Entity, Error, Result, UniqueKey, Violation};
+pub use introspect::{read_schema, Check, Column, ForeignKey, Index, Schema, Table, TypeClass};
 pub use keys::canonical_key;
 pub use migrate::{
     Dialect, Migration, MigrationReport, MigrationState, MigrationStatus, Migrations,
@@ -61,3 +70,4 @@ pub use models::{
 };
 pub use repos::{Accounts, Loadouts, ProgressionRepo, Sessions, Unlocks};
 pub use tx::Tx;
+pub use verify::{compare, verify, Difference, DifferenceKind, VerifyReport};

@@ -1,22 +1,15 @@
 //! `persist`: the command-line shell over the library. Argument parsing and
 //! printing only.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use persist::{Config, Error, MigrationState};
+use persist::{Config, Db, Error};
 
-/// Exit codes of `persist`.
-mod exit {
-    /// Failure of any kind not listed below.
-    pub const ERROR: u8 = 1;
-    /// `status`: migrations are pending.
-    pub const PENDING: u8 = 3;
-    /// `status`/`migrate`: an applied migration was edited after it was applied.
-    pub const DRIFT: u8 = 4;
-    /// `status`/`migrate`: the database records migrations this binary does not ship.
-    pub const AHEAD: u8 = 5;
-}
+mod cli;
+
+use cli::exit;
 
 #[derive(Parser)]
 #[command(
@@ -45,15 +38,23 @@ enum Command {
     /// Show each migration as applied, pending, drifted or unknown.
     /// Exit 0 when up to date, 3 when migrations are pending, 4 on drift,
     /// 5 when the database is newer than this binary, 1 on any error.
-    Status,
+    Status(cli::status::Args),
     /// Check that the database answers.
     Ping,
+    /// Migrate, then play the game's flows for synthetic players and print a summary.
+    Demo(cli::demo::Args),
+    /// Compare the live schema with what this binary's migrations produce.
+    Verify(cli::verify::Args),
+    /// Delete expired sessions in short batches (safe while the server serves).
+    SweepSessions(cli::sweep::Args),
+    /// Copy every table from one database to another (either dialect).
+    Copy(cli::copy::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
@@ -82,11 +83,18 @@ fn init_logging(verbose: u8) {
         1 => "persist=debug,info",
         _ => "persist=trace,debug",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // The PostgreSQL driver logs every statement's parameters (emails,
+    // hashes, token digests) at debug level: cap it whatever RUST_LOG says.
+    // A later directive for the same target replaces an earlier one.
+    if let Ok(cap) = "tokio_postgres=warn".parse() {
+        filter = filter.add_directive(cap);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 }
 
@@ -106,19 +114,27 @@ fn chain(e: &Error) -> String {
     out.replace('\n', " ")
 }
 
-async fn run(cli: Cli) -> Result<ExitCode, Error> {
-    let config = match &cli.database_url {
+/// Opens the database the global `--database-url` (or `DATABASE_URL`) names.
+async fn open(database_url: Option<&str>) -> Result<Db, Error> {
+    let config = match database_url {
         Some(url) => Config::from_url(url)?,
         None => Config::from_env()?,
     };
-    let db = persist::open(&config).await?;
-    let code = match cli.command {
+    persist::open(&config).await
+}
+
+async fn run(cli: Cli) -> Result<ExitCode, Error> {
+    let url = cli.database_url.as_deref();
+    match cli.command {
         Command::Ping => {
+            let db = open(url).await?;
             db.ping().await?;
-            println!("ok: {} answers", config.redacted_url());
-            ExitCode::SUCCESS
+            println!("ok: {} answers", db.config().redacted_url());
+            db.close().await;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Migrate => {
+            let db = open(url).await?;
             let report = db.migrate().await?;
             for (version, name, ms) in &report.applied {
                 println!("applied {version:04}_{name} ({ms} ms)");
@@ -128,44 +144,13 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
                 report.version,
                 report.applied.len()
             );
-            ExitCode::SUCCESS
+            db.close().await;
+            Ok(ExitCode::SUCCESS)
         }
-        Command::Status => {
-            let status = db.migration_status().await?;
-            println!("{:<8} {:<24} {:<8} APPLIED_AT", "VERSION", "NAME", "STATE");
-            for s in &status {
-                let at = s
-                    .applied_at
-                    .map_or_else(|| "-".to_string(), |t| t.to_string());
-                println!(
-                    "{:<8} {:<24} {:<8} {}",
-                    format!("{:04}", s.version),
-                    s.name,
-                    s.state,
-                    at
-                );
-            }
-            let with = |st: MigrationState| -> Vec<i64> {
-                status
-                    .iter()
-                    .filter(|s| s.state == st)
-                    .map(|s| s.version)
-                    .collect()
-            };
-            let (unknown, drifted) = (with(MigrationState::Unknown), with(MigrationState::Drifted));
-            if !unknown.is_empty() {
-                eprintln!("error: {}", Error::DatabaseAhead { versions: unknown });
-                ExitCode::from(exit::AHEAD)
-            } else if !drifted.is_empty() {
-                eprintln!("error: {}", Error::MigrationDrift { versions: drifted });
-                ExitCode::from(exit::DRIFT)
-            } else if !with(MigrationState::Pending).is_empty() {
-                ExitCode::from(exit::PENDING)
-            } else {
-                ExitCode::SUCCESS
-            }
-        }
-    };
-    db.close().await;
-    Ok(code)
+        Command::Status(args) => cli::status::run(&open(url).await?, args).await,
+        Command::Demo(args) => cli::demo::run(&open(url).await?, args).await,
+        Command::Verify(args) => cli::verify::run(&open(url).await?, args).await,
+        Command::SweepSessions(args) => cli::sweep::run(&open(url).await?, args).await,
+        Command::Copy(args) => cli::copy::run(args).await,
+    }
 }

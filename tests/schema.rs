@@ -8,7 +8,7 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 
 use common::TestDb;
-use persist::{canonical_key, Error, NewAccount, UniqueKey, UserId};
+use persist::{canonical_key, Error, NewAccount, TypeClass, UniqueKey, UserId};
 use sha2::{Digest, Sha256};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,15 +53,8 @@ both!(
 );
 
 // ---------------------------------------------------------------------------
-// Catalog introspection.
-
-/// Normalised column type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum TypeClass {
-    Integer,
-    Text,
-    Bytes,
-}
+// Catalog introspection: the library's (`persist::read_schema`), reduced to
+// what the two dialects share.
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Column {
@@ -88,294 +81,77 @@ struct Table {
     foreign_keys: BTreeSet<ForeignKey>,
     /// Non-unique indexes.
     indexes: BTreeSet<Vec<String>>,
+    /// How many CHECK constraints (their texts are dialect-specific).
+    checks: usize,
 }
 
 type Schema = BTreeMap<String, Table>;
-
-fn sqlite_class(declared: &str) -> TypeClass {
-    match declared.to_ascii_uppercase().as_str() {
-        "INTEGER" | "INT" | "BIGINT" => TypeClass::Integer,
-        "TEXT" => TypeClass::Text,
-        "BLOB" => TypeClass::Bytes,
-        other => panic!("unexpected SQLite column type {other:?}"),
-    }
-}
-
-fn pg_class(data_type: &str) -> TypeClass {
-    match data_type {
-        "bigint" | "integer" | "smallint" => TypeClass::Integer,
-        "text" => TypeClass::Text,
-        "bytea" => TypeClass::Bytes,
-        other => panic!("unexpected PostgreSQL column type {other:?}"),
-    }
-}
 
 fn strings(v: &[&str]) -> Vec<String> {
     v.iter().map(|s| s.to_string()).collect()
 }
 
-/// The schema of a SQLite file, read from its catalog.
-fn sqlite_schema(c: &rusqlite::Connection) -> Schema {
-    let tables: Vec<String> = c
-        .prepare(
-            "SELECT name FROM sqlite_schema \
-             WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name",
-        )
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .collect::<rusqlite::Result<_>>()
-        .unwrap();
-    let mut schema = Schema::new();
-    for t in tables {
-        let mut table = Table::default();
-        let mut pk: Vec<(i64, String)> = Vec::new();
-        let mut st = c
-            .prepare("SELECT name, type, \"notnull\", pk FROM pragma_table_info(?1) ORDER BY cid")
-            .unwrap();
-        let cols = st
-            .query_map([&t], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, i64>(2)?,
-                    r.get::<_, i64>(3)?,
-                ))
-            })
-            .unwrap()
-            .collect::<rusqlite::Result<Vec<_>>>()
-            .unwrap();
-        for (name, declared, notnull, pk_pos) in cols {
-            if pk_pos > 0 {
-                pk.push((pk_pos, name.clone()));
-            }
-            table.columns.push(Column {
-                class: sqlite_class(&declared),
-                // A primary-key column never holds NULL in these tables: an
-                // INTEGER PRIMARY KEY is the rowid, and the other keys are
-                // declared NOT NULL (PostgreSQL makes every key column NOT NULL).
-                nullable: notnull == 0 && pk_pos == 0,
-                name,
-            });
-        }
-        pk.sort();
-        table.primary_key = pk.into_iter().map(|(_, n)| n).collect();
-
-        let mut st = c
-            .prepare("SELECT name, \"unique\", origin, partial FROM pragma_index_list(?1)")
-            .unwrap();
-        let indexes = st
-            .query_map([&t], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, i64>(3)?,
-                ))
-            })
-            .unwrap()
-            .collect::<rusqlite::Result<Vec<_>>>()
-            .unwrap();
-        for (index, unique, origin, partial) in indexes {
-            assert_eq!(partial, 0, "partial index {index} on {t}");
-            let cols: Vec<String> = c
-                .prepare("SELECT name FROM pragma_index_info(?1) ORDER BY seqno")
-                .unwrap()
-                .query_map([&index], |r| r.get(0))
-                .unwrap()
-                .collect::<rusqlite::Result<_>>()
-                .unwrap();
-            match (origin.as_str(), unique) {
-                // The index behind a non-rowid PRIMARY KEY.
-                ("pk", _) => assert_eq!(cols, table.primary_key, "{index}"),
-                (_, 1) => {
-                    table.unique.insert(cols);
-                }
-                _ => {
-                    table.indexes.insert(cols);
+/// The dialect-neutral part of a schema the library read.
+fn neutral(s: &persist::Schema) -> Schema {
+    assert!(s.views.is_empty(), "{:?}", s.views);
+    assert!(s.triggers.is_empty(), "{:?}", s.triggers);
+    s.tables
+        .iter()
+        .map(|(name, t)| {
+            let mut unique = t.unique.clone();
+            let mut indexes = BTreeSet::new();
+            for (index, i) in &t.indexes {
+                assert_eq!(i.predicate, None, "partial index {index} on {name}");
+                if i.unique {
+                    unique.insert(i.columns.clone());
+                } else {
+                    indexes.insert(i.columns.clone());
                 }
             }
-        }
-
-        let mut st = c
-            .prepare(
-                "SELECT id, \"table\", \"from\", \"to\", on_delete \
-                 FROM pragma_foreign_key_list(?1) ORDER BY id, seq",
-            )
-            .unwrap();
-        let fks = st
-            .query_map([&t], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, Option<String>>(3)?,
-                    r.get::<_, String>(4)?,
-                ))
-            })
-            .unwrap()
-            .collect::<rusqlite::Result<Vec<_>>>()
-            .unwrap();
-        let mut by_id: BTreeMap<i64, ForeignKey> = BTreeMap::new();
-        for (id, references, from, to, on_delete) in fks {
-            let fk = by_id.entry(id).or_insert_with(|| ForeignKey {
-                columns: Vec::new(),
-                references,
-                ref_columns: Vec::new(),
-                on_delete: on_delete.to_ascii_uppercase(),
-            });
-            fk.columns.push(from);
-            fk.ref_columns
-                .push(to.expect("foreign keys name their referenced columns"));
-        }
-        table.foreign_keys = by_id.into_values().collect();
-        schema.insert(t, table);
-    }
-    schema
-}
-
-/// `array(...)` of the column names of the attribute numbers in `$arr` of `$rel`.
-macro_rules! attnames {
-    ($arr:literal, $rel:literal) => {
-        concat!(
-            "array(SELECT a.attname::text FROM unnest(",
-            $arr,
-            ") WITH ORDINALITY u(n, o) JOIN pg_attribute a ON a.attrelid = ",
-            $rel,
-            " AND a.attnum = u.n ORDER BY u.o)"
-        )
-    };
-}
-
-/// The schema of the `public` schema of a PostgreSQL database, read from its catalog.
-async fn pg_schema(c: &tokio_postgres::Client) -> Schema {
-    let mut schema = Schema::new();
-    for r in c
-        .query(
-            "SELECT table_name::text FROM information_schema.tables \
-             WHERE table_schema = 'public' AND table_type = 'BASE TABLE'",
-            &[],
-        )
-        .await
-        .unwrap()
-    {
-        schema.insert(r.get(0), Table::default());
-    }
-    for r in c
-        .query(
-            "SELECT table_name::text, column_name::text, data_type::text, is_nullable::text \
-             FROM information_schema.columns WHERE table_schema = 'public' \
-             ORDER BY table_name, ordinal_position",
-            &[],
-        )
-        .await
-        .unwrap()
-    {
-        let t: String = r.get(0);
-        schema.get_mut(&t).unwrap().columns.push(Column {
-            name: r.get(1),
-            class: pg_class(r.get(2)),
-            nullable: r.get::<_, String>(3) == "YES",
-        });
-    }
-    // Primary keys and unique constraints.
-    for r in c
-        .query(
-            concat!(
-                "SELECT cl.relname::text, k.contype::text, ",
-                attnames!("k.conkey", "k.conrelid"),
-                " FROM pg_constraint k JOIN pg_class cl ON cl.oid = k.conrelid \
-                 JOIN pg_namespace n ON n.oid = cl.relnamespace \
-                 WHERE n.nspname = 'public' AND k.contype IN ('p', 'u')"
-            ),
-            &[],
-        )
-        .await
-        .unwrap()
-    {
-        let table = schema.get_mut(&r.get::<_, String>(0)).unwrap();
-        let cols: Vec<String> = r.get(2);
-        match r.get::<_, String>(1).as_str() {
-            "p" => table.primary_key = cols,
-            _ => {
-                table.unique.insert(cols);
-            }
-        }
-    }
-    // Indexes that do not back a constraint.
-    for r in c
-        .query(
-            concat!(
-                "SELECT cl.relname::text, i.indisunique, i.indpred IS NOT NULL, ",
-                attnames!("i.indkey::int2[]", "i.indrelid"),
-                " FROM pg_index i JOIN pg_class cl ON cl.oid = i.indrelid \
-                 JOIN pg_namespace n ON n.oid = cl.relnamespace \
-                 WHERE n.nspname = 'public' AND NOT EXISTS ( \
-                   SELECT 1 FROM pg_constraint k \
-                   WHERE k.conindid = i.indexrelid AND k.contype IN ('p', 'u', 'x'))"
-            ),
-            &[],
-        )
-        .await
-        .unwrap()
-    {
-        let table = schema.get_mut(&r.get::<_, String>(0)).unwrap();
-        assert!(
-            !r.get::<_, bool>(2),
-            "partial index on {:?}",
-            r.get::<_, String>(0)
-        );
-        let cols: Vec<String> = r.get(3);
-        if r.get::<_, bool>(1) {
-            table.unique.insert(cols);
-        } else {
-            table.indexes.insert(cols);
-        }
-    }
-    // Foreign keys, with the delete rule from information_schema.
-    for r in c
-        .query(
-            concat!(
-                "SELECT cl.relname::text, ",
-                attnames!("k.conkey", "k.conrelid"),
-                ", rf.relname::text, ",
-                attnames!("k.confkey", "k.confrelid"),
-                ", rc.delete_rule::text \
-                 FROM pg_constraint k JOIN pg_class cl ON cl.oid = k.conrelid \
-                 JOIN pg_namespace n ON n.oid = cl.relnamespace \
-                 JOIN pg_class rf ON rf.oid = k.confrelid \
-                 JOIN information_schema.referential_constraints rc \
-                   ON rc.constraint_schema = n.nspname AND rc.constraint_name = k.conname \
-                 WHERE n.nspname = 'public' AND k.contype = 'f'"
-            ),
-            &[],
-        )
-        .await
-        .unwrap()
-    {
-        let table = schema.get_mut(&r.get::<_, String>(0)).unwrap();
-        table.foreign_keys.insert(ForeignKey {
-            columns: r.get(1),
-            references: r.get(2),
-            ref_columns: r.get(3),
-            on_delete: r.get(4),
-        });
-    }
-    // Cross-check the index count with pg_indexes: every index was accounted for.
-    let n_indexes: i64 = c
-        .query_one(
-            "SELECT count(*) FROM pg_indexes WHERE schemaname = 'public'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    let counted: usize = schema
-        .values()
-        .map(|t| usize::from(!t.primary_key.is_empty()) + t.unique.len() + t.indexes.len())
-        .sum();
-    assert_eq!(n_indexes, counted as i64, "pg_indexes disagrees");
-    schema
+            let columns = t
+                .columns
+                .iter()
+                .map(|c| {
+                    assert!(
+                        matches!(
+                            c.class,
+                            TypeClass::Integer | TypeClass::Text | TypeClass::Bytes
+                        ),
+                        "unexpected column type {name}.{}: {}",
+                        c.name,
+                        c.declared_type
+                    );
+                    Column {
+                        name: c.name.clone(),
+                        class: c.class,
+                        nullable: c.nullable,
+                    }
+                })
+                .collect();
+            let foreign_keys = t
+                .foreign_keys
+                .iter()
+                .map(|f| {
+                    assert_eq!(f.on_update, "NO ACTION", "{name}");
+                    ForeignKey {
+                        columns: f.columns.clone(),
+                        references: f.references.clone(),
+                        ref_columns: f.ref_columns.clone(),
+                        on_delete: f.on_delete.clone(),
+                    }
+                })
+                .collect();
+            let table = Table {
+                columns,
+                primary_key: t.primary_key.clone(),
+                unique,
+                foreign_keys,
+                indexes,
+                checks: t.checks.len(),
+            };
+            (name.clone(), table)
+        })
+        .collect()
 }
 
 async fn pg_connect(url: &str) -> tokio_postgres::Client {
@@ -400,9 +176,23 @@ async fn schema_parity_by_catalog_introspection() {
     let pg = common::postgres().await;
 
     let raw = rusqlite::Connection::open(sqlite_path(&lite.url)).unwrap();
-    let lite_schema = sqlite_schema(&raw);
+    let lite_schema = neutral(&persist::read_schema(&lite.db).await.unwrap());
     let client = pg_connect(&pg.url).await;
-    let pg_schema = pg_schema(&client).await;
+    let pg_schema = neutral(&persist::read_schema(&pg.db).await.unwrap());
+    // Cross-check with pg_indexes: every index was accounted for.
+    let n_indexes: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_indexes WHERE schemaname = 'public'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let counted: usize = pg_schema
+        .values()
+        .map(|t| usize::from(!t.primary_key.is_empty()) + t.unique.len() + t.indexes.len())
+        .sum();
+    assert_eq!(n_indexes, counted as i64, "pg_indexes disagrees");
 
     // Not vacuous: the canonical tables, columns and keys are there.
     let names: Vec<&str> = lite_schema.keys().map(|s| s.as_str()).collect();
@@ -509,6 +299,24 @@ async fn schema_parity_by_catalog_introspection() {
             "{child}"
         );
     }
+
+    // Every CHECK constraint, on both (their texts are dialect-specific;
+    // the parity below compares the counts).
+    let checks: Vec<(&str, usize)> = lite_schema
+        .iter()
+        .map(|(n, t)| (n.as_str(), t.checks))
+        .collect();
+    assert_eq!(
+        checks,
+        [
+            ("accounts", 7),
+            ("army_loadouts", 16),
+            ("progression", 2),
+            ("schema_migrations", 0),
+            ("sessions", 3),
+            ("user_unlocks", 2)
+        ]
+    );
 
     // The parity itself.
     assert_eq!(lite_schema, pg_schema);

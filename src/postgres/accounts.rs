@@ -3,6 +3,7 @@
 use tokio_postgres::Row;
 
 use super::error::map;
+use super::secret::Redacted;
 use super::Client;
 use crate::error::{Entity, Error, Result};
 use crate::models::{Account, NewAccount, UserId};
@@ -57,11 +58,11 @@ pub(crate) async fn create(
         .query_one(
             &st,
             &[
-                &a.email,
-                &email_key,
+                &Redacted(a.email),
+                &Redacted(email_key),
                 &a.username,
                 &username_key,
-                &a.pass_hash,
+                &Redacted(a.pass_hash),
                 &a.created_at,
             ],
         )
@@ -82,7 +83,7 @@ pub(crate) async fn get(c: &Client, id: UserId) -> Result<Account> {
 }
 
 pub(crate) async fn find_by_email_key(c: &Client, key: &str) -> Result<Account> {
-    one(c, select_where!("email_key = $1"), &key).await
+    one(c, select_where!("email_key = $1"), &Redacted(key)).await
 }
 
 pub(crate) async fn find_by_username_key(c: &Client, key: &str) -> Result<Account> {
@@ -114,7 +115,7 @@ pub(crate) async fn update_pass_hash(c: &Client, id: UserId, hash: &[u8]) -> Res
     update(
         c,
         "UPDATE accounts SET pass_hash = $2 WHERE user_id = $1",
-        &[&id.0, &hash],
+        &[&id.0, &Redacted(hash)],
     )
     .await
 }
@@ -123,7 +124,7 @@ pub(crate) async fn update_email(c: &Client, id: UserId, email: &str, key: &str)
     update(
         c,
         "UPDATE accounts SET email = $2, email_key = $3 WHERE user_id = $1",
-        &[&id.0, &email, &key],
+        &[&id.0, &Redacted(email), &Redacted(key)],
     )
     .await
 }

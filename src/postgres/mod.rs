@@ -5,10 +5,13 @@
 //! statements are prepared once per connection and cached.
 
 pub(crate) mod accounts;
+pub(crate) mod copy;
 pub(crate) mod error;
+pub(crate) mod introspect;
 pub(crate) mod loadouts;
 pub(crate) mod migrate;
 pub(crate) mod progression;
+pub(crate) mod secret;
 pub(crate) mod sessions;
 pub(crate) mod tls;
 pub(crate) mod unlocks;

@@ -1,6 +1,7 @@
 //! `sessions` on PostgreSQL. `token` holds the SHA-256 digest of the bearer token.
 
 use super::error::map;
+use super::secret::Redacted;
 use super::Client;
 use crate::error::{Entity, Error, Result};
 use crate::models::{Session, SessionId, UserId};
@@ -18,9 +19,12 @@ pub(crate) async fn create(
         )
         .await
         .map_err(map)?;
-    c.execute(&st, &[&&digest[..], &user.0, &expires_at, &created_at])
-        .await
-        .map_err(map)?;
+    c.execute(
+        &st,
+        &[&Redacted(&digest[..]), &user.0, &expires_at, &created_at],
+    )
+    .await
+    .map_err(map)?;
     Ok(())
 }
 
@@ -29,7 +33,11 @@ pub(crate) async fn lookup(c: &Client, digest: &[u8; 32]) -> Result<(UserId, i64
         .prepare_cached("SELECT user_id, created_at, expires_at FROM sessions WHERE token = $1")
         .await
         .map_err(map)?;
-    match c.query_opt(&st, &[&&digest[..]]).await.map_err(map)? {
+    match c
+        .query_opt(&st, &[&Redacted(&digest[..])])
+        .await
+        .map_err(map)?
+    {
         Some(r) => Ok((
             UserId(r.try_get(0).map_err(map)?),
             r.try_get(1).map_err(map)?,
@@ -44,7 +52,11 @@ pub(crate) async fn delete(c: &Client, digest: &[u8; 32]) -> Result<()> {
         .prepare_cached("DELETE FROM sessions WHERE token = $1")
         .await
         .map_err(map)?;
-    if c.execute(&st, &[&&digest[..]]).await.map_err(map)? == 0 {
+    if c.execute(&st, &[&Redacted(&digest[..])])
+        .await
+        .map_err(map)?
+        == 0
+    {
         return Err(Error::NotFound(Entity::Session));
     }
     Ok(())

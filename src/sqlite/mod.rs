@@ -8,7 +8,9 @@
 //! held by *other processes* use SQLite's busy timeout.
 
 pub(crate) mod accounts;
+pub(crate) mod copy;
 pub(crate) mod error;
+pub(crate) mod introspect;
 pub(crate) mod loadouts;
 pub(crate) mod migrate;
 pub(crate) mod progression;

@@ -1,0 +1,213 @@
+//! `persist demo`: migrate, play the game's flows for synthetic players
+//! (the workload is [`persist::demo`]), print a summary.
+//!
+//! Output: the migration lines and the summary table on stdout; progress on
+//! stderr, as a progress bar when stderr is a terminal, else as plain lines
+//! (`progress: 20/200 players (10%), 512 operations`) at every tenth of the
+//! players. Exit 0 when the run finished and every consistency check passed,
+//! 1 otherwise.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use persist::demo::{self, DatabaseSize, DemoOptions, DemoProgress, DemoReport};
+use persist::{Db, Error};
+
+use super::exit;
+
+/// Arguments of `demo`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Number of synthetic players.
+    #[arg(long, value_name = "N", default_value_t = demo::DEFAULT_PLAYERS,
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(demo::MAX_PLAYERS)))]
+    players: u32,
+    /// Seed of every random choice: the same seed gives the same final
+    /// database content (user ids aside).
+    #[arg(long, value_name = "S", default_value_t = demo::DEFAULT_SEED)]
+    seed: u64,
+    /// Concurrent tasks (does not change the final content).
+    #[arg(long, value_name = "T", default_value_t = demo::DEFAULT_TASKS,
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(demo::MAX_TASKS)))]
+    tasks: u32,
+}
+
+pub async fn run(db: &Db, args: Args) -> Result<ExitCode, Error> {
+    let options = DemoOptions {
+        players: args.players,
+        seed: args.seed,
+        tasks: args.tasks,
+    };
+    println!(
+        "demo: {} players, seed {}, {} tasks on {}",
+        options.players,
+        options.seed,
+        options.tasks,
+        db.config().redacted_url()
+    );
+    let mut progress = Progress::new(options.players);
+    let out = demo::run(db, &options, |p| progress.update(p)).await;
+    progress.finish();
+    let report = match out {
+        Ok(r) => r,
+        Err(e) => {
+            db.close().await;
+            return Err(e);
+        }
+    };
+    db.close().await;
+    print_report(&report);
+    if report.failed_checks > 0 {
+        eprintln!(
+            "error: {} of {} consistency checks failed (first: {})",
+            report.failed_checks,
+            report.checks,
+            report.first_failure.as_deref().unwrap_or("-")
+        );
+        return Ok(ExitCode::from(exit::ERROR));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A bar on a terminal, plain lines at every tenth otherwise.
+enum Progress {
+    Bar(ProgressBar),
+    Lines { last_tenth: u32 },
+}
+
+impl Progress {
+    fn new(players: u32) -> Self {
+        if std::io::stderr().is_terminal() {
+            let bar = ProgressBar::new(players.into());
+            if let Ok(style) = ProgressStyle::with_template(
+                "{elapsed_precise} [{bar:40}] {pos}/{len} players, {msg}",
+            ) {
+                bar.set_style(style.progress_chars("=> "));
+            }
+            bar.enable_steady_tick(Duration::from_millis(200));
+            Progress::Bar(bar)
+        } else {
+            Progress::Lines { last_tenth: 0 }
+        }
+    }
+
+    fn update(&mut self, p: &DemoProgress) {
+        match self {
+            Progress::Bar(bar) => {
+                bar.set_position(p.players_done.into());
+                bar.set_message(format!("{} operations", p.operations));
+            }
+            Progress::Lines { last_tenth } => {
+                let tenth = u32::try_from(
+                    u64::from(p.players_done) * 10 / u64::from(p.players_total.max(1)),
+                )
+                .unwrap_or(10);
+                if tenth > *last_tenth {
+                    *last_tenth = tenth;
+                    eprintln!(
+                        "progress: {}/{} players ({}%), {} operations",
+                        p.players_done,
+                        p.players_total,
+                        u64::from(p.players_done) * 100 / u64::from(p.players_total.max(1)),
+                        p.operations
+                    );
+                }
+            }
+        }
+    }
+
+    fn finish(&self) {
+        if let Progress::Bar(bar) = self {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+fn print_report(r: &DemoReport) {
+    for (version, name, ms) in &r.migrations.applied {
+        println!("applied {version:04}_{name} ({ms} ms)");
+    }
+    if r.earlier_players_removed > 0 {
+        println!(
+            "removed {} players left by an earlier run with seed {}",
+            r.earlier_players_removed, r.options.seed
+        );
+    }
+    println!();
+    println!(
+        "{:<16} {:>9} {:>11} {:>9}",
+        "OPERATION", "COUNT", "OPS/S", "MEAN_MS"
+    );
+    for s in &r.ops {
+        let mean = s
+            .mean()
+            .map_or_else(|| "-".to_string(), |d| format!("{:.3}", ms(d)));
+        println!(
+            "{:<16} {:>9} {:>11.1} {:>9}",
+            s.kind.name(),
+            s.count,
+            r.per_second(s.count),
+            mean
+        );
+    }
+    let total = r.total_ops();
+    println!(
+        "{:<16} {:>9} {:>11.1} {:>9}",
+        "total",
+        total,
+        r.per_second(total),
+        ""
+    );
+    println!();
+    println!(
+        "repository calls:  {} ({:.1}/s)",
+        r.repository_calls,
+        r.per_second(r.repository_calls)
+    );
+    println!(
+        "consistency checks: {} ok, {} failed",
+        r.checks.saturating_sub(r.failed_checks),
+        r.failed_checks
+    );
+    println!(
+        "players:           {} on {} tasks, seed {}",
+        r.options.players, r.options.tasks, r.options.seed
+    );
+    println!("wall time:         {:.3} s", r.wall.as_secs_f64());
+    println!("database size:     {}", size_text(&r.size));
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn size_text(size: &DatabaseSize) -> String {
+    match *size {
+        DatabaseSize::Sqlite {
+            main_bytes,
+            wal_bytes,
+        } => format!(
+            "{} (file {} + write-ahead log {}; {} bytes)",
+            bytes(main_bytes.saturating_add(wal_bytes)),
+            bytes(main_bytes),
+            bytes(wal_bytes),
+            main_bytes.saturating_add(wal_bytes)
+        ),
+        DatabaseSize::Postgres { bytes: b } => {
+            format!("{} (pg_database_size; {b} bytes)", bytes(b))
+        }
+        DatabaseSize::InMemory => "in memory (nothing on disk)".to_string(),
+        _ => "unknown".to_string(),
+    }
+}
+
+fn bytes(n: u64) -> String {
+    const MIB: f64 = 1024.0 * 1024.0;
+    if n >= 1024 * 1024 {
+        format!("{:.1} MiB", n as f64 / MIB)
+    } else {
+        format!("{:.1} KiB", n as f64 / 1024.0)
+    }
+}

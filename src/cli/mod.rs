@@ -1,0 +1,23 @@
+//! The subcommands of the `persist` binary: argument types, printing and exit
+//! codes. The work itself is done by the library.
+
+pub mod copy;
+pub mod demo;
+pub mod status;
+pub mod sweep;
+pub mod verify;
+
+/// Exit codes of `persist`.
+pub mod exit {
+    /// Failure of any kind not listed below.
+    pub const ERROR: u8 = 1;
+    /// `status`: migrations are pending.
+    pub const PENDING: u8 = 3;
+    /// `status`/`migrate`: an applied migration was edited after it was applied.
+    pub const DRIFT: u8 = 4;
+    /// `status`/`migrate`: the database records migrations this binary does not ship.
+    pub const AHEAD: u8 = 5;
+    /// `verify`: the live schema differs from what the migrations produce, or
+    /// an integrity check failed.
+    pub const MISMATCH: u8 = 6;
+}

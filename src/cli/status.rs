@@ -1,0 +1,175 @@
+//! `persist status [--json]`: where each migration stands in the database.
+//!
+//! Exit codes, the same with and without `--json`: 0 up to date, 3 migrations
+//! pending, 4 drift (an applied migration was edited after it was applied),
+//! 5 the database records migrations this binary does not ship, 1 any error
+//! (then nothing is printed on stdout, and stderr has one `error:` line).
+//! On drift and "ahead", stderr also has one `error:` line.
+//!
+//! # Text output
+//!
+//! A table `VERSION NAME STATE APPLIED_AT`, one row per migration.
+//!
+//! # JSON output (`--json`)
+//!
+//! One JSON object on one line of stdout. These fields are stable: later
+//! versions may add fields, never rename, remove or retype one.
+//!
+//! | field | type | meaning |
+//! |---|---|---|
+//! | `backend` | string | `"sqlite"` or `"postgres"` |
+//! | `url` | string | the database URL, password replaced by `***` |
+//! | `status` | string | `"up_to_date"` (exit 0), `"pending"` (3), `"drifted"` (4) or `"ahead"` (5); when several apply, the one with the higher exit code |
+//! | `up_to_date` | bool | `status == "up_to_date"` |
+//! | `schema_version` | integer | highest version recorded in the database's `schema_migrations` (applied, drifted or unknown), 0 when none |
+//! | `latest_version` | integer | highest version this binary ships |
+//! | `migrations` | array | one object per migration, ascending by `version` |
+//! | `migrations[].version` | integer | version |
+//! | `migrations[].name` | string | name (the shipped one; the recorded one for `unknown`) |
+//! | `migrations[].state` | string | `"applied"`, `"pending"`, `"drifted"` or `"unknown"` (recorded, not shipped) |
+//! | `migrations[].applied_at` | integer or null | when it was applied, Unix seconds (UTC); `null` when pending |
+//!
+//! ```json
+//! {"backend":"sqlite","url":"sqlite://persist.db","status":"up_to_date","up_to_date":true,"schema_version":1,"latest_version":1,"migrations":[{"version":1,"name":"init","state":"applied","applied_at":1764270000}]}
+//! ```
+
+use std::process::ExitCode;
+
+use persist::{Db, Error, MigrationState, MigrationStatus, Migrations};
+use serde::Serialize;
+
+use super::exit;
+
+/// Arguments of `status`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Print one JSON object (stable fields, see the docs) instead of the
+    /// table. Exit codes are the same.
+    #[arg(long)]
+    json: bool,
+}
+
+/// The `--json` object.
+#[derive(Serialize)]
+struct StatusJson<'a> {
+    backend: String,
+    url: String,
+    status: &'static str,
+    up_to_date: bool,
+    schema_version: i64,
+    latest_version: i64,
+    migrations: Vec<MigrationJson<'a>>,
+}
+
+#[derive(Serialize)]
+struct MigrationJson<'a> {
+    version: i64,
+    name: &'a str,
+    state: String,
+    applied_at: Option<i64>,
+}
+
+pub async fn run(db: &Db, args: Args) -> Result<ExitCode, Error> {
+    let out = report(db, args).await;
+    db.close().await;
+    out
+}
+
+async fn report(db: &Db, args: Args) -> Result<ExitCode, Error> {
+    let status = db.migration_status().await?;
+    let with = |st: MigrationState| -> Vec<i64> {
+        status
+            .iter()
+            .filter(|s| s.state == st)
+            .map(|s| s.version)
+            .collect()
+    };
+    let (unknown, drifted) = (with(MigrationState::Unknown), with(MigrationState::Drifted));
+    let pending = !with(MigrationState::Pending).is_empty();
+    let (code, word) = if !unknown.is_empty() {
+        (exit::AHEAD, "ahead")
+    } else if !drifted.is_empty() {
+        (exit::DRIFT, "drifted")
+    } else if pending {
+        (exit::PENDING, "pending")
+    } else {
+        (0, "up_to_date")
+    };
+
+    if args.json {
+        let latest_version = Migrations::embedded(db.dialect())?.latest_version();
+        if !print_json(db, &status, word, latest_version) {
+            return Ok(ExitCode::from(exit::ERROR));
+        }
+    } else {
+        print_table(&status);
+    }
+
+    if !unknown.is_empty() {
+        eprintln!("error: {}", Error::DatabaseAhead { versions: unknown });
+    } else if !drifted.is_empty() {
+        eprintln!("error: {}", Error::MigrationDrift { versions: drifted });
+    }
+    Ok(ExitCode::from(code))
+}
+
+fn print_table(status: &[MigrationStatus]) {
+    println!("{:<8} {:<24} {:<8} APPLIED_AT", "VERSION", "NAME", "STATE");
+    for s in status {
+        let at = s
+            .applied_at
+            .map_or_else(|| "-".to_string(), |t| t.to_string());
+        println!(
+            "{:<8} {:<24} {:<8} {}",
+            format!("{:04}", s.version),
+            s.name,
+            s.state,
+            at
+        );
+    }
+}
+
+/// Prints the `--json` object; false when it could not be encoded.
+fn print_json(
+    db: &Db,
+    status: &[MigrationStatus],
+    word: &'static str,
+    latest_version: i64,
+) -> bool {
+    let mut migrations: Vec<MigrationJson<'_>> = status
+        .iter()
+        .map(|s| MigrationJson {
+            version: s.version,
+            name: &s.name,
+            state: s.state.to_string(),
+            applied_at: s.applied_at,
+        })
+        .collect();
+    migrations.sort_by_key(|m| m.version);
+    let schema_version = status
+        .iter()
+        .filter(|s| s.state != MigrationState::Pending)
+        .map(|s| s.version)
+        .max()
+        .unwrap_or(0);
+    let json = StatusJson {
+        backend: db.backend().to_string(),
+        url: db.config().redacted_url(),
+        status: word,
+        up_to_date: word == "up_to_date",
+        schema_version,
+        latest_version,
+        migrations,
+    };
+    match serde_json::to_string(&json) {
+        Ok(line) => {
+            println!("{line}");
+            true
+        }
+        // Not reachable with these types; never panic on it.
+        Err(e) => {
+            eprintln!("error: cannot encode the status as JSON: {e}");
+            false
+        }
+    }
+}

@@ -1,0 +1,68 @@
+//! `persist verify`: compare the live schema with what this binary's
+//! migrations produce. The work is `persist::verify`; this prints it.
+
+use std::process::ExitCode;
+
+use persist::{Db, Error};
+
+use super::exit;
+
+/// Arguments of `verify`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Print one JSON object instead of text: ok, backend, database,
+    /// differences[{kind, object, detail}], integrity_check,
+    /// foreign_key_violations.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn run(db: &Db, args: Args) -> Result<ExitCode, Error> {
+    let report = persist::verify(db).await;
+    db.close().await;
+    let report = report?;
+    if args.json {
+        println!("{}", report.to_json());
+    } else {
+        for d in &report.differences {
+            println!("{d}");
+        }
+        if let Some(rows) = &report.integrity_check {
+            println!("integrity_check: {}", rows.join("; "));
+        }
+        if let Some(by_table) = &report.foreign_key_violations {
+            if by_table.is_empty() {
+                println!("foreign_key_check: ok");
+            } else {
+                let list: Vec<String> = by_table.iter().map(|(t, n)| format!("{t}: {n}")).collect();
+                println!(
+                    "foreign_key_check: {} violation(s) ({})",
+                    report.foreign_key_violation_count(),
+                    list.join(", ")
+                );
+            }
+        }
+        if report.is_ok() {
+            println!(
+                "ok: the schema of {} matches this binary's migrations",
+                report.database
+            );
+        } else {
+            println!(
+                "mismatch: {} schema difference(s) in {}{}",
+                report.differences.len(),
+                report.database,
+                if report.integrity_ok() && report.foreign_key_violation_count() == 0 {
+                    ""
+                } else {
+                    ", integrity check failed"
+                }
+            );
+        }
+    }
+    Ok(if report.is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(exit::MISMATCH)
+    })
+}

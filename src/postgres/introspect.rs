@@ -1,0 +1,230 @@
+//! The schema of a PostgreSQL database, from `pg_catalog`, limited to the
+//! connection's `current_schema()`; the scratch schema `verify` migrates.
+//!
+//! Expressions (defaults, CHECK definitions, index columns and predicates)
+//! are printed by the server (`pg_get_expr`, `pg_get_constraintdef`,
+//! `pg_get_indexdef`), so two schemas built by the same DDL print the same
+//! text as long as each is read through a connection whose `search_path`
+//! starts with it.
+
+use super::error::map;
+use super::Client;
+use crate::error::{Error, Result};
+use crate::introspect::{pg_class, Check, Column, ForeignKey, Index, Schema};
+
+/// `array(...)` of the column names of the attribute numbers in `$arr` of `$rel`.
+macro_rules! attnames {
+    ($arr:literal, $rel:literal) => {
+        concat!(
+            "array(SELECT a.attname::text FROM unnest(",
+            $arr,
+            ") WITH ORDINALITY u(n, o) JOIN pg_attribute a ON a.attrelid = ",
+            $rel,
+            " AND a.attnum = u.n ORDER BY u.o)"
+        )
+    };
+}
+
+const TABLES: &str = "SELECT c.relname::text, c.relkind::text, c.relpersistence::text \
+     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+     WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p')";
+
+const COLUMNS: &str = "SELECT c.relname::text, a.attname::text, \
+       format_type(a.atttypid, a.atttypmod), a.attnotnull, \
+       pg_get_expr(d.adbin, d.adrelid, true), a.attidentity::text \
+     FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid \
+     JOIN pg_namespace n ON n.oid = c.relnamespace \
+     LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum \
+     WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p') \
+       AND a.attnum > 0 AND NOT a.attisdropped \
+     ORDER BY c.relname, a.attnum";
+
+const CONSTRAINTS: &str = concat!(
+    "SELECT c.relname::text, k.contype::text, k.conname::text, ",
+    attnames!("k.conkey", "k.conrelid"),
+    ", rf.relname::text, ",
+    attnames!("k.confkey", "k.confrelid"),
+    ", k.confdeltype::text, k.confupdtype::text, pg_get_constraintdef(k.oid, true) \
+     FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid \
+     JOIN pg_namespace n ON n.oid = c.relnamespace \
+     LEFT JOIN pg_class rf ON rf.oid = k.confrelid \
+     WHERE n.nspname = current_schema() AND k.contype IN ('p', 'u', 'f', 'c') \
+     ORDER BY c.relname, k.conname"
+);
+
+const INDEXES: &str = "SELECT c.relname::text, ic.relname::text, i.indisunique, \
+       array(SELECT pg_get_indexdef(i.indexrelid, k, true) \
+               || CASE WHEN (i.indoption[k - 1] & 1) = 1 THEN ' DESC' ELSE '' END \
+             FROM generate_series(1, i.indnkeyatts::int) k ORDER BY k), \
+       pg_get_expr(i.indpred, i.indrelid, true) \
+     FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid \
+     JOIN pg_class ic ON ic.oid = i.indexrelid \
+     JOIN pg_namespace n ON n.oid = c.relnamespace \
+     WHERE n.nspname = current_schema() AND NOT EXISTS ( \
+       SELECT 1 FROM pg_constraint k \
+       WHERE k.conindid = i.indexrelid AND k.contype IN ('p', 'u', 'x'))";
+
+const VIEWS: &str = "SELECT c.relname::text FROM pg_class c \
+     JOIN pg_namespace n ON n.oid = c.relnamespace \
+     WHERE n.nspname = current_schema() AND c.relkind IN ('v', 'm')";
+
+const TRIGGERS: &str = "SELECT c.relname::text || '.' || t.tgname::text FROM pg_trigger t \
+     JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
+     WHERE n.nspname = current_schema() AND NOT t.tgisinternal";
+
+fn rule(code: &str) -> String {
+    match code {
+        "a" => "NO ACTION",
+        "r" => "RESTRICT",
+        "c" => "CASCADE",
+        "n" => "SET NULL",
+        "d" => "SET DEFAULT",
+        other => other,
+    }
+    .to_string()
+}
+
+/// The schema of `current_schema()` on `c`.
+pub(crate) async fn schema(c: &Client) -> Result<Schema> {
+    let mut schema = Schema::default();
+    for r in c.query(TABLES, &[]).await.map_err(map)? {
+        let name: String = r.try_get(0).map_err(map)?;
+        let kind: String = r.try_get(1).map_err(map)?;
+        let persistence: String = r.try_get(2).map_err(map)?;
+        let t = schema.tables.entry(name).or_default();
+        if kind == "p" {
+            t.options.insert("PARTITIONED".into());
+        }
+        if persistence == "u" {
+            t.options.insert("UNLOGGED".into());
+        }
+    }
+    for r in c.query(COLUMNS, &[]).await.map_err(map)? {
+        let table: String = r.try_get(0).map_err(map)?;
+        let declared: String = r.try_get(2).map_err(map)?;
+        let notnull: bool = r.try_get(3).map_err(map)?;
+        let identity: String = r.try_get(5).map_err(map)?;
+        let column = Column {
+            name: r.try_get(1).map_err(map)?,
+            class: pg_class(&declared),
+            declared_type: declared,
+            nullable: !notnull,
+            default: r.try_get(4).map_err(map)?,
+            identity: match identity.as_str() {
+                "a" => Some("ALWAYS".into()),
+                "d" => Some("BY DEFAULT".into()),
+                _ => None,
+            },
+        };
+        if let Some(t) = schema.tables.get_mut(&table) {
+            t.columns.push(column);
+        }
+    }
+    for r in c.query(CONSTRAINTS, &[]).await.map_err(map)? {
+        let table: String = r.try_get(0).map_err(map)?;
+        let Some(t) = schema.tables.get_mut(&table) else {
+            continue;
+        };
+        let kind: String = r.try_get(1).map_err(map)?;
+        let name: String = r.try_get(2).map_err(map)?;
+        let cols: Vec<String> = r.try_get(3).map_err(map)?;
+        match kind.as_str() {
+            "p" => t.primary_key = cols,
+            "u" => {
+                t.unique.insert(cols);
+            }
+            "f" => {
+                let references: Option<String> = r.try_get(4).map_err(map)?;
+                let on_delete: String = r.try_get(6).map_err(map)?;
+                let on_update: String = r.try_get(7).map_err(map)?;
+                t.foreign_keys.insert(ForeignKey {
+                    columns: cols,
+                    references: references.unwrap_or_default(),
+                    ref_columns: r.try_get(5).map_err(map)?,
+                    on_delete: rule(&on_delete),
+                    on_update: rule(&on_update),
+                });
+            }
+            _ => {
+                t.checks.insert(Check {
+                    name: Some(name),
+                    definition: r.try_get(8).map_err(map)?,
+                });
+            }
+        }
+    }
+    for r in c.query(INDEXES, &[]).await.map_err(map)? {
+        let table: String = r.try_get(0).map_err(map)?;
+        let Some(t) = schema.tables.get_mut(&table) else {
+            continue;
+        };
+        t.indexes.insert(
+            r.try_get(1).map_err(map)?,
+            Index {
+                unique: r.try_get(2).map_err(map)?,
+                columns: r.try_get(3).map_err(map)?,
+                predicate: r.try_get(4).map_err(map)?,
+            },
+        );
+    }
+    for r in c.query(VIEWS, &[]).await.map_err(map)? {
+        schema.views.insert(r.try_get(0).map_err(map)?);
+    }
+    for r in c.query(TRIGGERS, &[]).await.map_err(map)? {
+        schema.triggers.insert(r.try_get(0).map_err(map)?);
+    }
+    Ok(schema)
+}
+
+/// A scratch schema name must be a plain lower-case identifier: it is
+/// generated by the crate and spliced into DDL (identifiers cannot be bound).
+fn checked(name: &str) -> Result<&str> {
+    let plain = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '_');
+    if plain {
+        Ok(name)
+    } else {
+        Err(Error::Config(format!(
+            "invalid scratch schema name {name:?}"
+        )))
+    }
+}
+
+/// Creates the scratch schema `name`.
+pub(crate) async fn create_scratch(c: &Client, name: &str) -> Result<()> {
+    let name = checked(name)?;
+    c.batch_execute(&format!("CREATE SCHEMA \"{name}\""))
+        .await
+        .map_err(map)
+}
+
+/// Drops the scratch schema `name` and everything in it.
+pub(crate) async fn drop_scratch(c: &Client, name: &str) -> Result<()> {
+    let name = checked(name)?;
+    c.batch_execute(&format!("DROP SCHEMA IF EXISTS \"{name}\" CASCADE"))
+        .await
+        .map_err(map)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scratch_names_are_plain_identifiers() {
+        assert!(checked("persist_verify_0a1b").is_ok());
+        for bad in ["", "a\"b", "A", "a b", "a;drop", &"a".repeat(64)] {
+            assert!(checked(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn rules_have_sql_names() {
+        assert_eq!(rule("c"), "CASCADE");
+        assert_eq!(rule("a"), "NO ACTION");
+        assert_eq!(rule("n"), "SET NULL");
+    }
+}

@@ -1,0 +1,610 @@
+//! The schema of a SQLite database, from `sqlite_schema` and the `pragma_*`
+//! table-valued functions; the integrity checks `verify` runs.
+//!
+//! SQLite keeps CHECK constraints, `AUTOINCREMENT` and partial-index
+//! predicates only in the stored `CREATE` text, so those are read from it with
+//! a small tokenizer (quotes and comments respected, whitespace collapsed,
+//! unquoted words lower-cased).
+
+use std::collections::BTreeMap;
+
+use rusqlite::{Connection, OptionalExtension};
+
+use super::error::map;
+use crate::error::Result;
+use crate::introspect::{sqlite_class, Check, Column, ForeignKey, Index, Schema, Table};
+
+/// The schema of the `main` database of `c`.
+pub(crate) fn schema(c: &Connection) -> Result<Schema> {
+    let mut st = c
+        .prepare(
+            "SELECT type, name, tbl_name, sql FROM sqlite_schema \
+             WHERE name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY type, name",
+        )
+        .map_err(map)?;
+    let objects = st
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, Option<String>>(3)?,
+            ))
+        })
+        .map_err(map)?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(map)?;
+    let mut schema = Schema::default();
+    let index_sql: BTreeMap<&str, &str> = objects
+        .iter()
+        .filter(|(ty, ..)| ty == "index")
+        .filter_map(|(_, name, _, sql)| sql.as_deref().map(|s| (name.as_str(), s)))
+        .collect();
+    for (ty, name, tbl_name, sql) in &objects {
+        match ty.as_str() {
+            "table" => {
+                let t = table(c, name, sql.as_deref().unwrap_or(""), &index_sql)?;
+                schema.tables.insert(name.clone(), t);
+            }
+            "view" => {
+                schema.views.insert(name.clone());
+            }
+            "trigger" => {
+                schema.triggers.insert(format!("{tbl_name}.{name}"));
+            }
+            _ => {}
+        }
+    }
+    Ok(schema)
+}
+
+fn table(c: &Connection, name: &str, sql: &str, index_sql: &BTreeMap<&str, &str>) -> Result<Table> {
+    let mut t = Table::default();
+    let toks = tokens(sql);
+
+    let opts: Option<(i64, i64)> = c
+        .query_row(
+            "SELECT \"strict\", wr FROM pragma_table_list WHERE schema = 'main' AND name = ?1",
+            [name],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()
+        .map_err(map)?;
+    if let Some((strict, wr)) = opts {
+        if strict != 0 {
+            t.options.insert("STRICT".into());
+        }
+        if wr != 0 {
+            t.options.insert("WITHOUT ROWID".into());
+        }
+    }
+    if toks
+        .iter()
+        .any(|k| matches!(k, Tok::Word(w) if w.eq_ignore_ascii_case("AUTOINCREMENT")))
+    {
+        t.options.insert("AUTOINCREMENT".into());
+    }
+
+    let mut st = c
+        .prepare(
+            "SELECT name, type, \"notnull\", dflt_value, pk FROM pragma_table_info(?1) ORDER BY cid",
+        )
+        .map_err(map)?;
+    let cols = st
+        .query_map([name], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, Option<String>>(3)?,
+                r.get::<_, i64>(4)?,
+            ))
+        })
+        .map_err(map)?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(map)?;
+    let mut pk: Vec<(i64, String)> = Vec::new();
+    for (col, declared, notnull, default, pk_pos) in cols {
+        if pk_pos > 0 {
+            pk.push((pk_pos, col.clone()));
+        }
+        t.columns.push(Column {
+            class: sqlite_class(&declared),
+            declared_type: declared.to_ascii_uppercase(),
+            nullable: notnull == 0 && pk_pos == 0,
+            default,
+            identity: None,
+            name: col,
+        });
+    }
+    pk.sort();
+    t.primary_key = pk.into_iter().map(|(_, n)| n).collect();
+
+    let mut st = c
+        .prepare("SELECT name, \"unique\", origin FROM pragma_index_list(?1) ORDER BY name")
+        .map_err(map)?;
+    let indexes = st
+        .query_map([name], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })
+        .map_err(map)?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(map)?;
+    for (index, unique, origin) in indexes {
+        let cols = index_columns(c, &index)?;
+        match origin.as_str() {
+            // Backs the primary key: already described by it.
+            "pk" => {}
+            "u" => {
+                t.unique.insert(cols);
+            }
+            _ => {
+                let predicate = index_sql.get(index.as_str()).and_then(|s| where_clause(s));
+                t.indexes.insert(
+                    index,
+                    Index {
+                        columns: cols,
+                        unique: unique != 0,
+                        predicate,
+                    },
+                );
+            }
+        }
+    }
+
+    let mut st = c
+        .prepare(
+            "SELECT id, \"table\", \"from\", \"to\", on_update, on_delete \
+             FROM pragma_foreign_key_list(?1) ORDER BY id, seq",
+        )
+        .map_err(map)?;
+    let fks = st
+        .query_map([name], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, Option<String>>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, String>(5)?,
+            ))
+        })
+        .map_err(map)?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(map)?;
+    let mut by_id: BTreeMap<i64, (ForeignKey, bool)> = BTreeMap::new();
+    for (id, references, from, to, on_update, on_delete) in fks {
+        let entry = by_id.entry(id).or_insert_with(|| {
+            (
+                ForeignKey {
+                    columns: Vec::new(),
+                    references,
+                    ref_columns: Vec::new(),
+                    on_delete: on_delete.to_ascii_uppercase(),
+                    on_update: on_update.to_ascii_uppercase(),
+                },
+                false,
+            )
+        });
+        entry.0.columns.push(from);
+        match to {
+            Some(to) => entry.0.ref_columns.push(to),
+            // `REFERENCES t` without columns: the referenced primary key.
+            None => entry.1 = true,
+        }
+    }
+    for (mut fk, implicit) in by_id.into_values() {
+        if implicit {
+            fk.ref_columns = primary_key_of(c, &fk.references)?;
+        }
+        t.foreign_keys.insert(fk);
+    }
+
+    t.checks = checks(&toks).into_iter().collect();
+    Ok(t)
+}
+
+fn index_columns(c: &Connection, index: &str) -> Result<Vec<String>> {
+    let mut st = c
+        .prepare(
+            "SELECT cid, name, \"desc\" FROM pragma_index_xinfo(?1) WHERE key = 1 ORDER BY seqno",
+        )
+        .map_err(map)?;
+    let rows = st
+        .query_map([index], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, Option<String>>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })
+        .map_err(map)?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(map)?;
+    Ok(rows
+        .into_iter()
+        .map(|(cid, name, desc)| {
+            let mut s = match (cid, name) {
+                (_, Some(n)) => n,
+                (-1, None) => "rowid".to_string(),
+                _ => "<expression>".to_string(),
+            };
+            if desc != 0 {
+                s.push_str(" DESC");
+            }
+            s
+        })
+        .collect())
+}
+
+fn primary_key_of(c: &Connection, table: &str) -> Result<Vec<String>> {
+    let mut st = c
+        .prepare("SELECT name FROM pragma_table_info(?1) WHERE pk > 0 ORDER BY pk")
+        .map_err(map)?;
+    let cols = st
+        .query_map([table], |r| r.get::<_, String>(0))
+        .map_err(map)?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(map)?;
+    Ok(cols)
+}
+
+/// The rows `PRAGMA integrity_check` returns: `["ok"]` for a sound database.
+pub(crate) fn integrity_check(c: &Connection) -> Result<Vec<String>> {
+    let mut st = c.prepare("PRAGMA integrity_check").map_err(map)?;
+    let rows = st
+        .query_map([], |r| r.get::<_, String>(0))
+        .map_err(map)?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(map)?;
+    Ok(rows)
+}
+
+/// The number of rows `PRAGMA foreign_key_check` reports, per table.
+pub(crate) fn foreign_key_violations(c: &Connection) -> Result<BTreeMap<String, u64>> {
+    let mut st = c
+        .prepare("SELECT \"table\", count(*) FROM pragma_foreign_key_check GROUP BY \"table\"")
+        .map_err(map)?;
+    let rows = st
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+        .map_err(map)?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(map)?;
+    Ok(rows
+        .into_iter()
+        .map(|(t, n)| (t, u64::try_from(n).unwrap_or(0)))
+        .collect())
+}
+
+// ---------------------------------------------------------------------------
+// The stored CREATE text.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tok<'a> {
+    /// An unquoted word: keyword, identifier or number.
+    Word(&'a str),
+    /// A quoted string or identifier, quotes included.
+    Quoted(&'a str),
+    /// Punctuation or an operator (`(`, `,`, `>=`, ...).
+    Punct(&'a str),
+}
+
+fn is_word_char(ch: char) -> bool {
+    ch.is_alphanumeric() || ch == '_' || ch == '$' || !ch.is_ascii()
+}
+
+fn tokens(sql: &str) -> Vec<Tok<'_>> {
+    let mut out = Vec::new();
+    let mut it = sql.char_indices().peekable();
+    while let Some((i, ch)) = it.next() {
+        if ch.is_whitespace() {
+            continue;
+        }
+        let rest = &sql[i..];
+        if rest.starts_with("--") {
+            for (_, c) in it.by_ref() {
+                if c == '\n' {
+                    break;
+                }
+            }
+            continue;
+        }
+        if let Some(body) = rest.strip_prefix("/*") {
+            let end = body.find("*/").map_or(sql.len(), |e| i + 2 + e + 2);
+            while it.peek().is_some_and(|(j, _)| *j < end) {
+                it.next();
+            }
+            continue;
+        }
+        let close = match ch {
+            '\'' => Some('\''),
+            '"' => Some('"'),
+            '`' => Some('`'),
+            '[' => Some(']'),
+            _ => None,
+        };
+        if let Some(close) = close {
+            let mut end = sql.len();
+            while let Some((j, c)) = it.next() {
+                if c == close {
+                    // A doubled quote is an escaped quote (not for `[...]`).
+                    if close != ']' && it.peek().is_some_and(|(_, n)| *n == close) {
+                        it.next();
+                        continue;
+                    }
+                    end = j + c.len_utf8();
+                    break;
+                }
+            }
+            out.push(Tok::Quoted(&sql[i..end]));
+            continue;
+        }
+        if is_word_char(ch) {
+            let mut end = i + ch.len_utf8();
+            while let Some((j, c)) = it.peek().copied() {
+                if is_word_char(c) {
+                    end = j + c.len_utf8();
+                    it.next();
+                } else {
+                    break;
+                }
+            }
+            out.push(Tok::Word(&sql[i..end]));
+            continue;
+        }
+        let is_op = |c: char| matches!(c, '<' | '>' | '=' | '!' | '|');
+        let mut end = i + ch.len_utf8();
+        if is_op(ch) {
+            while let Some((j, c)) = it.peek().copied() {
+                if is_op(c) {
+                    end = j + c.len_utf8();
+                    it.next();
+                } else {
+                    break;
+                }
+            }
+        }
+        out.push(Tok::Punct(&sql[i..end]));
+    }
+    out
+}
+
+/// Tokens joined canonically: one space between tokens except inside
+/// parentheses and before commas and around dots; unquoted words lower-cased.
+fn normalise(toks: &[Tok<'_>]) -> String {
+    let mut s = String::new();
+    let mut prev: Option<Tok<'_>> = None;
+    for t in toks {
+        let text = match t {
+            Tok::Word(w) => w.to_lowercase(),
+            Tok::Quoted(q) | Tok::Punct(q) => (*q).to_string(),
+        };
+        let space = match (prev, t) {
+            (None, _) => false,
+            (Some(Tok::Punct("(" | ".")), _) => false,
+            (_, Tok::Punct(")" | "," | ".")) => false,
+            // A function call: `length(x)`, not `length (x)`.
+            (Some(Tok::Word(_) | Tok::Quoted(_)), Tok::Punct("(")) => {
+                matches!(prev, Some(Tok::Word(w)) if is_keyword(w))
+            }
+            _ => true,
+        };
+        if space {
+            s.push(' ');
+        }
+        s.push_str(&text);
+        prev = Some(*t);
+    }
+    s
+}
+
+/// Keywords after which a parenthesis is not a call (`IN (...)`, `AND (...)`).
+fn is_keyword(w: &str) -> bool {
+    const KEYWORDS: &[&str] = &[
+        "and", "or", "not", "in", "between", "is", "like", "glob", "check", "when", "then", "else",
+        "case", "exists", "where",
+    ];
+    KEYWORDS.iter().any(|k| w.eq_ignore_ascii_case(k))
+}
+
+/// An identifier token without its quotes.
+fn unquote(t: &Tok<'_>) -> String {
+    match t {
+        Tok::Word(w) => (*w).to_string(),
+        Tok::Quoted(q) => {
+            let mut chars = q.chars();
+            let open = chars.next();
+            let inner = q
+                .get(1..q.len().saturating_sub(1))
+                .unwrap_or("")
+                .to_string();
+            match open {
+                Some('"') => inner.replace("\"\"", "\""),
+                Some('`') => inner.replace("``", "`"),
+                Some('\'') => inner.replace("''", "'"),
+                _ => inner,
+            }
+        }
+        Tok::Punct(p) => (*p).to_string(),
+    }
+}
+
+/// The CHECK constraints of a `CREATE TABLE` text.
+fn checks(toks: &[Tok<'_>]) -> Vec<Check> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < toks.len() {
+        let is_check = matches!(toks[i], Tok::Word(w) if w.eq_ignore_ascii_case("CHECK"))
+            && matches!(toks.get(i + 1), Some(Tok::Punct("(")));
+        if !is_check {
+            i += 1;
+            continue;
+        }
+        let name = match (i.checked_sub(2).map(|j| &toks[j]), i.checked_sub(1)) {
+            (Some(Tok::Word(w)), Some(j)) if w.eq_ignore_ascii_case("CONSTRAINT") => {
+                Some(unquote(&toks[j]))
+            }
+            _ => None,
+        };
+        let start = i + 2;
+        let mut depth = 1usize;
+        let mut j = start;
+        while j < toks.len() {
+            match toks[j] {
+                Tok::Punct("(") => depth += 1,
+                Tok::Punct(")") => {
+                    depth -= 1;
+                    if depth == 0 {
+                        break;
+                    }
+                }
+                _ => {}
+            }
+            j += 1;
+        }
+        let inner = &toks[start..j.min(toks.len())];
+        out.push(Check {
+            name,
+            definition: format!("CHECK ({})", normalise(inner)),
+        });
+        i = j + 1;
+    }
+    out
+}
+
+/// The predicate of a partial index: the text after a top-level `WHERE`.
+fn where_clause(sql: &str) -> Option<String> {
+    let toks = tokens(sql);
+    let mut depth = 0usize;
+    for (i, t) in toks.iter().enumerate() {
+        match t {
+            Tok::Punct("(") => depth += 1,
+            Tok::Punct(")") => depth = depth.saturating_sub(1),
+            Tok::Word(w) if depth == 0 && w.eq_ignore_ascii_case("WHERE") => {
+                let rest = toks.get(i + 1..).unwrap_or(&[]);
+                let rest = match rest.last() {
+                    Some(Tok::Punct(";")) => &rest[..rest.len() - 1],
+                    _ => rest,
+                };
+                return Some(normalise(rest));
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checks_are_found_named_and_normalised() {
+        let sql = "CREATE TABLE t (\n  a INTEGER NOT NULL CHECK (a   BETWEEN 0 AND 5), -- c\n  \
+                   b TEXT CONSTRAINT \"b len\" CHECK(length(b)<=3 /* x */),\n  \
+                   c TEXT DEFAULT 'CHECK (no)',\n  CHECK (a >= length( b )) , CHECK(b IN ('X','y'))\n) STRICT";
+        let got = checks(&tokens(sql));
+        assert_eq!(
+            got,
+            vec![
+                Check {
+                    name: None,
+                    definition: "CHECK (a between 0 and 5)".into()
+                },
+                Check {
+                    name: Some("b len".into()),
+                    definition: "CHECK (length(b) <= 3)".into()
+                },
+                Check {
+                    name: None,
+                    definition: "CHECK (a >= length(b))".into()
+                },
+                Check {
+                    name: None,
+                    definition: "CHECK (b in ('X', 'y'))".into()
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn where_clauses_of_partial_indexes() {
+        assert_eq!(
+            where_clause("CREATE INDEX i ON t (a) WHERE a  >  0 AND (b IS NULL)"),
+            Some("a > 0 and (b is null)".into())
+        );
+        assert_eq!(where_clause("CREATE INDEX i ON t (a)"), None);
+    }
+
+    #[test]
+    fn tokenizer_survives_unterminated_input() {
+        for sql in ["CHECK (", "'abc", "/* x", "\"q", "CHECK", "[x", "a -- b"] {
+            let _ = checks(&tokens(sql));
+            let _ = where_clause(sql);
+        }
+    }
+
+    #[test]
+    fn schema_of_a_small_database() {
+        let c = Connection::open_in_memory().unwrap();
+        c.execute_batch(
+            "CREATE TABLE p (id INTEGER PRIMARY KEY AUTOINCREMENT, k TEXT NOT NULL UNIQUE) STRICT;
+             CREATE TABLE ch (
+                 pid INTEGER NOT NULL REFERENCES p ON DELETE CASCADE,
+                 n INTEGER NOT NULL DEFAULT 0 CHECK (n >= 0),
+                 PRIMARY KEY (pid, n)
+             ) STRICT, WITHOUT ROWID;
+             CREATE INDEX ch_n_idx ON ch (n DESC) WHERE n > 1;
+             CREATE VIEW v AS SELECT * FROM p;
+             CREATE TRIGGER tr AFTER INSERT ON p BEGIN SELECT 1; END;",
+        )
+        .unwrap();
+        let s = schema(&c).unwrap();
+        assert_eq!(s.tables.keys().collect::<Vec<_>>(), ["ch", "p"]);
+        assert_eq!(s.views.iter().collect::<Vec<_>>(), ["v"]);
+        assert_eq!(s.triggers.iter().collect::<Vec<_>>(), ["p.tr"]);
+        let p = &s.tables["p"];
+        assert_eq!(
+            p.options.iter().collect::<Vec<_>>(),
+            ["AUTOINCREMENT", "STRICT"]
+        );
+        assert_eq!(p.primary_key, ["id"]);
+        assert!(p.unique.contains(&vec!["k".to_string()]));
+        assert!(!p.columns[0].nullable);
+        let ch = &s.tables["ch"];
+        assert_eq!(
+            ch.options.iter().collect::<Vec<_>>(),
+            ["STRICT", "WITHOUT ROWID"]
+        );
+        assert_eq!(ch.primary_key, ["pid", "n"]);
+        let fk = ch.foreign_keys.iter().next().unwrap();
+        assert_eq!(
+            (
+                fk.references.as_str(),
+                fk.ref_columns.clone(),
+                fk.on_delete.as_str()
+            ),
+            ("p", vec!["id".to_string()], "CASCADE")
+        );
+        assert_eq!(ch.column("n").unwrap().default.as_deref(), Some("0"));
+        assert_eq!(
+            ch.indexes["ch_n_idx"],
+            Index {
+                columns: vec!["n DESC".into()],
+                unique: false,
+                predicate: Some("n > 1".into())
+            }
+        );
+        assert_eq!(
+            ch.checks
+                .iter()
+                .map(|c| c.definition.as_str())
+                .collect::<Vec<_>>(),
+            ["CHECK (n >= 0)"]
+        );
+    }
+}
