@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::{assert_exit, stderr, stdout};
+
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -27,24 +29,6 @@ fn with_url(url: &str, args: &[&str]) -> Output {
     let mut c = persist();
     c.arg("--database-url").arg(url).args(args);
     run(c)
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn assert_exit(o: &Output, code: i32, what: &str) {
-    assert_eq!(
-        o.status.code(),
-        Some(code),
-        "{what}: stdout {:?} stderr {:?}",
-        stdout(o),
-        stderr(o)
-    );
 }
 
 /// Stderr is exactly one `error:` line, with no panic or backtrace.

@@ -6,6 +6,8 @@
 
 mod common;
 
+use common::{assert_exit, stderr, stdout};
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Output};
@@ -31,24 +33,6 @@ fn copy(from: &str, to: &str, extra: &[&str]) -> Output {
     let mut args = vec!["copy", "--from", from, "--to", to];
     args.extend_from_slice(extra);
     persist(&args)
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn assert_exit(o: &Output, code: i32, what: &str) {
-    assert_eq!(
-        o.status.code(),
-        Some(code),
-        "{what}: stdout {:?} stderr {:?}",
-        stdout(o),
-        stderr(o)
-    );
 }
 
 /// Stderr is exactly one `error:` line; returns it.

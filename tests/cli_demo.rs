@@ -6,6 +6,8 @@
 
 mod common;
 
+use common::{assert_exit, stderr, stdout};
+
 use std::collections::BTreeMap;
 use std::process::{Command, Output};
 
@@ -32,24 +34,6 @@ fn demo(url: &str, players: u32, seed: u64, tasks: u32) -> Output {
         .args(["--tasks", &tasks.to_string()])
         .output()
         .expect("run persist")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn assert_exit(o: &Output, code: i32, what: &str) {
-    assert_eq!(
-        o.status.code(),
-        Some(code),
-        "{what}: stdout {:?} stderr {:?}",
-        stdout(o),
-        stderr(o)
-    );
 }
 
 /// The COUNT column of the summary table, by operation name (with `total`).

@@ -5,6 +5,8 @@
 
 mod common;
 
+use common::{assert_exit, stderr, stdout};
+
 use std::collections::BTreeSet;
 use std::process::{Command, Output};
 
@@ -35,24 +37,6 @@ fn persist(url: &str, args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("run persist")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn assert_exit(o: &Output, code: i32, what: &str) {
-    assert_eq!(
-        o.status.code(),
-        Some(code),
-        "{what}: stdout {:?} stderr {:?}",
-        stdout(o),
-        stderr(o)
-    );
 }
 
 /// `status --json`: exactly one line of stdout holding one object with

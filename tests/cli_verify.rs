@@ -5,6 +5,8 @@
 
 mod common;
 
+use common::{assert_exit, stderr, stdout};
+
 use std::process::{Command, Output};
 
 use serde_json::Value;
@@ -22,24 +24,6 @@ fn verify(url: &str, json: bool) -> Output {
         c.arg("--json");
     }
     c.output().expect("run persist")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn assert_exit(o: &Output, code: i32, what: &str) {
-    assert_eq!(
-        o.status.code(),
-        Some(code),
-        "{what}: stdout {:?} stderr {:?}",
-        stdout(o),
-        stderr(o)
-    );
 }
 
 /// `verify --json`: exit code and the parsed object, checked for the

@@ -5,6 +5,8 @@
 
 mod common;
 
+use common::{stderr, stdout};
+
 use std::collections::BTreeSet;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -246,14 +248,6 @@ async fn cli(url: &str, args: &[&str]) -> Output {
     })
     .await
     .unwrap()
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 /// Asserts that stderr is exactly one `error:` line, without panic or backtrace.
