@@ -85,6 +85,7 @@ pub struct Config {
     pub(crate) lock_timeout: Duration,
     pub(crate) durability: Durability,
     pub(crate) ssl_mode: SslMode,
+    pub(crate) sqlite_max_size: Option<u64>,
 }
 
 impl Config {
@@ -105,8 +106,21 @@ impl Config {
         match scheme.to_ascii_lowercase().as_str() {
             "sqlite" => parse_sqlite(rest),
             "postgres" | "postgresql" => parse_postgres(url),
-            other => Err(Error::Config(format!(
-                "unknown database URL scheme {other:?} (expected sqlite or postgres)"
+            // Echo a scheme only when it is one (RFC 3986 characters): the
+            // text before the first ':' of a key/value string may hold a
+            // password ("host=h password=se:cret").
+            other
+                if other
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c)) =>
+            {
+                Err(Error::Config(format!(
+                    "unknown database URL scheme {other:?} (expected sqlite or postgres)"
+                )))
+            }
+            _ => Err(Error::Config(format!(
+                "database URL has no valid scheme (expected sqlite:// or postgres://): {}",
+                redact(url)
             ))),
         }
     }
@@ -138,6 +152,7 @@ impl Config {
             lock_timeout: Duration::from_secs(60),
             durability: Durability::Full,
             ssl_mode,
+            sqlite_max_size: None,
         }
     }
 
@@ -250,6 +265,33 @@ impl Config {
         self
     }
 
+    /// Caps the size of a SQLite database at `bytes`; `None` (the default)
+    /// sets no cap beyond SQLite's own limit. Ignored for PostgreSQL.
+    ///
+    /// Applied as `PRAGMA max_page_count` (the cap in whole pages of the
+    /// database's page size, rounded down, at least one page) on every
+    /// connection, and read back when the connection opens. A write that
+    /// would grow the database past the cap fails with
+    /// [`Error::StorageFull`]: the statement (and, inside a unit of work, the
+    /// whole unit) is rolled back, the data already stored stays intact and
+    /// readable, and writes that fit in free pages (space freed by deletes)
+    /// keep working. To grow past it, open a handle with a larger cap.
+    ///
+    /// The cap bounds the main database file. The write-ahead log beside it
+    /// (`-wal`) comes on top: up to about 4 MiB between automatic
+    /// checkpoints, more while long reads hold a checkpoint back. A database
+    /// already larger than the cap is never truncated: it is held at its
+    /// current size (a warning is logged when it is opened).
+    pub fn with_sqlite_max_size(mut self, bytes: Option<u64>) -> Self {
+        self.sqlite_max_size = bytes;
+        self
+    }
+
+    /// The SQLite size cap in bytes (see [`Config::with_sqlite_max_size`]).
+    pub fn sqlite_max_size(&self) -> Option<u64> {
+        self.sqlite_max_size
+    }
+
     /// The pool size (see [`Config::with_pool_size`]).
     pub fn pool_size(&self) -> usize {
         self.pool_size
@@ -284,6 +326,7 @@ impl fmt::Debug for Config {
             .field("busy_timeout", &self.busy_timeout)
             .field("lock_timeout", &self.lock_timeout)
             .field("durability", &self.durability)
+            .field("sqlite_max_size", &self.sqlite_max_size)
             .finish()
     }
 }
@@ -340,14 +383,36 @@ fn parse_postgres(url: &str) -> Result<Config> {
                     "disable" => SslMode::Disable,
                     "prefer" => SslMode::Prefer,
                     "require" => SslMode::Require,
-                    other => {
+                    // Echo only libpq's own names: anything else may be a
+                    // piece of a password that contained "?sslmode=".
+                    other @ ("allow" | "verify-ca" | "verify-full") => {
                         return Err(Error::Config(format!(
                             "unsupported sslmode {other:?} (supported: disable, prefer, require)"
                         )))
                     }
+                    _ => {
+                        return Err(Error::Config(
+                            "unsupported sslmode (supported: disable, prefer, require)".into(),
+                        ))
+                    }
                 };
             }
         }
+    }
+    // tokio-postgres ends the credentials at the *first* `@`, wherever it is:
+    // a raw `@` in a password (in the userinfo or a `password=` parameter)
+    // would make part of the password the user, host or database name, which
+    // are shown in logs. Refuse instead.
+    let misplaced_at = match url.find('@') {
+        Some(at) => url[at + 1..].contains('@') || password_value(url).is_some_and(|v| v <= at),
+        None => false,
+    };
+    if misplaced_at {
+        return Err(Error::Config(format!(
+            "PostgreSQL URL has an '@' that does not end the user name and password \
+             (percent-encode '@' elsewhere as %40): {}",
+            redact(url)
+        )));
     }
     let pg: tokio_postgres::Config = url.parse().map_err(|e: tokio_postgres::Error| {
         Error::Config(format!("malformed PostgreSQL URL {}: {e}", redact(url)))
@@ -380,29 +445,60 @@ fn parse_postgres(url: &str) -> Result<Config> {
 }
 
 /// Hides the password of a URL-shaped string for error messages, without
-/// trusting that it parses: everything between `://` and the *last* `@` is
-/// reduced to the user name, and every `password=` value is masked.
+/// trusting that it parses. Two spans of the input are masked:
+/// - after `scheme:` and any slashes, what follows the user name up to the
+///   *last* `@` (the user name is kept);
+/// - from the first `password` keyword on (any letter case, letters and `=`
+///   possibly percent-encoded, spaces around `=` allowed), everything after
+///   its `=`: where its value ends (`&`, whitespace, a closing quote) depends
+///   on which syntax a parser would have taken, so nothing after it is shown.
 fn redact(url: &str) -> String {
-    let mut out = match url.split_once("://") {
-        Some((scheme, rest)) => match rest.rfind('@') {
-            Some(at) => {
-                let user = rest[..at].split(':').next().unwrap_or("");
-                format!("{scheme}://{user}:***@{}", &rest[at + 1..])
-            }
-            None => url.to_string(),
-        },
-        None => url.to_string(),
-    };
-    let mut from = 0;
-    while let Some(i) = out[from..].find("password=") {
-        let start = from + i + "password=".len();
-        let end = out[start..]
-            .find(|c: char| c == '&' || c.is_whitespace())
-            .map_or(out.len(), |e| start + e);
-        out.replace_range(start..end, "***");
-        from = start + 3;
+    let userinfo = url.split_once(':').and_then(|(scheme, rest)| {
+        let body_at = scheme.len() + 1 + (rest.len() - rest.trim_start_matches('/').len());
+        let body = &url[body_at..];
+        let at = body.rfind('@')?;
+        let user_len = body[..at].find(':').unwrap_or(at);
+        Some((body_at + user_len, body_at + at))
+    });
+    match (userinfo, password_value(url)) {
+        (Some((start, _)), Some(v)) if v < start => format!("{}***", &url[..v]),
+        (Some((start, end)), Some(v)) if v < end => format!("{}:***", &url[..start]),
+        (Some((start, end)), Some(v)) => format!("{}:***{}***", &url[..start], &url[end..v]),
+        (Some((start, end)), None) => format!("{}:***{}", &url[..start], &url[end..]),
+        (None, Some(v)) => format!("{}***", &url[..v]),
+        (None, None) => url.to_string(),
     }
-    out
+}
+
+/// Where the value of the first `password` keyword starts (see [`redact`]).
+fn password_value(s: &str) -> Option<usize> {
+    let b = s.as_bytes();
+    // One keyword byte at `i`, literal (any case) or `%XX`: its length.
+    let letter = |i: usize, want: u8| -> Option<usize> {
+        match b.get(i)? {
+            c if c.eq_ignore_ascii_case(&want) => Some(1),
+            b'%' => {
+                let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+                let c = u8::from_str_radix(hex, 16).ok()?;
+                c.eq_ignore_ascii_case(&want).then_some(3)
+            }
+            _ => None,
+        }
+    };
+    let skip_ws = |mut i: usize| {
+        while b.get(i).is_some_and(u8::is_ascii_whitespace) {
+            i += 1;
+        }
+        i
+    };
+    (0..b.len()).find_map(|start| {
+        let mut i = start;
+        for want in b"password" {
+            i += letter(i, *want)?;
+        }
+        let i = skip_ws(i);
+        Some(skip_ws(i + letter(i, b'=')?))
+    })
 }
 
 #[cfg(test)]
@@ -433,6 +529,11 @@ mod tests {
         let normal = Config::from_url("sqlite://x.db?synchronous=normal").unwrap();
         assert_eq!(normal.durability(), Durability::Normal);
         assert_eq!(rel.durability(), Durability::Full);
+        assert_eq!(rel.sqlite_max_size(), None);
+        let capped = rel.clone().with_sqlite_max_size(Some(1 << 20));
+        assert_eq!(capped.sqlite_max_size(), Some(1 << 20));
+        assert!(format!("{capped:?}").contains("sqlite_max_size: Some(1048576)"));
+        assert_eq!(capped.with_sqlite_max_size(None).sqlite_max_size(), None);
     }
 
     #[test]

@@ -54,8 +54,16 @@ macro_rules! run {
                     Backend::Sqlite(pool) => pool.$mode(|$c| $lite).await,
                     Backend::Postgres(pool) => {
                         let obj = pool.get().await?;
-                        let $p: &Client = &obj;
-                        $pg.await
+                        let out = {
+                            let $p: &Client = &obj;
+                            crate::postgres::with_deadline(pool.deadline(), $pg).await
+                        };
+                        if matches!(out, Err(Error::Timeout { .. })) {
+                            // Maybe a frozen server or a dead path: never
+                            // hand this connection out again.
+                            drop(deadpool_postgres::Object::take(obj));
+                        }
+                        out
                     }
                 },
                 Exec::SqliteTx(slot, state) => {
@@ -73,7 +81,7 @@ macro_rules! run {
                 }
                 Exec::PostgresTx($p, state) => {
                     state.enter()?;
-                    let out = $pg.await;
+                    let out = crate::postgres::with_deadline(state.deadline(), $pg).await;
                     state.leave(&out);
                     out
                 }
@@ -145,7 +153,7 @@ impl Accounts<'_> {
             read,
             "accounts.get",
             |c| sqlite::accounts::get(c, id),
-            |p| { postgres::accounts::get(p, id) }
+            |p| postgres::accounts::get(p, id)
         )
     }
 
@@ -261,7 +269,7 @@ impl Accounts<'_> {
             write,
             "accounts.delete",
             |c| sqlite::accounts::delete(c, id),
-            |p| { postgres::accounts::delete(p, id) }
+            |p| postgres::accounts::delete(p, id)
         )
     }
 }
@@ -460,7 +468,7 @@ impl Loadouts<'_> {
             read,
             "loadouts.get",
             |c| sqlite::loadouts::get(c, user),
-            |p| { postgres::loadouts::get(p, user) }
+            |p| postgres::loadouts::get(p, user)
         )
     }
 
@@ -491,7 +499,7 @@ impl Loadouts<'_> {
             write,
             "loadouts.delete",
             |c| sqlite::loadouts::delete(c, user),
-            |p| { postgres::loadouts::delete(p, user) }
+            |p| postgres::loadouts::delete(p, user)
         )
     }
 }
@@ -514,7 +522,7 @@ impl ProgressionRepo<'_> {
             read,
             "progression.get",
             |c| sqlite::progression::get(c, user),
-            |p| { postgres::progression::get(p, user) }
+            |p| postgres::progression::get(p, user)
         )
     }
 
@@ -532,7 +540,7 @@ impl ProgressionRepo<'_> {
             write,
             "progression.set",
             |c| sqlite::progression::set(c, p),
-            |pg| { postgres::progression::set(pg, p) }
+            |pg| postgres::progression::set(pg, p)
         )
     }
 
@@ -648,7 +656,7 @@ impl Unlocks<'_> {
             read,
             "unlocks.list",
             |c| sqlite::unlocks::list(c, user),
-            |p| { postgres::unlocks::list(p, user) }
+            |p| postgres::unlocks::list(p, user)
         )
     }
 

@@ -42,6 +42,8 @@ pub struct Tx {
 pub(crate) struct TxState {
     in_flight: AtomicU32,
     failed: AtomicBool,
+    /// PostgreSQL: the client-side deadline of one call.
+    deadline: Option<std::time::Duration>,
 }
 
 impl TxState {
@@ -60,6 +62,10 @@ impl TxState {
             }
         }
         self.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    pub(crate) fn deadline(&self) -> Option<std::time::Duration> {
+        self.deadline
     }
 
     fn can_commit(&self) -> bool {
@@ -94,7 +100,10 @@ impl Db {
                 // connection going back to the pool inside a transaction.
                 let mut tx = Tx {
                     conn: Some(Conn::Postgres(Box::new(p.get().await?))),
-                    state: TxState::default(),
+                    state: TxState {
+                        deadline: p.deadline(),
+                        ..TxState::default()
+                    },
                 };
                 let begun = match &tx.conn {
                     Some(Conn::Postgres(o)) => o.batch_execute("BEGIN").await,
@@ -175,13 +184,25 @@ impl Tx {
 
     async fn finish(&mut self, sql: &str) -> Result<()> {
         match self.conn.take() {
-            Some(Conn::Sqlite(g)) => g.slot().with(|c| match c.execute_batch(sql) {
-                Ok(()) => Ok(()),
-                Err(e) => {
-                    if !c.is_autocommit() {
-                        sqlite::rollback_quietly(c, "ROLLBACK");
+            Some(Conn::Sqlite(g)) => g.slot().with(|c| {
+                // SQLite may have rolled the transaction back by itself
+                // (SQLITE_FULL or IOERR in a statement without a statement
+                // journal): nothing is left to roll back or to commit.
+                if c.is_autocommit() {
+                    return if sql == "COMMIT" {
+                        Err(Error::Aborted)
+                    } else {
+                        Ok(())
+                    };
+                }
+                match c.execute_batch(sql) {
+                    Ok(()) => Ok(()),
+                    Err(e) => {
+                        if !c.is_autocommit() {
+                            sqlite::rollback_quietly(c, "ROLLBACK");
+                        }
+                        Err(sqlite::error::map(e))
                     }
-                    Err(sqlite::error::map(e))
                 }
             }),
             Some(Conn::Postgres(o)) => match o.batch_execute(sql).await {
@@ -204,7 +225,9 @@ impl Drop for Tx {
             Some(Conn::Sqlite(g)) => {
                 // `with` fails only on a closed handle, whose connection is gone.
                 if let Err(e) = g.slot().with(|c| {
-                    sqlite::rollback_quietly(c, "ROLLBACK");
+                    if !c.is_autocommit() {
+                        sqlite::rollback_quietly(c, "ROLLBACK");
+                    }
                     Ok(())
                 }) {
                     tracing::debug!(error = %e, "no rollback needed");

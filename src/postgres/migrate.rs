@@ -47,6 +47,19 @@ const CREATE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
 
 impl MigrationBackend for PgMigrator {
     async fn lock(&mut self, timeout: Duration) -> Result<()> {
+        // If this migrator dies mid-statement, the server notices the lost
+        // client within 250 ms and ends the backend, freeing the lock, instead
+        // of finishing the statement first (PostgreSQL 14+; older servers do
+        // not know the setting and keep their default behaviour).
+        if let Err(e) = self
+            .conn()?
+            .batch_execute("SET client_connection_check_interval = 250")
+            .await
+        {
+            if e.code() != Some(&tokio_postgres::error::SqlState::UNDEFINED_OBJECT) {
+                return Err(map(e));
+            }
+        }
         let deadline = Instant::now() + timeout;
         let mut pause = Duration::from_millis(10);
         loop {

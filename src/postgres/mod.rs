@@ -28,6 +28,32 @@ pub(crate) type Client = deadpool_postgres::ClientWrapper;
 
 pub(crate) struct Pool {
     pool: deadpool_postgres::Pool,
+    deadline: Option<Duration>,
+}
+
+/// Grace past `statement_timeout` before the client gives up on a call: the
+/// server cancels a slow statement itself at the timeout; a call still
+/// unanswered after this much more is talking to a frozen server or a dead
+/// network path, which no server-side timeout can end.
+const DEADLINE_GRACE: Duration = Duration::from_secs(2);
+
+/// Runs one call on `conn` with the client-side deadline. On expiry the
+/// connection is discarded (never returned to the pool) and the call fails
+/// with [`Error::Timeout`].
+pub(crate) async fn with_deadline<T>(
+    deadline: Option<Duration>,
+    call: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    match deadline {
+        None => call.await,
+        Some(d) => match tokio::time::timeout(d, call).await {
+            Ok(out) => out,
+            Err(_) => Err(Error::timeout(crate::error::after(
+                "PostgreSQL did not answer (client deadline: statement timeout + 2 s)",
+                d,
+            ))),
+        },
+    }
 }
 
 impl Pool {
@@ -69,7 +95,10 @@ impl Pool {
             .recycle_timeout(Some(config.connect_timeout))
             .build()
             .map_err(|e| Error::Config(format!("cannot build the connection pool: {e}")))?;
-        let pool = Pool { pool };
+        let pool = Pool {
+            pool,
+            deadline: config.statement_timeout.map(|d| d + DEADLINE_GRACE),
+        };
         // Fail at open, not at the first query, when the server is unusable.
         drop(pool.get().await?);
         Ok(pool)
@@ -82,8 +111,21 @@ impl Pool {
 
     pub(crate) async fn ping(&self) -> Result<()> {
         let c = self.get().await?;
-        c.simple_query("").await.map_err(error::map)?;
-        Ok(())
+        let out = with_deadline(self.deadline, async {
+            c.simple_query("").await.map_err(error::map)?;
+            Ok(())
+        })
+        .await;
+        if matches!(out, Err(Error::Timeout { .. })) {
+            drop(Object::take(c));
+        }
+        out
+    }
+
+    /// The client-side deadline of one call (statement timeout + grace), if
+    /// statement timeouts are on.
+    pub(crate) fn deadline(&self) -> Option<Duration> {
+        self.deadline
     }
 
     pub(crate) fn close(&self) {

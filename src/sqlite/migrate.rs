@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use rusqlite::{params, OptionalExtension};
 
 use super::error::map;
-use super::{rollback_quietly, WriteGuard};
+use super::{rollback_quietly, set_busy_timeout, WriteGuard};
 use crate::error::{Error, Result};
 use crate::migrate::{failed, Applied, AppliedRow, Migration, MigrationBackend};
 
@@ -32,14 +32,14 @@ impl MigrationBackend for SqliteMigrator {
     async fn lock(&mut self, timeout: Duration) -> Result<()> {
         self.guard
             .slot()
-            .with(|c| c.busy_timeout(timeout).map_err(map))
+            .with(|c| set_busy_timeout(c, timeout).map_err(map))
     }
 
     async fn unlock(&mut self) -> Result<()> {
         let busy = self.busy_timeout;
         self.guard
             .slot()
-            .with(|c| c.busy_timeout(busy).map_err(map))
+            .with(|c| set_busy_timeout(c, busy).map_err(map))
     }
 
     async fn ensure_table(&mut self) -> Result<()> {

@@ -35,6 +35,8 @@ struct Settings {
     busy_timeout: Duration,
     acquire_timeout: Duration,
     durability: Durability,
+    /// `Config::with_sqlite_max_size`, in bytes.
+    max_size: Option<u64>,
 }
 
 /// The writer connection behind an async gate. The gate (one permit) orders
@@ -96,6 +98,7 @@ impl Pool {
             busy_timeout: config.busy_timeout,
             acquire_timeout: config.acquire_timeout,
             durability: config.durability,
+            max_size: config.sqlite_max_size,
         };
         let path = match &config.target {
             Target::SqliteFile(p) => Some(p.clone()),
@@ -255,7 +258,7 @@ fn open_conn(path: &Path) -> Result<Connection> {
 /// Applies and verifies the per-connection settings.
 fn configure(c: &Connection, s: Settings, wal: bool, path: &Path) -> Result<()> {
     let fail = |e| open_failed(path, e);
-    c.busy_timeout(s.busy_timeout).map_err(fail)?;
+    set_busy_timeout(c, s.busy_timeout).map_err(fail)?;
     c.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     let sync = match s.durability {
         Durability::Full => 2,
@@ -282,13 +285,54 @@ fn configure(c: &Connection, s: Settings, wal: bool, path: &Path) -> Result<()> 
             None,
         ));
     }
+    if let Some(bytes) = s.max_size {
+        cap_size(c, bytes, path)?;
+    }
+    Ok(())
+}
+
+/// SQLite's largest page number (`max_page_count` cannot go higher).
+const MAX_PAGE_COUNT: u64 = 4_294_967_294;
+
+/// Applies the size cap as `PRAGMA max_page_count` and checks it took. SQLite
+/// never sets the cap below the database's current page count: a database
+/// already larger than the cap is held at its size, which is logged.
+fn cap_size(c: &Connection, bytes: u64, path: &Path) -> Result<()> {
+    let fail = |e| open_failed(path, e);
+    let page_size: i64 = c
+        .pragma_query_value(None, "page_size", |r| r.get(0))
+        .map_err(fail)?;
+    let page_size = u64::try_from(page_size).unwrap_or(1).max(1);
+    let want = (bytes / page_size).clamp(1, MAX_PAGE_COUNT);
+    let want = i64::try_from(want).unwrap_or(i64::MAX);
+    // `PRAGMA max_page_count = N` answers with the cap now in force.
+    let got: i64 = c
+        .pragma_update_and_check(None, "max_page_count", want, |r| r.get(0))
+        .map_err(fail)?;
+    if got < want {
+        return Err(Error::unavailable(
+            format!(
+                "SQLite database {}: size cap did not take effect \
+                 (max_page_count={got}, wanted {want})",
+                path.display()
+            ),
+            None,
+        ));
+    }
+    if got > want {
+        tracing::warn!(
+            path = %path.display(),
+            cap_pages = want,
+            pages = got,
+            "SQLite database is already larger than its size cap; held at its current size"
+        );
+    }
     Ok(())
 }
 
 async fn open_writer(path: &Path, s: Settings) -> Result<Connection> {
     let c = open_conn(path)?;
-    c.busy_timeout(s.busy_timeout)
-        .map_err(|e| open_failed(path, e))?;
+    set_busy_timeout(&c, s.busy_timeout).map_err(|e| open_failed(path, e))?;
     // Switching to WAL needs a moment of exclusive access; another process
     // opening the same new file at once can make the switch report the old
     // mode, or fail with SQLITE_BUSY without calling the busy handler (lock
@@ -321,6 +365,69 @@ async fn open_writer(path: &Path, s: Settings) -> Result<Connection> {
     }
     configure(&c, s, true, path)?;
     Ok(c)
+}
+
+/// Longest sleep between two tries for a lock another process holds.
+const BUSY_POLL: Duration = Duration::from_millis(1);
+
+/// Makes `c` wait up to `timeout` for a lock another process holds, trying
+/// again every millisecond (SQLite's busy timeout, polled finely).
+///
+/// SQLite's own handler (`sqlite3_busy_timeout`) backs off to 100 ms between
+/// tries. A process whose writers commit back to back frees the write lock
+/// only for microseconds between two transactions, so tries that sparse can
+/// miss every such moment for the whole timeout: the waiter then fails with
+/// `SQLITE_BUSY` although the lock was free hundreds of times
+/// (`tests/reliability_writers.rs` saw it with 16 tasks and 4 processes).
+pub(crate) fn set_busy_timeout(c: &Connection, timeout: Duration) -> rusqlite::Result<()> {
+    let ms = usize::try_from(timeout.as_millis()).unwrap_or(usize::MAX);
+    // SAFETY: `c.handle()` is this open connection's handle, used for this
+    // call only. The handler is a plain function, and its context argument
+    // carries the timeout as an integer that is never dereferenced, so it
+    // cannot dangle.
+    let rc = unsafe {
+        rusqlite::ffi::sqlite3_busy_handler(
+            c.handle(),
+            Some(busy_wait),
+            std::ptr::without_provenance_mut(ms),
+        )
+    };
+    if rc == rusqlite::ffi::SQLITE_OK {
+        Ok(())
+    } else {
+        Err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rc),
+            None,
+        ))
+    }
+}
+
+/// The busy handler: `ctx` is the timeout in milliseconds, `tries` how many
+/// times it was called before for this wait (0 on the first call, when the
+/// wait starts). Returns nonzero to try again.
+extern "C" fn busy_wait(ctx: *mut std::ffi::c_void, tries: std::ffi::c_int) -> std::ffi::c_int {
+    thread_local! {
+        static SINCE: std::cell::Cell<Option<Instant>> = const { std::cell::Cell::new(None) };
+    }
+    let timeout = Duration::from_millis(u64::try_from(ctx.addr()).unwrap_or(u64::MAX));
+    let now = Instant::now();
+    // One wait runs on one thread: the statement's step blocks in here.
+    let since = SINCE
+        .try_with(|s| {
+            if tries == 0 || s.get().is_none() {
+                s.set(Some(now));
+            }
+            s.get()
+        })
+        .ok()
+        .flatten()
+        .unwrap_or(now);
+    let left = timeout.saturating_sub(now.saturating_duration_since(since));
+    if left.is_zero() {
+        return 0;
+    }
+    std::thread::sleep(left.min(BUSY_POLL));
+    1
 }
 
 fn is_busy(e: &rusqlite::Error) -> bool {
