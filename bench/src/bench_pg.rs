@@ -1,0 +1,459 @@
+//! The PostgreSQL section: scratch databases created and dropped by the
+//! benchmark, the implementations sequentially and at 16 tasks, growth and
+//! sweep, peak RSS per implementation.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use persist::{Config, Db};
+use tokio_postgres::Client;
+
+use crate::data::{token, Scale, PASS_HASH, SESSION_TTL, T0};
+use crate::harness::{median, run_cell, Ctx, Entry, Subject};
+use crate::ops::Op;
+use crate::raw_pg::{connect_client, RawPg};
+use crate::report::{Record, Results};
+use crate::{rss, sqlx_impl, sweep, Opts, Part, RAW_ONE, RAW_POOL};
+
+pub const PERSIST_VARIANT: &str = "pool(8)";
+pub const SQLX_VARIANT: &str = "pool(8)";
+
+/// `url` with its database replaced by `db`. The benchmark compares the
+/// drivers on plaintext connections (the raw and sqlx builds here have no
+/// TLS), so `sslmode=disable` is added when the URL names none.
+pub fn with_dbname(url: &str, db: &str) -> Result<String> {
+    let (scheme, rest) = url
+        .split_once("://")
+        .context("PostgreSQL URL must look like postgres://user@host:port/db")?;
+    ensure!(
+        scheme == "postgres" || scheme == "postgresql",
+        "not a PostgreSQL URL: scheme {scheme}"
+    );
+    let (before_query, query) = match rest.split_once('?') {
+        Some((a, q)) => (a, Some(q)),
+        None => (rest, None),
+    };
+    let authority = before_query
+        .split_once('/')
+        .map_or(before_query, |(a, _)| a);
+    let mut params: Vec<&str> = query
+        .map(|q| {
+            q.split('&')
+                .filter(|p| !p.is_empty() && !p.starts_with("dbname="))
+                .collect()
+        })
+        .unwrap_or_default();
+    match params.iter().find(|p| p.starts_with("sslmode=")) {
+        Some(&"sslmode=disable") => {}
+        Some(other) => bail!(
+            "the benchmark compares drivers on plaintext connections; use sslmode=disable \
+             (or no sslmode) instead of {other}"
+        ),
+        None => params.push("sslmode=disable"),
+    }
+    Ok(format!("{scheme}://{authority}/{db}?{}", params.join("&")))
+}
+
+async fn open_persist(url: &str) -> Result<Db> {
+    Ok(persist::open(&Config::from_url(url)?).await?)
+}
+
+pub async fn run(opts: &Opts, ctx: &Arc<Ctx>, res: &mut Results) -> Result<()> {
+    let admin_url = with_dbname(&opts.postgres_url, admin_db(&opts.postgres_url))?;
+    let admin = connect_client(&admin_url)
+        .await
+        .context("PostgreSQL (is it running? try scripts/with-postgres)")?;
+    let pid = std::process::id();
+    let main_db = format!("persist_bench_{pid}");
+    let growth_db = format!("persist_bench_{pid}_growth");
+    for db in [&main_db, &growth_db] {
+        admin
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+            .await?;
+        admin
+            .batch_execute(&format!("CREATE DATABASE {db}"))
+            .await?;
+    }
+    let out = inner(
+        opts,
+        ctx,
+        res,
+        &with_dbname(&opts.postgres_url, &main_db)?,
+        &with_dbname(&opts.postgres_url, &growth_db)?,
+    )
+    .await;
+    for db in [&main_db, &growth_db] {
+        if let Err(e) = admin
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+            .await
+        {
+            eprintln!("persist-bench: could not drop scratch database {db}: {e}");
+        }
+    }
+    out
+}
+
+/// The database named in the URL (where CREATE DATABASE is sent from).
+fn admin_db(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let rest = rest.split_once('?').map_or(rest, |(a, _)| a);
+    match rest.split_once('/') {
+        Some((_, db)) if !db.is_empty() => db,
+        _ => "postgres",
+    }
+}
+
+async fn load_accounts(c: &Client, n: u64) -> Result<()> {
+    c.execute(
+        "INSERT INTO accounts (email, email_key, username, username_key, pass_hash, created_at) \
+         SELECT 'user' || i || '@bench.example', 'user' || i || '@bench.example', \
+                'user' || i, 'user' || i, $2::bytea, $3::int8 \
+         FROM generate_series(1, $1::int8) AS i ORDER BY i",
+        &[&(n as i64), &PASS_HASH, &T0],
+    )
+    .await?;
+    let r = c
+        .query_one("SELECT min(user_id), max(user_id) FROM accounts", &[])
+        .await?;
+    ensure!(
+        r.get::<_, i64>(0) == 1 && r.get::<_, i64>(1) == n as i64,
+        "accounts did not get ids 1..={n}"
+    );
+    Ok(())
+}
+
+/// Sessions `from..to` (token digests computed by the server: the same
+/// strings as `data::token`).
+async fn load_sessions(c: &Client, from: u64, to: u64, accounts: u64, expires: &str) -> Result<()> {
+    let mut lo = from;
+    while lo < to {
+        let hi = (lo + 250_000).min(to);
+        c.execute(
+            &format!(
+                "INSERT INTO sessions (token, user_id, expires_at, created_at) \
+                 SELECT sha256(convert_to('bench-token-' || lpad(i::text, 31, '0'), 'UTF8')), \
+                        1 + i % $3::int8, {expires}, $4::int8 \
+                 FROM generate_series($1::int8, $2::int8 - 1) AS i"
+            ),
+            &[&(lo as i64), &(hi as i64), &(accounts as i64), &T0],
+        )
+        .await?;
+        lo = hi;
+    }
+    Ok(())
+}
+
+async fn load_main(url: &str, s: &Scale) -> Result<()> {
+    let c = connect_client(url).await?;
+    c.batch_execute("BEGIN").await?;
+    load_accounts(&c, s.accounts).await?;
+    load_sessions(
+        &c,
+        0,
+        s.sessions,
+        s.accounts,
+        &format!("{}::int8", T0 + SESSION_TTL),
+    )
+    .await?;
+    c.batch_execute(
+        "INSERT INTO progression (user_id, level, xp) SELECT user_id, 1, 0 FROM accounts;
+         INSERT INTO army_loadouts (user_id, element_id, army_ability_1, army_ability_2,
+           army_ability_3, army_ability_4, ability_pawn, ability_knight, ability_bishop,
+           ability_rook, ability_queen, ability_king, item_1, item_2, item_3, item_4, updated_at)
+         SELECT user_id, (user_id % 5)::int4, 1, 2, 3, 4, 1, 2, 3, 4, 5, 6, 1, 2, 3, 4, 1700000000
+         FROM accounts;",
+    )
+    .await?;
+    c.execute(
+        "INSERT INTO user_unlocks (user_id, flag_id, unlocked_at) \
+         SELECT u, 2 * f, $2::int8 FROM generate_series(1, $1::int8) AS u, \
+         generate_series(0, 19) AS f",
+        &[&(s.unlock_users as i64), &T0],
+    )
+    .await?;
+    c.batch_execute("COMMIT").await?;
+    c.batch_execute("VACUUM ANALYZE").await?;
+    Ok(())
+}
+
+async fn sanity(db: &Db) -> Result<()> {
+    let s = db.sessions().find_by_token(&token(0)).await?;
+    ensure!(s.user_id.0 == 1, "session 0 belongs to user {}", s.user_id);
+    let a = db.accounts().find_by_email("USER1@bench.example").await?;
+    ensure!(a.user_id.0 == 1, "account key lookup");
+    Ok(())
+}
+
+fn record(
+    res: &mut Results,
+    data_set: &'static str,
+    sessions: u64,
+    op: Op,
+    c: usize,
+    e: &Entry,
+    samples: Vec<f64>,
+) {
+    res.push(Record {
+        backend: "postgres",
+        durability: None,
+        data_set,
+        sessions_in_table: sessions,
+        operation: op.name().to_string(),
+        implementation: e.implementation,
+        variant: e.variant,
+        concurrency: c,
+        ops_per_sec: median(&samples),
+        samples,
+        peak_rss_kib: None,
+        sweep: None,
+        rss: None,
+        batches: None,
+    });
+}
+
+async fn inner(
+    opts: &Opts,
+    ctx: &Arc<Ctx>,
+    res: &mut Results,
+    main_url: &str,
+    growth_url: &str,
+) -> Result<()> {
+    let scale = ctx.scale;
+    let t = Instant::now();
+    let db = open_persist(main_url).await?;
+    db.migrate().await?;
+    load_main(main_url, &scale).await?;
+    sanity(&db).await?;
+    eprintln!(
+        "postgres: data set loaded in {:.1}s",
+        t.elapsed().as_secs_f64()
+    );
+
+    let persist = Entry::new("persist", PERSIST_VARIANT, Subject::Persist(db));
+    let raw_one = Entry::new(
+        "raw",
+        RAW_ONE,
+        Subject::RawPg(RawPg::shared(main_url).await?),
+    );
+    let raw_pool = Entry::new(
+        "raw",
+        RAW_POOL,
+        Subject::RawPg(RawPg::pool(main_url, 8, false).await?),
+    );
+    let sqlx = Entry::new(
+        "sqlx",
+        SQLX_VARIANT,
+        Subject::SqlxPg(sqlx_impl::open_postgres(main_url).await?),
+    );
+    let ops = Op::ALL
+        .into_iter()
+        .filter(|o| opts.wants(*o) && opts.runs(Part::Main));
+    for op in ops {
+        for c in [1, 16] {
+            // One at a time, the limit is one connection; at 16 tasks, the
+            // best of 8 connections and one pipelined connection.
+            // A transaction needs a connection of its own, so tasks cannot
+            // pipeline transactions on one shared connection: at 16 tasks the
+            // raw limit for *_tx is the 8-connection pool alone.
+            let es = if c == 1 {
+                vec![persist.clone(), raw_one.clone(), sqlx.clone()]
+            } else if op.is_tx() {
+                vec![persist.clone(), raw_pool.clone(), sqlx.clone()]
+            } else {
+                vec![
+                    persist.clone(),
+                    raw_one.clone(),
+                    raw_pool.clone(),
+                    sqlx.clone(),
+                ]
+            };
+            let samples = run_cell(&es, op, c, opts.timing, ctx, scale.sessions).await?;
+            for (e, s) in es.iter().zip(samples) {
+                record(res, "main", scale.sessions, op, c, e, s);
+            }
+            eprintln!("postgres {} x{c} done", op.name());
+        }
+    }
+    if opts.runs(Part::Variants) {
+        experiments(opts, ctx, res, main_url, &persist, &raw_one, &raw_pool).await?;
+    }
+    for e in [&persist, &raw_one, &raw_pool, &sqlx] {
+        e.subject.close().await;
+    }
+    drop((persist, raw_one, raw_pool, sqlx));
+
+    if opts.runs(Part::Rss) {
+        rss::measure_backend(res, "postgres", main_url, ctx, opts).await?;
+    }
+    if opts.runs(Part::Growth) {
+        growth(opts, ctx, res, growth_url).await?;
+    }
+    Ok(())
+}
+
+/// Design variants, as evidence for what limits persist on reads: persist
+/// with a one-connection pool; raw tokio-postgres on one connection checked
+/// out exclusively (no pipelining); raw on 8 connections handed out
+/// first-in-first-out (deadpool's default queue mode) instead of LIFO.
+async fn experiments(
+    opts: &Opts,
+    ctx: &Arc<Ctx>,
+    res: &mut Results,
+    url: &str,
+    persist: &Entry,
+    raw_one: &Entry,
+    raw_pool: &Entry,
+) -> Result<()> {
+    let es = vec![
+        persist.clone(),
+        Entry::new(
+            "persist",
+            "pool(1)",
+            Subject::Persist(persist::open(&Config::from_url(url)?.with_pool_size(1)).await?),
+        ),
+        raw_one.clone(),
+        Entry::new(
+            "raw",
+            "1 connection, exclusive",
+            Subject::RawPg(RawPg::pool(url, 1, false).await?),
+        ),
+        raw_pool.clone(),
+        Entry::new(
+            "raw",
+            "8 connections, FIFO",
+            Subject::RawPg(RawPg::pool(url, 8, true).await?),
+        ),
+    ];
+    for op in [Op::SessionLookup, Op::UnlockList] {
+        for c in [1, 16] {
+            let samples = run_cell(&es, op, c, opts.timing, ctx, ctx.scale.sessions).await?;
+            for (e, s) in es.iter().zip(samples) {
+                record(res, "experiment", ctx.scale.sessions, op, c, e, s);
+            }
+        }
+    }
+    eprintln!("postgres design variants done");
+    es[1].subject.close().await;
+    Ok(())
+}
+
+async fn growth(opts: &Opts, ctx: &Arc<Ctx>, res: &mut Results, url: &str) -> Result<()> {
+    let scale = ctx.scale;
+    let db = open_persist(url).await?;
+    db.migrate().await?;
+    // Growth sessions expire in creation order within the hour after T0 (as
+    // real sessions do: created_at + TTL); the sweep runs at T0 + 2h.
+    let expires = format!("1700000000::int8 + (i * 3600 / {})", scale.growth_large);
+    let expires = expires.as_str();
+    let loader = connect_client(url).await?;
+    load_accounts(&loader, scale.growth_accounts).await?;
+    load_sessions(
+        &loader,
+        0,
+        scale.growth_small,
+        scale.growth_accounts,
+        expires,
+    )
+    .await?;
+    loader.batch_execute("VACUUM ANALYZE").await?;
+    let es = vec![
+        Entry::new("persist", PERSIST_VARIANT, Subject::Persist(db.clone())),
+        Entry::new("raw", RAW_ONE, Subject::RawPg(RawPg::shared(url).await?)),
+    ];
+    for c in [1, 16] {
+        let s = run_cell(
+            &es,
+            Op::SessionLookup,
+            c,
+            opts.timing,
+            ctx,
+            scale.growth_small,
+        )
+        .await?;
+        for (e, s) in es.iter().zip(s) {
+            record(
+                res,
+                "growth",
+                scale.growth_small,
+                Op::SessionLookup,
+                c,
+                e,
+                s,
+            );
+        }
+    }
+    let t = Instant::now();
+    load_sessions(
+        &loader,
+        scale.growth_small,
+        scale.growth_large,
+        scale.growth_accounts,
+        expires,
+    )
+    .await?;
+    loader.batch_execute("VACUUM ANALYZE").await?;
+    eprintln!(
+        "postgres: growth set at {} sessions in {:.1}s",
+        scale.growth_large,
+        t.elapsed().as_secs_f64()
+    );
+    for c in [1, 16] {
+        let s = run_cell(
+            &es,
+            Op::SessionLookup,
+            c,
+            opts.timing,
+            ctx,
+            scale.growth_large,
+        )
+        .await?;
+        for (e, s) in es.iter().zip(s) {
+            record(
+                res,
+                "growth",
+                scale.growth_large,
+                Op::SessionLookup,
+                c,
+                e,
+                s,
+            );
+        }
+    }
+    let (stats, rate) = sweep::run(
+        &db,
+        T0 + 7200,
+        opts.sweep_batch,
+        scale.growth_accounts,
+        Duration::from_millis(opts.sweep_baseline_ms),
+    )
+    .await?;
+    ensure!(
+        stats.rows_deleted == scale.growth_large,
+        "sweep deleted {} of {}",
+        stats.rows_deleted,
+        scale.growth_large
+    );
+    eprintln!("postgres: sweep done in {:.0} ms", stats.total_ms);
+    res.push(Record {
+        backend: "postgres",
+        durability: None,
+        data_set: "growth",
+        sessions_in_table: scale.growth_large,
+        operation: "sweep_expired".into(),
+        implementation: "persist",
+        variant: PERSIST_VARIANT,
+        concurrency: 1,
+        ops_per_sec: rate,
+        samples: vec![rate],
+        peak_rss_kib: None,
+        sweep: Some(stats),
+        rss: None,
+        batches: None,
+    });
+    for e in &es {
+        e.subject.close().await;
+    }
+    db.close().await;
+    Ok(())
+}
