@@ -104,6 +104,12 @@ fn chain(e: &Error) -> String {
     let mut out = e.to_string();
     let mut src = std::error::Error::source(e);
     while let Some(s) = src {
+        // A PostgreSQL server error's own text carries its DETAIL line, which
+        // can quote row values (emails, hashes); the crate's message already
+        // holds the server's primary message and SQLSTATE.
+        if s.is::<tokio_postgres::Error>() || s.is::<tokio_postgres::error::DbError>() {
+            break;
+        }
         let text = s.to_string();
         if !out.contains(&text) {
             out.push_str(": ");
