@@ -11,7 +11,7 @@ use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{params_from_iter, Connection, OpenFlags, OptionalExtension, ToSql};
 
 use super::error::map;
-use super::rollback_quietly;
+use super::{rollback_quietly, table_exists};
 use crate::copy::{Batch, ColumnData, KeyValue, TableSpec, TABLES};
 use crate::error::{Error, Result};
 
@@ -186,16 +186,7 @@ pub(crate) fn count(c: &Connection, t: &TableSpec) -> Result<u64> {
 pub(crate) fn non_empty_tables(c: &Connection) -> Result<Vec<String>> {
     let mut out = Vec::new();
     for t in &TABLES {
-        let exists = c
-            .query_row(
-                "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?1",
-                [t.name],
-                |_| Ok(()),
-            )
-            .optional()
-            .map_err(map)?
-            .is_some();
-        if !exists {
+        if !table_exists(c, t.name)? {
             continue;
         }
         let any: bool = c
@@ -215,16 +206,7 @@ pub(crate) fn non_empty_tables(c: &Connection) -> Result<Vec<String>> {
 /// The AUTOINCREMENT counter of `accounts`: the largest id ever issued (0
 /// when none was).
 pub(crate) fn id_counter(c: &Connection) -> Result<i64> {
-    let has_table = c
-        .query_row(
-            "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'sqlite_sequence'",
-            [],
-            |_| Ok(()),
-        )
-        .optional()
-        .map_err(map)?
-        .is_some();
-    if !has_table {
+    if !table_exists(c, "sqlite_sequence")? {
         return Ok(0);
     }
     let seq: Option<i64> = c

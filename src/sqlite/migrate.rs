@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use rusqlite::{params, OptionalExtension};
 
 use super::error::map;
-use super::{rollback_quietly, set_busy_timeout, WriteGuard};
+use super::{rollback_quietly, set_busy_timeout, table_exists, WriteGuard};
 use crate::error::{Error, Result};
 use crate::migrate::{failed, Applied, AppliedRow, Migration, MigrationBackend};
 
@@ -139,16 +139,7 @@ fn apply_locked(c: &rusqlite::Connection, m: &Migration, applied_at: i64) -> Res
 
 /// The rows of `schema_migrations`, or none when the table does not exist.
 pub(crate) fn applied(c: &rusqlite::Connection) -> Result<Vec<AppliedRow>> {
-    let exists = c
-        .query_row(
-            "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'schema_migrations'",
-            [],
-            |_| Ok(()),
-        )
-        .optional()
-        .map_err(map)?
-        .is_some();
-    if !exists {
+    if !table_exists(c, "schema_migrations")? {
         return Ok(Vec::new());
     }
     let mut st = c

@@ -452,3 +452,10 @@ pub(crate) fn rollback_quietly(c: &Connection, sql: &str) {
         tracing::warn!(error = %e, "sqlite rollback failed");
     }
 }
+
+/// Whether a table named `name` exists in the database.
+pub(crate) fn table_exists(c: &Connection, name: &str) -> Result<bool> {
+    c.prepare_cached("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?1")
+        .and_then(|mut st| st.exists([name]))
+        .map_err(error::map)
+}
