@@ -86,6 +86,7 @@ pub struct Config {
     pub(crate) durability: Durability,
     pub(crate) ssl_mode: SslMode,
     pub(crate) sqlite_max_size: Option<u64>,
+    pub(crate) shared_reads: usize,
 }
 
 impl Config {
@@ -153,6 +154,7 @@ impl Config {
             durability: Durability::Full,
             ssl_mode,
             sqlite_max_size: None,
+            shared_reads: 2,
         }
     }
 
@@ -223,6 +225,24 @@ impl Config {
     /// raised to 1.
     pub fn with_pool_size(mut self, n: usize) -> Self {
         self.pool_size = n.max(1);
+        self
+    }
+
+    /// PostgreSQL: on how many pooled connections single-statement reads
+    /// (every repository read outside a unit of work) may run *shared*,
+    /// pipelined with other reads on the same connection, instead of each
+    /// checking a connection out for itself. Defaults to 2; capped at the
+    /// pool size; 0 gives every read a connection of its own. Ignored for
+    /// SQLite.
+    ///
+    /// A shared connection counts against the pool size while reads are in
+    /// flight on it and goes back to the pool when the last one ends. Writes,
+    /// units of work and the migrator always get a connection of their own.
+    /// The price of sharing: a read waits for the reads queued before it on
+    /// the same connection (reads are short point and list queries), and a
+    /// connection that fails fails every read in flight on it.
+    pub fn with_shared_read_connections(mut self, n: usize) -> Self {
+        self.shared_reads = n;
         self
     }
 
@@ -327,6 +347,7 @@ impl fmt::Debug for Config {
             .field("lock_timeout", &self.lock_timeout)
             .field("durability", &self.durability)
             .field("sqlite_max_size", &self.sqlite_max_size)
+            .field("shared_reads", &self.shared_reads)
             .finish()
     }
 }

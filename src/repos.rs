@@ -39,9 +39,17 @@ impl Exec<'_> {
 }
 
 /// Runs the SQLite closure or the PostgreSQL future on the connection `$ex`
-/// designates. `$mode` is `read` or `write` (which SQLite connection a pool
-/// call uses).
+/// designates. `$mode` is `read` or `write`: which SQLite connection a pool
+/// call uses, and whether a PostgreSQL pool call may run on a shared
+/// connection.
 macro_rules! run {
+    // PostgreSQL reads outside a unit of work may share a connection (D-041).
+    (@shared read) => {
+        true
+    };
+    (@shared write) => {
+        false
+    };
     ($ex:expr, $mode:ident, $op:literal, |$c:ident| $lite:expr, |$p:ident| $pg:expr) => {{
         let ex = $ex;
         // A span per repository call (operation, backend, duration). Values
@@ -53,15 +61,15 @@ macro_rules! run {
                 Exec::Db(db) => match db.live()? {
                     Backend::Sqlite(pool) => pool.$mode(|$c| $lite).await,
                     Backend::Postgres(pool) => {
-                        let obj = pool.get().await?;
+                        let conn = pool.conn(run!(@shared $mode)).await?;
                         let out = {
-                            let $p: &Client = &obj;
+                            let $p: &Client = &conn;
                             crate::postgres::with_deadline(pool.deadline(), $pg).await
                         };
                         if matches!(out, Err(Error::Timeout { .. })) {
                             // Maybe a frozen server or a dead path: never
                             // hand this connection out again.
-                            drop(deadpool_postgres::Object::take(obj));
+                            conn.discard();
                         }
                         out
                     }
@@ -410,8 +418,9 @@ impl Sessions<'_> {
 
     /// Deletes every session with `expires_at <= now`, in batches of at most
     /// `batch_size` rows, each its own short transaction (on the pool), so a
-    /// sweep over millions of rows never holds a long write lock. Returns the
-    /// number deleted.
+    /// sweep over millions of rows never holds a long write lock. A batch that
+    /// takes longer than 20 ms halves the next one; quick batches double it
+    /// back, up to `batch_size`. Returns the number deleted.
     ///
     /// # Errors
     /// [`Error::InvalidInput`] for a `batch_size` outside `1..=100000` or a
@@ -428,19 +437,39 @@ impl Sessions<'_> {
             ));
         }
         let mut total = 0u64;
+        let mut batch = batch_size;
         loop {
+            let started = std::time::Instant::now();
             let n = run!(
                 self.ex,
                 write,
                 "sessions.delete_expired",
-                |c| sqlite::sessions::delete_expired_batch(c, now, batch_size),
-                |p| postgres::sessions::delete_expired_batch(p, now, batch_size)
+                |c| sqlite::sessions::delete_expired_batch(c, now, batch),
+                |p| postgres::sessions::delete_expired_batch(p, now, batch)
             )?;
             total += n;
-            if n < batch_size.unsigned_abs() {
+            if n < batch.unsigned_abs() {
                 return Ok(total);
             }
+            batch = next_sweep_batch(batch, batch_size, started.elapsed());
         }
+    }
+}
+
+/// How long one sweep batch should hold the write lock (D-043). Other writers
+/// wait for at most about one batch.
+const SWEEP_BATCH_TIME: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// The next sweep batch size: halved after a batch that took longer than
+/// [`SWEEP_BATCH_TIME`], doubled (up to the caller's `max`) after one that
+/// took less than half of it.
+fn next_sweep_batch(batch: i64, max: i64, took: std::time::Duration) -> i64 {
+    if took > SWEEP_BATCH_TIME {
+        (batch / 2).max(1)
+    } else if took < SWEEP_BATCH_TIME / 2 {
+        batch.saturating_mul(2).min(max)
+    } else {
+        batch
     }
 }
 
@@ -703,6 +732,20 @@ impl Db {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sweep_batches_shrink_when_slow_and_grow_back_to_the_cap() {
+        let slow = SWEEP_BATCH_TIME * 2;
+        let fast = SWEEP_BATCH_TIME / 4;
+        let steady = SWEEP_BATCH_TIME * 3 / 4;
+        assert_eq!(next_sweep_batch(1000, 1000, slow), 500);
+        assert_eq!(next_sweep_batch(1, 1000, slow), 1);
+        assert_eq!(next_sweep_batch(500, 1000, fast), 1000);
+        assert_eq!(next_sweep_batch(1000, 1000, fast), 1000);
+        assert_eq!(next_sweep_batch(700, 1000, fast), 1000);
+        assert_eq!(next_sweep_batch(300, 1000, steady), 300);
+        assert_eq!(next_sweep_batch(i64::MAX / 2 + 1, i64::MAX, fast), i64::MAX);
+    }
 
     #[test]
     fn token_digest_is_sha256_and_validated() {

@@ -373,7 +373,9 @@ async fn sqlite_to_postgres_to_sqlite_round_trips_to_identical_content() {
     assert_printed(&o, &original);
     let err = stderr(&o);
     assert!(
-        err.contains("copy: migrated the target to version 1 (0001_init)\n"),
+        err.contains(
+            "copy: migrated the target to version 2 (0001_init, 0002_sessions_by_token)\n"
+        ),
         "{err}"
     );
     for (table, n) in &filled.rows {
@@ -545,7 +547,7 @@ async fn refusals_and_usage_errors_change_nothing() {
     assert_eq!(
         one_error_line(&o),
         "error: copy refused: the source is not at this binary's schema version \
-         (0001_init pending); migrate it first"
+         (0001_init pending, 0002_sessions_by_token pending); migrate it first"
     );
 
     // A source file that does not exist is not created.

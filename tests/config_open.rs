@@ -38,14 +38,6 @@ fn with_sslmode(url: &str, mode: &str) -> String {
     format!("{base}?{}", params.join("&"))
 }
 
-async fn admin() -> tokio_postgres::Client {
-    let (client, conn) = tokio_postgres::connect(&common::pg_admin_url(), tokio_postgres::NoTls)
-        .await
-        .expect("admin connection");
-    tokio::spawn(conn);
-    client
-}
-
 fn is_unavailable_or_timeout(e: &Error) -> bool {
     matches!(e, Error::Unavailable { .. } | Error::Timeout { .. })
 }
@@ -263,7 +255,7 @@ async fn open_with_sslmode(mode: &str, expected: SslMode, encrypted: bool) {
         .unwrap_or_else(|e| panic!("sslmode={mode}: {e}"));
     db.ping().await.unwrap();
     // The pool keeps its connection open: look at it from the server's side.
-    let ssl = persist_sessions_ssl(&admin().await, &pg.name).await;
+    let ssl = persist_sessions_ssl(&common::admin_client().await, &pg.name).await;
     assert!(!ssl.is_empty(), "sslmode={mode}: no persist session found");
     assert!(
         ssl.iter().all(|s| *s == encrypted),

@@ -7,12 +7,13 @@ mod common;
 use persist::{Config, Dialect, Error, Migration, Migrations, NewAccount};
 
 fn with_extra(sql: &str) -> Migrations {
-    let mut list: Vec<Migration> = Migrations::embedded(Dialect::Sqlite)
-        .unwrap()
-        .iter()
-        .cloned()
-        .collect();
-    list.push(Migration::new(2, "rebuild_accounts", sql));
+    let embedded = Migrations::embedded(Dialect::Sqlite).unwrap();
+    let mut list: Vec<Migration> = embedded.iter().cloned().collect();
+    list.push(Migration::new(
+        embedded.latest_version() + 1,
+        "rebuild_accounts",
+        sql,
+    ));
     Migrations::new(Dialect::Sqlite, list).unwrap()
 }
 
@@ -72,17 +73,18 @@ async fn sqlite_table_rebuild_keeps_child_rows() {
 async fn sqlite_migration_that_breaks_references_is_refused() {
     let (t, user) = seeded().await;
     let breaking = format!("{REBUILD}\nDELETE FROM accounts;");
-    match t.db.migrate_with(&with_extra(&breaking)).await {
+    let set = with_extra(&breaking);
+    let extra = set.latest_version();
+    match t.db.migrate_with(&set).await {
         Err(Error::MigrationFailed {
-            version: 2,
-            message,
-            ..
-        }) => {
+            version, message, ..
+        }) if version == extra => {
             assert!(message.contains("foreign-key violation"), "{message}");
         }
-        other => panic!("expected MigrationFailed for version 2, got {other:?}"),
+        other => panic!("expected MigrationFailed for version {extra}, got {other:?}"),
     }
-    // Rolled back: the account and its rows are all there, version 2 is not.
+    // Rolled back: the account and its rows are all there, the extra
+    // migration is not.
     assert_eq!(t.db.accounts().get(user).await.unwrap().email, "a@x.com");
     assert_eq!(
         t.db.sessions().find_by_token("tok").await.unwrap().user_id,
@@ -92,7 +94,10 @@ async fn sqlite_migration_that_breaks_references_is_refused() {
         t.db.migration_status_with(&with_extra(&breaking))
             .await
             .unwrap();
-    assert_eq!(status[1].state, persist::MigrationState::Pending);
+    assert_eq!(
+        status.last().map(|m| m.state),
+        Some(persist::MigrationState::Pending)
+    );
     // Reopening (fresh connections) still enforces foreign keys.
     let db = persist::open(&Config::from_url(&t.url).unwrap())
         .await

@@ -76,6 +76,7 @@ both!(
     status_is_pending_on_fresh_db_then_applied,
     wrong_dialect_set_is_refused,
     migration_lock_wait_is_bounded_and_lock_is_freed,
+    upgrade_from_0001_keeps_every_session_and_reaches_the_fresh_schema,
 );
 
 /// A fresh, empty, not migrated database of one backend.
@@ -807,4 +808,96 @@ fn gaps_duplicates_and_bad_versions_are_refused_naming_them() {
     assert!(msg(vec![m(0), m(1)]).contains("below 1"));
     let ok = Migrations::new(Dialect::Postgres, vec![m(2), m(1)]).unwrap();
     assert_eq!(ok.iter().map(|m| m.version()).collect::<Vec<_>>(), [1, 2]);
+}
+
+/// A database at 0001 with sessions in it, upgraded by `migrate()`: every
+/// session is still found by its token with the same values, the rest of the
+/// data is intact, cascades and the sweep still work, and the schema equals
+/// the one a fresh database migrates to (on SQLite: `sessions` is now
+/// WITHOUT ROWID).
+async fn upgrade_from_0001_keeps_every_session_and_reaches_the_fresh_schema(kind: Kind) {
+    let f = fresh(kind).await;
+    let db = f.open().await;
+    let first: Vec<Migration> = embedded(kind).iter().take(1).cloned().collect();
+    assert_eq!(first[0].version(), 1);
+    db.migrate_with(&set(kind, first)).await.unwrap();
+    let mut users = Vec::new();
+    for i in 0..3 {
+        let a = db
+            .accounts()
+            .create(&persist::NewAccount {
+                email: &format!("up{i}@example.com"),
+                username: &format!("up{i}"),
+                pass_hash: b"hash",
+                created_at: 100,
+            })
+            .await
+            .unwrap();
+        for j in 0..4 {
+            db.sessions()
+                .create(&format!("tok-{i}-{j}"), a.user_id, 100 + j, 200 + 100 * j)
+                .await
+                .unwrap();
+        }
+        db.unlocks().grant(a.user_id, 7, 150).await.unwrap();
+        users.push(a.user_id);
+    }
+    let before: Vec<_> = {
+        let mut v = Vec::new();
+        for u in &users {
+            v.push(db.sessions().list_for_user(*u).await.unwrap());
+        }
+        v
+    };
+
+    let report = db.migrate().await.unwrap();
+    assert_eq!(
+        report.applied.iter().map(|m| m.0).collect::<Vec<_>>(),
+        (2..=embedded(kind).latest_version()).collect::<Vec<_>>()
+    );
+    for (i, u) in users.iter().enumerate() {
+        assert_eq!(db.sessions().list_for_user(*u).await.unwrap(), before[i]);
+        for j in 0..4 {
+            let s = db
+                .sessions()
+                .find_by_token(&format!("tok-{i}-{j}"))
+                .await
+                .unwrap();
+            assert_eq!(
+                (s.user_id, s.created_at, s.expires_at),
+                (*u, 100 + j, 200 + 100 * j)
+            );
+        }
+        assert!(db.unlocks().has(*u, 7).await.unwrap());
+    }
+    // The sweep (expires_at <= 300: two sessions per user) and the cascade.
+    assert_eq!(db.sessions().delete_expired(300, 1).await.unwrap(), 6);
+    db.accounts().delete(users[0]).await.unwrap();
+    assert!(db
+        .sessions()
+        .list_for_user(users[0])
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        db.sessions().list_for_user(users[1]).await.unwrap().len(),
+        2
+    );
+
+    let upgraded = persist::read_schema(&db).await.unwrap();
+    let g = fresh(kind).await;
+    let clean = g.open().await;
+    clean.migrate().await.unwrap();
+    assert_eq!(upgraded, persist::read_schema(&clean).await.unwrap());
+    if kind == Kind::Sqlite {
+        assert!(
+            upgraded.tables["sessions"]
+                .options
+                .contains("WITHOUT ROWID"),
+            "{:?}",
+            upgraded.tables["sessions"].options
+        );
+    }
+    clean.close().await;
+    db.close().await;
 }

@@ -16,7 +16,7 @@ use crate::raw_pg::{connect_client, RawPg};
 use crate::report::{Record, Results};
 use crate::{rss, sqlx_impl, sweep, Opts, Part, RAW_ONE, RAW_POOL};
 
-pub const PERSIST_VARIANT: &str = "pool(8)";
+pub const PERSIST_VARIANT: &str = "pool(8), reads share 2";
 pub const SQLX_VARIANT: &str = "pool(8)";
 
 /// `url` with its database replaced by `db`. The benchmark compares the
@@ -293,7 +293,7 @@ async fn inner(
 }
 
 /// Design variants, as evidence for what limits persist on reads: persist
-/// with a one-connection pool; raw tokio-postgres on one connection checked
+/// with reads sharing 0, 1 or 4 connections (the default shares 2); raw tokio-postgres on one connection checked
 /// out exclusively (no pipelining); raw on 8 connections handed out
 /// first-in-first-out (deadpool's default queue mode) instead of LIFO.
 async fn experiments(
@@ -307,11 +307,9 @@ async fn experiments(
 ) -> Result<()> {
     let es = vec![
         persist.clone(),
-        Entry::new(
-            "persist",
-            "pool(1)",
-            Subject::Persist(persist::open(&Config::from_url(url)?.with_pool_size(1)).await?),
-        ),
+        shared_variant(url, 0, "pool(8), reads not shared").await?,
+        shared_variant(url, 1, "pool(8), reads share 1").await?,
+        shared_variant(url, 4, "pool(8), reads share 4").await?,
         raw_one.clone(),
         Entry::new(
             "raw",
@@ -334,8 +332,20 @@ async fn experiments(
         }
     }
     eprintln!("postgres design variants done");
-    es[1].subject.close().await;
+    for e in &es[1..4] {
+        e.subject.close().await;
+    }
     Ok(())
+}
+
+/// persist with the default pool and `shared` connections for reads.
+async fn shared_variant(url: &str, shared: usize, label: &'static str) -> Result<Entry> {
+    let config = Config::from_url(url)?.with_shared_read_connections(shared);
+    Ok(Entry::new(
+        "persist",
+        label,
+        Subject::Persist(persist::open(&config).await?),
+    ))
 }
 
 async fn growth(opts: &Opts, ctx: &Arc<Ctx>, res: &mut Results, url: &str) -> Result<()> {

@@ -330,24 +330,25 @@ fn load_growth_sessions(
     Ok(())
 }
 
-/// A design variant of `sessions`: the same columns and indexes, clustered
-/// on the token (WITHOUT ROWID), so a lookup is one B-tree descent instead
-/// of two (the token index, then the rowid table).
-const SESSIONS_WR: &str = "CREATE TABLE sessions_wr (
+/// A design variant of `sessions`: its layout before migration 0002, a rowid
+/// table with the token in a separate unique index, so a lookup is two B-tree
+/// descents (the token index, then the table) instead of one.
+const SESSIONS_ROWID: &str = "CREATE TABLE sessions_rowid (
     token      BLOB    NOT NULL PRIMARY KEY CHECK (length(token) = 32),
     user_id    INTEGER NOT NULL REFERENCES accounts (user_id) ON DELETE CASCADE,
     expires_at INTEGER NOT NULL,
     created_at INTEGER NOT NULL CHECK (created_at >= 0),
     CHECK (expires_at >= created_at)
-) STRICT, WITHOUT ROWID;
-CREATE INDEX sessions_wr_user_id_idx ON sessions_wr (user_id);
-CREATE INDEX sessions_wr_expires_at_idx ON sessions_wr (expires_at);";
-const LOOKUP_WR: &str = "SELECT user_id, created_at, expires_at FROM sessions_wr WHERE token = ?1";
+) STRICT;
+CREATE INDEX sessions_rowid_user_id_idx ON sessions_rowid (user_id);
+CREATE INDEX sessions_rowid_expires_at_idx ON sessions_rowid (expires_at);";
+const LOOKUP_ROWID: &str =
+    "SELECT user_id, created_at, expires_at FROM sessions_rowid WHERE token = ?1";
 
 /// Raw variants for the growth lookups: the same connection with the file
-/// memory-mapped, or with a page cache large enough for the table.
+/// memory-mapped, or reading the rowid layout of `sessions`.
 const MMAP_VARIANT: &str = "1 connection, mmap_size=256MiB";
-const WR_VARIANT: &str = "1 connection, WITHOUT ROWID table";
+const ROWID_VARIANT: &str = "1 connection, rowid table (schema 0001)";
 
 async fn growth(opts: &Opts, ctx: &Arc<Ctx>, res: &mut Results, dir: &Path) -> Result<()> {
     let scale = ctx.scale;
@@ -362,8 +363,8 @@ async fn growth(opts: &Opts, ctx: &Arc<Ctx>, res: &mut Results, dir: &Path) -> R
     }
     let variants = opts.runs(Part::Variants);
     let tables: &[&str] = if variants {
-        loader(&path)?.execute_batch(SESSIONS_WR)?;
-        &["sessions", "sessions_wr"]
+        loader(&path)?.execute_batch(SESSIONS_ROWID)?;
+        &["sessions", "sessions_rowid"]
     } else {
         &["sessions"]
     };
@@ -389,13 +390,13 @@ async fn growth(opts: &Opts, ctx: &Arc<Ctx>, res: &mut Results, dir: &Path) -> R
         ));
         es.push(Entry::new(
             "raw",
-            WR_VARIANT,
-            Subject::RawSqlite(RawSqlite::open(&path, Sync::Full)?.with_lookup_sql(LOOKUP_WR)),
+            ROWID_VARIANT,
+            Subject::RawSqlite(RawSqlite::open(&path, Sync::Full)?.with_lookup_sql(LOOKUP_ROWID)),
         ));
     }
     let lookups = |n: u64, res: &mut Results, samples: Vec<Vec<f64>>, c: usize| {
         for (e, s) in es.iter().zip(samples) {
-            let set = if e.variant == MMAP_VARIANT || e.variant == WR_VARIANT {
+            let set = if e.variant == MMAP_VARIANT || e.variant == ROWID_VARIANT {
                 "experiment"
             } else {
                 "growth"
@@ -512,8 +513,8 @@ fn raw_sweep(path: &Path, batch: i64, autocheckpoint: bool) -> Result<BatchStats
         c.pragma_update(None, "wal_autocheckpoint", 0)?;
     }
     let mut st = c.prepare(
-        "DELETE FROM sessions WHERE rowid IN \
-         (SELECT rowid FROM sessions WHERE expires_at <= ?1 LIMIT ?2)",
+        "DELETE FROM sessions WHERE token IN \
+         (SELECT token FROM sessions WHERE expires_at <= ?1 LIMIT ?2)",
     )?;
     let mut times = Vec::new();
     let mut rows = 0u64;

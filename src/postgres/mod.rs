@@ -8,6 +8,7 @@ pub(crate) mod accounts;
 pub(crate) mod copy;
 pub(crate) mod error;
 pub(crate) mod introspect;
+pub(crate) mod lanes;
 pub(crate) mod loadouts;
 pub(crate) mod migrate;
 pub(crate) mod progression;
@@ -28,6 +29,9 @@ pub(crate) type Client = deadpool_postgres::ClientWrapper;
 
 pub(crate) struct Pool {
     pool: deadpool_postgres::Pool,
+    /// Connections shared by single-statement reads (D-041).
+    lanes: lanes::Lanes,
+    shared_reads: bool,
     deadline: Option<Duration>,
 }
 
@@ -102,6 +106,11 @@ impl Pool {
             .map_err(|e| Error::Config(format!("cannot build the connection pool: {e}")))?;
         let pool = Pool {
             pool,
+            lanes: lanes::Lanes::new(
+                config.shared_reads.min(config.pool_size),
+                config.acquire_timeout,
+            ),
+            shared_reads: config.shared_reads > 0,
             deadline: config.statement_timeout.map(|d| d + DEADLINE_GRACE),
         };
         // Fail at open, not at the first query, when the server is unusable.
@@ -112,6 +121,16 @@ impl Pool {
     /// Checks a connection out of the pool.
     pub(crate) async fn get(&self) -> Result<Object> {
         self.pool.get().await.map_err(error::map_pool)
+    }
+
+    /// The connection for one repository call outside a unit of work: a
+    /// shared one for a read (`shared`), else one of its own.
+    pub(crate) async fn conn(&self, shared: bool) -> Result<lanes::Conn<'_>> {
+        if shared && self.shared_reads {
+            self.lanes.read(|| self.get()).await
+        } else {
+            Ok(lanes::Conn::Exclusive(self.get().await?))
+        }
     }
 
     pub(crate) async fn ping(&self) -> Result<()> {
@@ -135,5 +154,6 @@ impl Pool {
 
     pub(crate) fn close(&self) {
         self.pool.close();
+        self.lanes.clear();
     }
 }

@@ -97,8 +97,8 @@ pub(crate) fn revoke(c: &Connection, user: UserId, id: &SessionId) -> Result<()>
 pub(crate) fn delete_expired_batch(c: &Connection, now: i64, limit: i64) -> Result<u64> {
     let n = c
         .prepare_cached(
-            "DELETE FROM sessions WHERE rowid IN \
-             (SELECT rowid FROM sessions WHERE expires_at <= ?1 LIMIT ?2)",
+            "DELETE FROM sessions WHERE token IN \
+             (SELECT token FROM sessions WHERE expires_at <= ?1 LIMIT ?2)",
         )
         .and_then(|mut st| st.execute(params![now, limit]))
         .map_err(map)?;

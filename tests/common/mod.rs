@@ -54,7 +54,8 @@ fn unique_name() -> String {
     )
 }
 
-async fn admin_client() -> tokio_postgres::Client {
+/// A plain connection to the test server's admin database.
+pub async fn admin_client() -> tokio_postgres::Client {
     let url = pg_admin_url();
     let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
         .await
