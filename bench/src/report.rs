@@ -56,6 +56,11 @@ pub struct SweepStats {
     pub rows_deleted: u64,
     pub batch_size: i64,
     pub total_ms: f64,
+    /// The sweep's batches (persist sizes them by time, up to `batch_size`):
+    /// how many, and how long each call took, wait for the writer included.
+    pub batches: u64,
+    pub batch_max_ms: f64,
+    pub batch_p50_ms: f64,
     /// The concurrent writer's latencies during the sweep.
     pub writer_writes: u64,
     pub writer_max_ms: f64,
@@ -272,6 +277,7 @@ pub fn sweep_table(res: &Results) -> String {
         let _ = writeln!(
             out,
             "{:<8} {:<10} sweep of {} expired sessions, batch {}: {:.0} ms total ({} rows/s); \
+             {} batches, longest {:.1} ms, p50 {:.1} ms; \
              concurrent writer: {} writes, max {:.1} ms, p99 {:.1} ms, p50 {:.2} ms \
              (without sweep: max {:.1} ms, p50 {:.2} ms)",
             r.backend,
@@ -284,6 +290,9 @@ pub fn sweep_table(res: &Results) -> String {
             s.batch_size,
             s.total_ms,
             fmt_rate(r.ops_per_sec),
+            s.batches,
+            s.batch_max_ms,
+            s.batch_p50_ms,
             s.writer_writes,
             s.writer_max_ms,
             s.writer_p99_ms,
@@ -515,11 +524,11 @@ pub fn targets(res: &Results, growth: &[(&'static str, u64, u64)]) -> Vec<Target
         if let Some(s) = &r.sweep {
             t.push(Target {
                 name: format!(
-                    "{} sweep of {} expired sessions: longest writer wait (ms)",
+                    "{} sweep of {} expired sessions: longest batch (ms)",
                     r.backend,
                     fmt_count(s.rows_deleted)
                 ),
-                ratio: Some(s.writer_max_ms),
+                ratio: Some(s.batch_max_ms),
                 bound: 50.0,
                 at_least: false,
                 unit: " ms",

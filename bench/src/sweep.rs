@@ -1,12 +1,21 @@
 //! The expired-session sweep with a concurrent writer that records how long
-//! its short writes wait.
+//! its short writes wait, and the duration of each of the sweep's batches
+//! (from the span persist emits per repository call).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use std::sync::Mutex;
+
 use anyhow::Result;
 use persist::{Db, UserId};
+use tracing::field::{Field, Visit};
+use tracing::instrument::WithSubscriber;
+use tracing::span::{Attributes, Id};
+use tracing::{Event, Subscriber};
+use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
+use tracing_subscriber::registry::LookupSpan;
 
 use crate::data::{mix, T0};
 use crate::report::SweepStats;
@@ -36,6 +45,64 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
     sorted[i]
 }
 
+/// Collects the `elapsed_us` of every `sessions.delete_expired` call event:
+/// one per batch, from the call's start (including its wait for the writer
+/// connection) to its end.
+#[derive(Clone, Default)]
+struct BatchTimes(Arc<Mutex<Vec<f64>>>);
+
+/// Marks the span of a `sessions.delete_expired` call.
+struct SweepCall;
+
+#[derive(Default)]
+struct Fields {
+    op: Option<String>,
+    elapsed_us: Option<u64>,
+}
+
+impl Visit for Fields {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "op" {
+            self.op = Some(value.to_owned());
+        }
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        if field.name() == "elapsed_us" {
+            self.elapsed_us = Some(value);
+        }
+    }
+    fn record_debug(&mut self, _: &Field, _: &dyn std::fmt::Debug) {}
+}
+
+impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for BatchTimes {
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        let mut f = Fields::default();
+        attrs.record(&mut f);
+        if f.op.as_deref() == Some("sessions.delete_expired") {
+            if let Some(span) = ctx.span(id) {
+                span.extensions_mut().insert(SweepCall);
+            }
+        }
+    }
+
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        let Some(span) = ctx.event_span(event) else {
+            return;
+        };
+        if span.extensions().get::<SweepCall>().is_none() {
+            return;
+        }
+        let mut f = Fields::default();
+        event.record(&mut f);
+        if let Some(us) = f.elapsed_us {
+            self.0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(us as f64 / 1000.0);
+        }
+    }
+}
+
 /// Runs `delete_expired(now, batch)` through persist while a writer task
 /// stamps logins; before that, the same writer alone for `baseline`.
 /// Returns the stats and the rows deleted per second.
@@ -55,15 +122,33 @@ pub async fn run(
 
     let stop = Arc::new(AtomicBool::new(false));
     let w = tokio::spawn(writer(db.clone(), accounts, Arc::clone(&stop)));
+    // Only the sweep's own calls are traced: the subscriber is scoped to its
+    // future, so the writer task and every other measurement run untraced.
+    let times = BatchTimes::default();
+    let subscriber = tracing_subscriber::registry().with(times.clone());
     let t = Instant::now();
-    let rows = db.sessions().delete_expired(now, batch).await?;
+    let rows = db
+        .sessions()
+        .delete_expired(now, batch)
+        .with_subscriber(subscriber)
+        .await?;
     let total = t.elapsed();
     stop.store(true, Ordering::Relaxed);
     let mut lat = w.await??;
     lat.sort_by(|a, b| a.total_cmp(b));
+    let mut batches = std::mem::take(
+        &mut *times
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    );
+    batches.sort_by(|a, b| a.total_cmp(b));
     let stats = SweepStats {
         rows_deleted: rows,
         batch_size: batch,
+        batches: batches.len() as u64,
+        batch_max_ms: batches.last().copied().unwrap_or(f64::NAN),
+        batch_p50_ms: quantile(&batches, 0.5),
         total_ms: total.as_secs_f64() * 1000.0,
         writer_writes: lat.len() as u64,
         writer_max_ms: lat.last().copied().unwrap_or(f64::NAN),
