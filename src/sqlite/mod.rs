@@ -472,6 +472,29 @@ pub(crate) fn table_exists(c: &Connection, name: &str) -> Result<bool> {
 mod tests {
     use super::*;
 
+    /// Built with one page cache per connection (.cargo/config.toml, D-047):
+    /// with SQLITE_ENABLE_MEMORY_MANAGEMENT, libsqlite3-sys's bundled default,
+    /// every connection of the process shares one page-cache pool.
+    #[test]
+    fn sqlite_is_built_with_a_page_cache_per_connection() {
+        let c = Connection::open_in_memory().unwrap();
+        let options: Vec<String> = c
+            .prepare("PRAGMA compile_options")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert!(
+            options.iter().any(|o| o.starts_with("THREADSAFE")),
+            "{options:?}"
+        );
+        assert!(
+            !options.iter().any(|o| o == "ENABLE_MEMORY_MANAGEMENT"),
+            "built with a process-wide page cache: {options:?}"
+        );
+    }
+
     #[tokio::test]
     async fn readers_use_half_the_default_page_cache_and_the_writer_the_default() {
         let dir = tempfile::tempdir().unwrap();
