@@ -232,15 +232,19 @@ impl Config {
     /// (every repository read outside a unit of work) may run *shared*,
     /// pipelined with other reads on the same connection, instead of each
     /// checking a connection out for itself. Defaults to 2; capped at the
-    /// pool size; 0 gives every read a connection of its own. Ignored for
-    /// SQLite.
+    /// pool size minus one, so reads never hold every connection (a pool of
+    /// one shares nothing); 0 gives every read a connection of its own.
+    /// Ignored for SQLite.
     ///
     /// A shared connection counts against the pool size while reads are in
     /// flight on it and goes back to the pool when the last one ends. Writes,
     /// units of work and the migrator always get a connection of their own.
+    /// A read takes a free pooled connection for a shared connection of its
+    /// own only when one is free at once; otherwise it shares a busy one.
     /// The price of sharing: a read waits for the reads queued before it on
-    /// the same connection (reads are short point and list queries), and a
-    /// connection that fails fails every read in flight on it.
+    /// the same connection (reads are short point and list queries), that
+    /// wait counts against its client deadline (statement timeout + 2 s), and
+    /// a connection that fails fails every read in flight on it.
     pub fn with_shared_read_connections(mut self, n: usize) -> Self {
         self.shared_reads = n;
         self

@@ -62,16 +62,22 @@ macro_rules! run {
                     Backend::Sqlite(pool) => pool.$mode(|$c| $lite).await,
                     Backend::Postgres(pool) => {
                         let conn = pool.conn(run!(@shared $mode)).await?;
-                        let out = {
+                        let timed = {
                             let $p: &Client = &conn;
-                            crate::postgres::with_deadline(pool.deadline(), $pg).await
+                            crate::postgres::timed(pool.deadline(), $pg).await
                         };
-                        if matches!(out, Err(Error::Timeout { .. })) {
+                        match timed {
+                            Ok(out) => {
+                                conn.answered();
+                                out
+                            }
                             // Maybe a frozen server or a dead path: never
                             // hand this connection out again.
-                            conn.discard();
+                            Err(d) => {
+                                conn.discard(d);
+                                Err(crate::postgres::missed_deadline(d))
+                            }
                         }
-                        out
                     }
                 },
                 Exec::SqliteTx(slot, state) => {

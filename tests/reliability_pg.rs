@@ -1051,16 +1051,27 @@ async fn dropped_unit_of_work_leaves_no_idle_transaction() {
 /// neither TCP keepalives nor the server's statement timeout can end the call)
 /// fails the call with `Error::Timeout` at the client-side deadline
 /// (statement timeout + 2 s), and the frozen connection is discarded, so the
-/// next call on the same handle (pool of one) gets a fresh connection.
+/// next call on the same handle gets a fresh connection. With a pool of one
+/// the read runs on a connection of its own; with a pool of two, on a shared
+/// read connection (D-041), which must be discarded the same way.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn frozen_server_fails_calls_at_the_client_deadline() {
+    frozen_server(1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frozen_server_fails_shared_reads_at_the_client_deadline() {
+    frozen_server(2).await;
+}
+
+async fn frozen_server(pool_size: usize) {
     let cluster = Cluster::start();
     let url = cluster.create_database("frozen").await;
     let statement = Duration::from_millis(500);
     let db = persist::open(
         &Config::from_url(&url)
             .unwrap()
-            .with_pool_size(1)
+            .with_pool_size(pool_size)
             .with_statement_timeout(Some(statement)),
     )
     .await
@@ -1117,7 +1128,7 @@ async fn frozen_server_fails_calls_at_the_client_deadline() {
         "next call: {fresh:?}"
     );
     eprintln!(
-        "reliability frozen-server backend=postgres waited_ms={} bound_ms={} violations=0",
+        "reliability frozen-server backend=postgres pool_size={pool_size} waited_ms={} bound_ms={} violations=0",
         waited.as_millis(),
         bound.as_millis()
     );

@@ -114,21 +114,27 @@ async fn concurrent_reads_share_at_most_the_configured_connections() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shared_connections_go_back_to_the_pool_when_idle() {
-    let admin = common::admin_client().await;
-    let pg = seeded(&admin).await;
+    let pg = seeded(&common::admin_client().await).await;
     let db = persist::open(
         &Config::from_url(&pg.url)
             .unwrap()
-            .with_pool_size(1)
+            .with_pool_size(2)
             .with_shared_read_connections(1)
             .with_acquire_timeout(Duration::from_millis(300)),
     )
     .await
     .unwrap();
     concurrent_lookups(&db).await;
-    // The pool's only connection is free again: a unit of work gets it.
-    let tx = db.begin().await.expect("begin after the reads");
-    tx.progression()
+    // Both pooled connections are free again: two units of work get them.
+    let tx1 = db
+        .begin()
+        .await
+        .expect("first unit of work after the reads");
+    let tx2 = db
+        .begin()
+        .await
+        .expect("second unit of work after the reads");
+    tx1.progression()
         .set(&persist::Progression {
             user_id: UserId(1),
             level: 2,
@@ -136,12 +142,12 @@ async fn shared_connections_go_back_to_the_pool_when_idle() {
         })
         .await
         .unwrap();
-    // While the unit of work holds it, a read waits for the pool like any
+    // While they hold every connection, a read waits for the pool like any
     // other call, and gives up at the acquire timeout.
     let waiting = db.sessions().find_by_token(&token(0)).await;
     assert!(
         matches!(waiting, Err(Error::Timeout { .. })),
-        "read while the only connection is in a unit of work: {waiting:?}"
+        "read while every connection is in a unit of work: {waiting:?}"
     );
     // A read cancelled while it waits must not leave its shared connection
     // half-opened: the reads after the commit would wait for it forever.
@@ -151,9 +157,129 @@ async fn shared_connections_go_back_to_the_pool_when_idle() {
     )
     .await;
     assert!(cancelled.is_err(), "read completed: {cancelled:?}");
-    tx.commit().await.unwrap();
+    tx1.commit().await.unwrap();
+    tx2.rollback().await.unwrap();
     assert_eq!(db.progression().get(UserId(1)).await.unwrap().xp, 50);
     concurrent_lookups(&db).await;
-    assert_eq!(backends(&admin, &pg.name).await, 1);
+    db.close().await;
+}
+
+/// Runs `readers` tasks looking sessions up in a loop until `stop`; returns
+/// how many lookups failed, with the first error.
+fn spawn_readers(
+    db: &Db,
+    readers: usize,
+    stop: &std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<(u64, u64, Option<String>)>> {
+    (0..readers)
+        .map(|r| {
+            let db = db.clone();
+            let stop = std::sync::Arc::clone(stop);
+            tokio::spawn(async move {
+                let (mut ok, mut failed, mut first) = (0u64, 0u64, None);
+                let mut k = r;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    k += 1;
+                    match db.sessions().find_by_token(&token(k % ACCOUNTS)).await {
+                        Ok(_) => ok += 1,
+                        Err(e) => {
+                            failed += 1;
+                            first.get_or_insert_with(|| e.to_string());
+                        }
+                    }
+                }
+                (ok, failed, first)
+            })
+        })
+        .collect()
+}
+
+async fn stop_readers(
+    stop: &std::sync::Arc<std::sync::atomic::AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<(u64, u64, Option<String>)>>,
+) -> (u64, u64, Option<String>) {
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut total = (0, 0, None);
+    for t in tasks {
+        let (ok, failed, first) = t.await.expect("reader task");
+        total.0 += ok;
+        total.1 += failed;
+        if total.2.is_none() {
+            total.2 = first;
+        }
+    }
+    total
+}
+
+/// Reads that never stop must not hold every pooled connection: with a pool
+/// of two and sharing asked for two, writes still get a connection (reads
+/// share at most pool size - 1 connections).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sustained_reads_never_starve_writes() {
+    let pg = seeded(&common::admin_client().await).await;
+    let db = persist::open(
+        &Config::from_url(&pg.url)
+            .unwrap()
+            .with_pool_size(2)
+            .with_shared_read_connections(2)
+            .with_acquire_timeout(Duration::from_millis(500)),
+    )
+    .await
+    .unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers = spawn_readers(&db, 16, &stop);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut writes = Vec::new();
+    for xp in 1..=5 {
+        writes.push(
+            db.progression()
+                .set(&persist::Progression {
+                    user_id: UserId(1),
+                    level: 1,
+                    xp,
+                })
+                .await,
+        );
+    }
+    let (ok, failed, first) = stop_readers(&stop, readers).await;
+    for (i, w) in writes.iter().enumerate() {
+        assert!(w.is_ok(), "write {i} under sustained reads: {w:?}");
+    }
+    assert_eq!(db.progression().get(UserId(1)).await.unwrap().xp, 5);
+    assert_eq!(failed, 0, "reads failed: {first:?}");
+    assert!(ok > 0);
+    db.close().await;
+}
+
+/// When no pooled connection is free, a read shares a live connection
+/// instead of waiting for the pool: two units of work hold two of three
+/// connections, and reads keep succeeding on the third.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_share_a_live_connection_rather_than_wait_for_the_pool() {
+    let pg = seeded(&common::admin_client().await).await;
+    let db = persist::open(
+        &Config::from_url(&pg.url)
+            .unwrap()
+            .with_pool_size(3)
+            .with_shared_read_connections(2)
+            .with_acquire_timeout(Duration::from_millis(200)),
+    )
+    .await
+    .unwrap();
+    let tx1 = db.begin().await.unwrap();
+    let tx2 = db.begin().await.unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers = spawn_readers(&db, 16, &stop);
+    // Several acquire timeouts long: a read that waited for the pool would
+    // have failed by now.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let (ok, failed, first) = stop_readers(&stop, readers).await;
+    assert_eq!(
+        failed, 0,
+        "reads failed while a live connection could serve them: {first:?}"
+    );
+    assert!(ok > 0);
+    tx1.rollback().await.unwrap();
+    tx2.rollback().await.unwrap();
     db.close().await;
 }

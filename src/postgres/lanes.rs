@@ -9,22 +9,28 @@
 //! soon as their last read finishes, so an idle `Db` holds no lane and units
 //! of work, writes and the migrator still get exclusive connections.
 //!
-//! Choosing a lane: the live lane with the fewest reads in flight; when even
-//! that one is busy and a lane is free, a connection is checked out to open
-//! it, so the load spreads over up to `lanes` server backends before reads
-//! start to queue behind one another. Reads never use more connections than
-//! there are lanes: while every lane is being opened, a read waits for one
-//! (at most the pool's acquire timeout). A sequential caller always runs on
-//! one lane, which is the pool's warmest connection (LIFO).
+//! Choosing a lane: the live lane with the fewest reads in flight, unless a
+//! lane is free and a pooled connection is free right now (checked without
+//! waiting), in which case that lane opens, so the load spreads over up to
+//! `lanes` server backends. A read never waits for the pool while a live lane
+//! can take it; it waits (at most the pool's acquire timeout in all) only when
+//! no lane is live. A sequential caller always runs on one lane, which is the
+//! pool's warmest connection (LIFO). There are at most `pool_size - 1` lanes,
+//! so reads can never hold every connection: writes and units of work always
+//! have one to wait for.
+//!
+//! A read that misses the client deadline discards its lane's connection only
+//! when no read on that lane got an answer within the deadline (a frozen
+//! server or a dead path); on a live but slow connection it just fails.
 //!
 //! Writes never use lanes: each one waits for its commit flush, and commits
 //! pipelined on one connection flush one after the other, where separate
 //! connections share a flush (measured in docs/PERFORMANCE.md).
 
 use std::ops::Deref;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use deadpool_postgres::Object;
 use tokio::sync::futures::Notified;
@@ -40,6 +46,10 @@ use crate::error::{Error, Result};
 struct LaneConn {
     obj: Option<Object>,
     poisoned: AtomicBool,
+    /// When it was opened, and when a read on it last got an answer (in ms
+    /// after `opened`).
+    opened: Instant,
+    answered_ms: AtomicU64,
 }
 
 impl Drop for LaneConn {
@@ -53,6 +63,26 @@ impl Drop for LaneConn {
 }
 
 impl LaneConn {
+    fn new(obj: Object) -> Self {
+        LaneConn {
+            obj: Some(obj),
+            poisoned: AtomicBool::new(false),
+            opened: Instant::now(),
+            answered_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn since_opened_ms(&self) -> u64 {
+        u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Whether a read on it got an answer within the last `window`.
+    fn answered_within(&self, window: Duration) -> bool {
+        let window = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
+        let last = self.answered_ms.load(Ordering::Relaxed);
+        last > 0 && self.since_opened_ms().saturating_sub(last) < window
+    }
+
     fn client(&self) -> &Client {
         // `obj` is `Some` from construction until `drop`.
         self.obj
@@ -105,13 +135,26 @@ impl Deref for Conn<'_> {
 }
 
 impl Conn<'_> {
-    /// Never hands this connection out again (after a missed deadline: maybe
-    /// a frozen server or a dead network path). Reads already in flight on a
-    /// shared connection finish or time out on their own.
-    pub(crate) fn discard(self) {
+    /// Records that the call got an answer (the connection is alive).
+    pub(crate) fn answered(&self) {
+        if let Conn::Shared(s) = self {
+            let ms = s.conn.since_opened_ms().max(1);
+            s.conn.answered_ms.fetch_max(ms, Ordering::Relaxed);
+        }
+    }
+
+    /// After the call missed the client deadline `window`: never hands this
+    /// connection out again (maybe a frozen server or a dead network path).
+    /// A shared connection on which another read got an answer within
+    /// `window` is alive, only slow, and is kept. Reads already in flight on
+    /// a discarded shared connection finish or time out on their own.
+    pub(crate) fn discard(self, window: Duration) {
         match self {
             Conn::Exclusive(o) => drop(Object::take(o)),
             Conn::Shared(s) => {
+                if s.conn.answered_within(window) {
+                    return;
+                }
                 s.conn.poisoned.store(true, Ordering::Release);
                 let mut lanes = s.lanes.lock();
                 let lane = &mut lanes[s.index];
@@ -120,8 +163,10 @@ impl Conn<'_> {
                     lane.conn = None;
                     lane.in_flight = 0;
                 }
-                // `s` drops after the lock: its release finds the lane
-                // detached and leaves it alone.
+                // Unlock before `s` is released: its release takes the lock
+                // (and finds the lane detached).
+                drop(lanes);
+                drop(s);
             }
         }
     }
@@ -168,13 +213,18 @@ impl Drop for Opening<'_> {
 
 enum Pick<'a> {
     Live(usize, Arc<LaneConn>),
-    Open(usize),
-    /// Every lane is being opened: wait for one.
+    /// Open this lane; `wait`: no lane is live, so wait for the pool (else
+    /// only take a connection that is free right now).
+    Open {
+        index: usize,
+        wait: bool,
+    },
+    /// No lane is live and every lane is being opened: wait for one.
     Wait(Notified<'a>),
 }
 
 impl Lanes {
-    /// `count` lanes (at least one).
+    /// `count` lanes (at least one; the pool decides whether to use them).
     pub(crate) fn new(count: usize, acquire_timeout: Duration) -> Self {
         Lanes {
             lanes: Mutex::new((0..count.max(1)).map(|_| Lane::default()).collect()),
@@ -191,10 +241,12 @@ impl Lanes {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn pick(&self) -> Pick<'_> {
+    /// `may_open_busy`: whether to try opening a free lane while a live one
+    /// could take the read.
+    fn pick(&self, may_open_busy: bool) -> Pick<'_> {
         let mut lanes = self.lock();
         // A lane whose connection the server closed is dropped here; the pool
-        // discards the connection when it comes back (its recycle check).
+        // discards the connection at its next checkout (its recycle check).
         for lane in lanes.iter_mut() {
             if lane.conn.as_ref().is_some_and(|c| c.client().is_closed()) {
                 lane.conn = None;
@@ -206,37 +258,53 @@ impl Lanes {
             .enumerate()
             .filter(|(_, l)| l.conn.is_some())
             .min_by_key(|(_, l)| l.in_flight)
-            .map(|(i, l)| (i, l.in_flight));
+            .map(|(i, _)| i);
         let free = lanes.iter().position(|l| l.conn.is_none() && !l.opening);
-        // The least busy live lane, unless it is busy and a lane is free.
-        let live = best.filter(|&(_, busy)| busy == 0 || free.is_none());
-        if let Some((i, _)) = live {
-            let lane = &mut lanes[i];
-            if let Some(conn) = &lane.conn {
-                lane.in_flight += 1;
-                return Pick::Live(i, Arc::clone(conn));
+        let opening = lanes.iter().any(|l| l.opening);
+        if let Some(i) = best {
+            if free.is_none() || !may_open_busy {
+                let lane = &mut lanes[i];
+                if let Some(conn) = &lane.conn {
+                    lane.in_flight += 1;
+                    return Pick::Live(i, Arc::clone(conn));
+                }
             }
         }
         match free {
-            Some(i) => {
+            // Spread onto another lane if a connection is free right now.
+            Some(i) if may_open_busy && (best.is_some() || opening) => {
                 lanes[i].opening = true;
-                Pick::Open(i)
+                Pick::Open {
+                    index: i,
+                    wait: false,
+                }
             }
+            // No lane is live or being opened: this read opens one, waiting
+            // for the pool if it must.
+            Some(i) if best.is_none() && !opening => {
+                lanes[i].opening = true;
+                Pick::Open {
+                    index: i,
+                    wait: true,
+                }
+            }
+            // A lane is being opened: wait for it rather than for the pool.
             // Registered before the lock is released: no wake-up is missed.
-            None => Pick::Wait(self.opened.notified()),
+            _ => Pick::Wait(self.opened.notified()),
         }
     }
 
-    /// A shared connection for one single-statement read. `checkout` checks
-    /// a connection out of the pool to open a lane. Reads use at most as
-    /// many connections as there are lanes.
-    pub(crate) async fn read<F>(&self, checkout: impl Fn() -> F) -> Result<Conn<'_>>
+    /// A shared connection for one single-statement read. `checkout(wait)`
+    /// checks a connection out of the pool, waiting at most `wait` for a free
+    /// one (`Duration::ZERO`: only one free right now).
+    pub(crate) async fn read<F>(&self, checkout: impl Fn(Duration) -> F) -> Result<Conn<'_>>
     where
         F: std::future::Future<Output = Result<Object>>,
     {
         let deadline = tokio::time::Instant::now() + self.acquire_timeout;
+        let mut may_open_busy = true;
         loop {
-            match self.pick() {
+            match self.pick(may_open_busy) {
                 Pick::Live(index, conn) => {
                     return Ok(Conn::Shared(SharedRead {
                         lanes: self,
@@ -244,7 +312,19 @@ impl Lanes {
                         conn,
                     }))
                 }
-                Pick::Open(index) => return self.open(index, &checkout).await,
+                Pick::Open { index, wait } => {
+                    let within = if wait {
+                        deadline.saturating_duration_since(tokio::time::Instant::now())
+                    } else {
+                        Duration::ZERO
+                    };
+                    match self.open(index, checkout(within)).await {
+                        Ok(conn) => return Ok(conn),
+                        // No connection free right now: share a live lane.
+                        Err(Error::Timeout { .. }) if !wait => may_open_busy = false,
+                        Err(e) => return Err(e),
+                    }
+                }
                 Pick::Wait(opened) => {
                     if tokio::time::timeout_at(deadline, opened).await.is_err() {
                         return Err(Error::timeout("waiting for a pooled PostgreSQL connection"));
@@ -254,20 +334,18 @@ impl Lanes {
         }
     }
 
-    async fn open<F>(&self, index: usize, checkout: impl Fn() -> F) -> Result<Conn<'_>>
-    where
-        F: std::future::Future<Output = Result<Object>>,
-    {
+    async fn open(
+        &self,
+        index: usize,
+        checkout: impl std::future::Future<Output = Result<Object>>,
+    ) -> Result<Conn<'_>> {
         // Clears `opening` and wakes the waiters if the checkout fails or is
         // cancelled.
         let opening = Opening { lanes: self, index };
-        let obj = checkout().await?;
-        let conn = Arc::new(LaneConn {
-            obj: Some(obj),
-            poisoned: AtomicBool::new(false),
-        });
+        let conn = Arc::new(LaneConn::new(checkout.await?));
         let mut lanes = self.lock();
-        // The guard's work is done here, under the lock it would take.
+        // The guard's work is done here, under the lock its drop would take
+        // (dropping it here instead would deadlock).
         std::mem::forget(opening);
         let lane = &mut lanes[index];
         lane.opening = false;
@@ -285,7 +363,8 @@ impl Lanes {
         }))
     }
 
-    /// Drops every idle lane's hold on its connection (at close).
+    /// Drops the lanes' hold on their connections (at close); reads in flight
+    /// keep theirs until they end.
     pub(crate) fn clear(&self) {
         let taken: Vec<_> = self
             .lock()

@@ -52,11 +52,30 @@ pub(crate) async fn with_deadline<T>(
         None => call.await,
         Some(d) => match tokio::time::timeout(d, call).await {
             Ok(out) => out,
-            Err(_) => Err(Error::timeout(crate::error::after(
-                "PostgreSQL did not answer (client deadline: statement timeout + 2 s)",
-                d,
-            ))),
+            Err(_) => Err(missed_deadline(d)),
         },
+    }
+}
+
+pub(crate) fn missed_deadline(d: Duration) -> Error {
+    Error::timeout(crate::error::after(
+        "PostgreSQL did not answer (client deadline: statement timeout + 2 s)",
+        d,
+    ))
+}
+
+/// Runs one pool call with the client-side deadline: `Err(deadline)` when it
+/// missed it. The caller then discards the connection
+/// ([`lanes::Conn::discard`]); a call that got an answer (even an error, such
+/// as a server-side statement timeout) marks it alive
+/// ([`lanes::Conn::answered`]).
+pub(crate) async fn timed<T>(
+    deadline: Option<Duration>,
+    call: impl std::future::Future<Output = Result<T>>,
+) -> std::result::Result<Result<T>, Duration> {
+    match deadline {
+        None => Ok(call.await),
+        Some(d) => tokio::time::timeout(d, call).await.map_err(|_| d),
     }
 }
 
@@ -104,13 +123,12 @@ impl Pool {
             .recycle_timeout(Some(config.connect_timeout))
             .build()
             .map_err(|e| Error::Config(format!("cannot build the connection pool: {e}")))?;
+        // At most pool_size - 1 lanes: reads never hold every connection.
+        let lane_count = config.shared_reads.min(config.pool_size.saturating_sub(1));
         let pool = Pool {
             pool,
-            lanes: lanes::Lanes::new(
-                config.shared_reads.min(config.pool_size),
-                config.acquire_timeout,
-            ),
-            shared_reads: config.shared_reads > 0,
+            lanes: lanes::Lanes::new(lane_count, config.acquire_timeout),
+            shared_reads: lane_count > 0,
             deadline: config.statement_timeout.map(|d| d + DEADLINE_GRACE),
         };
         // Fail at open, not at the first query, when the server is unusable.
@@ -123,11 +141,22 @@ impl Pool {
         self.pool.get().await.map_err(error::map_pool)
     }
 
+    /// Checks a connection out of the pool, waiting at most `wait` for a
+    /// free one (`Duration::ZERO`: only one free right now).
+    async fn get_within(&self, wait: Duration) -> Result<Object> {
+        let mut timeouts = self.pool.timeouts();
+        timeouts.wait = Some(wait);
+        self.pool
+            .timeout_get(&timeouts)
+            .await
+            .map_err(error::map_pool)
+    }
+
     /// The connection for one repository call outside a unit of work: a
     /// shared one for a read (`shared`), else one of its own.
     pub(crate) async fn conn(&self, shared: bool) -> Result<lanes::Conn<'_>> {
         if shared && self.shared_reads {
-            self.lanes.read(|| self.get()).await
+            self.lanes.read(|wait| self.get_within(wait)).await
         } else {
             Ok(lanes::Conn::Exclusive(self.get().await?))
         }
