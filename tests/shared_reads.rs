@@ -262,17 +262,27 @@ async fn reads_share_a_live_connection_rather_than_wait_for_the_pool() {
             .unwrap()
             .with_pool_size(3)
             .with_shared_read_connections(2)
-            .with_acquire_timeout(Duration::from_millis(200)),
+            .with_acquire_timeout(Duration::from_millis(500)),
     )
     .await
     .unwrap();
+    // Open all three connections first, so the test measures waiting for the
+    // pool, not connecting (slow on a loaded machine).
+    let warm = [
+        db.begin().await.unwrap(),
+        db.begin().await.unwrap(),
+        db.begin().await.unwrap(),
+    ];
+    for tx in warm {
+        tx.rollback().await.unwrap();
+    }
     let tx1 = db.begin().await.unwrap();
     let tx2 = db.begin().await.unwrap();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let readers = spawn_readers(&db, 16, &stop);
     // Several acquire timeouts long: a read that waited for the pool would
     // have failed by now.
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     let (ok, failed, first) = stop_readers(&stop, readers).await;
     assert_eq!(
         failed, 0,
