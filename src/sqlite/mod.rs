@@ -364,7 +364,35 @@ async fn open_writer(path: &Path, s: Settings) -> Result<Connection> {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     configure(&c, s, true, path)?;
+    warn_if_shared_page_cache(&c);
     Ok(c)
+}
+
+/// Logs once per process when the linked SQLite shares one page cache across
+/// all connections (built with `SQLITE_ENABLE_MEMORY_MANAGEMENT`, the
+/// `bundled` default): identical connections then read at different speeds
+/// for their whole life (D-047). Builds in this repository undefine it.
+fn warn_if_shared_page_cache(c: &Connection) {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let options: rusqlite::Result<Vec<String>> = c
+            .prepare("PRAGMA compile_options")
+            .and_then(|mut st| st.query_map([], |r| r.get(0))?.collect());
+        if let Ok(options) = options {
+            if shares_page_cache(&options) {
+                tracing::warn!(
+                    "SQLite was built with SQLITE_ENABLE_MEMORY_MANAGEMENT: all connections \
+                     share one page cache and some read much slower than others; build with \
+                     LIBSQLITE3_FLAGS=-USQLITE_ENABLE_MEMORY_MANAGEMENT (see the README)"
+                );
+            }
+        }
+    });
+}
+
+/// Whether SQLite's compile options make its page cache process-wide.
+fn shares_page_cache(options: &[String]) -> bool {
+    options.iter().any(|o| o == "ENABLE_MEMORY_MANAGEMENT")
 }
 
 /// Longest sleep between two tries for a lock another process holds.
@@ -490,9 +518,21 @@ mod tests {
             "{options:?}"
         );
         assert!(
-            !options.iter().any(|o| o == "ENABLE_MEMORY_MANAGEMENT"),
+            !shares_page_cache(&options),
             "built with a process-wide page cache: {options:?}"
         );
+    }
+
+    #[test]
+    fn a_process_wide_page_cache_is_recognised_from_the_compile_options() {
+        let opts = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(shares_page_cache(&opts(&[
+            "ENABLE_FTS5",
+            "ENABLE_MEMORY_MANAGEMENT",
+            "THREADSAFE=1"
+        ])));
+        assert!(!shares_page_cache(&opts(&["ENABLE_FTS5", "THREADSAFE=1"])));
+        assert!(!shares_page_cache(&opts(&["ENABLE_MEMORY_MANAGEMENT_X"])));
     }
 
     #[tokio::test]
