@@ -58,25 +58,11 @@ pub(crate) async fn read_batch(
     after: Option<&[KeyValue]>,
     limit: usize,
 ) -> Result<Batch> {
-    let (cols, keys, name) = (t.column_list(), t.key_list(), t.name);
     let limit_i64 = i64::try_from(limit).unwrap_or(i64::MAX);
-    let sql = match after {
-        None => format!("SELECT {cols} FROM {name} ORDER BY {keys} LIMIT $1"),
-        Some(k) => {
-            let marks: Vec<String> = t
-                .key_columns()
-                .iter()
-                .take(k.len())
-                .enumerate()
-                .map(|(i, (_, kind))| format!("${}::{}", i + 1, cast(*kind)))
-                .collect();
-            format!(
-                "SELECT {cols} FROM {name} WHERE ({keys}) > ({}) ORDER BY {keys} LIMIT ${}",
-                marks.join(", "),
-                k.len() + 1
-            )
-        }
-    };
+    let sql = t.batch_sql(after.map(<[KeyValue]>::len), |i, kind| match kind {
+        Some(k) => format!("${i}::{}", cast(k)),
+        None => format!("${i}"),
+    });
     // Key values (token digests, emails' keys) never reach the driver's logs.
     let keys: Vec<Box<dyn ToSql + Sync + '_>> = after
         .iter()

@@ -11,7 +11,7 @@ use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{params_from_iter, Connection, OpenFlags, OptionalExtension, ToSql};
 
 use super::error::map;
-use super::{rollback_quietly, table_exists};
+use super::{in_immediate_transaction, table_exists};
 use crate::copy::{Batch, ColumnData, KeyValue, TableSpec, TABLES};
 use crate::error::{Error, Result};
 
@@ -71,19 +71,8 @@ pub(crate) fn read_batch(
     after: Option<&[KeyValue]>,
     limit: usize,
 ) -> Result<Batch> {
-    let (cols, keys, name) = (t.column_list(), t.key_list(), t.name);
     let limit_i64 = i64::try_from(limit).unwrap_or(i64::MAX);
-    let sql = match after {
-        None => format!("SELECT {cols} FROM {name} ORDER BY {keys} LIMIT ?1"),
-        Some(k) => {
-            let marks: Vec<String> = (1..=k.len()).map(|i| format!("?{i}")).collect();
-            format!(
-                "SELECT {cols} FROM {name} WHERE ({keys}) > ({}) ORDER BY {keys} LIMIT ?{}",
-                marks.join(", "),
-                k.len() + 1
-            )
-        }
-    };
+    let sql = t.batch_sql(after.map(<[KeyValue]>::len), |i, _| format!("?{i}"));
     let mut params: Vec<&dyn ToSql> = Vec::new();
     if let Some(k) = after {
         params.extend(k.iter().map(|v| v as &dyn ToSql));
@@ -132,7 +121,7 @@ pub(crate) fn write_batch(c: &Connection, t: &TableSpec, batch: &Batch) -> Resul
         t.column_list(),
         marks.join(", ")
     );
-    in_transaction(c, |c| {
+    in_immediate_transaction(c, |c| {
         let mut st = c.prepare_cached(&sql).map_err(map)?;
         for row in 0..batch.len {
             let cells: Vec<ToSqlOutput<'_>> =
@@ -146,30 +135,13 @@ pub(crate) fn write_batch(c: &Connection, t: &TableSpec, batch: &Batch) -> Resul
 /// Deletes every row of every copied table, children first, in one
 /// transaction.
 pub(crate) fn empty(c: &Connection) -> Result<()> {
-    in_transaction(c, |c| {
+    in_immediate_transaction(c, |c| {
         for t in TABLES.iter().rev() {
             c.execute(&format!("DELETE FROM {}", t.name), [])
                 .map_err(map)?;
         }
         Ok(())
     })
-}
-
-fn in_transaction(c: &Connection, f: impl FnOnce(&Connection) -> Result<()>) -> Result<()> {
-    c.execute_batch("BEGIN IMMEDIATE").map_err(map)?;
-    match f(c) {
-        Ok(()) => match c.execute_batch("COMMIT") {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                rollback_quietly(c, "ROLLBACK");
-                Err(map(e))
-            }
-        },
-        Err(e) => {
-            rollback_quietly(c, "ROLLBACK");
-            Err(e)
-        }
-    }
 }
 
 /// The number of rows of `t`.
@@ -231,7 +203,7 @@ pub(crate) fn max_user_id(c: &Connection) -> Result<i64> {
 /// Sets the AUTOINCREMENT counter of `accounts` to `value`: the next id is
 /// above it.
 pub(crate) fn set_id_counter(c: &Connection, value: i64) -> Result<()> {
-    in_transaction(c, |c| {
+    in_immediate_transaction(c, |c| {
         let changed = c
             .execute(
                 "UPDATE sqlite_sequence SET seq = ?1 WHERE name = 'accounts'",

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use rusqlite::{params, OptionalExtension};
 
 use super::error::map;
-use super::{rollback_quietly, set_busy_timeout, table_exists, WriteGuard};
+use super::{in_immediate_transaction, set_busy_timeout, table_exists, WriteGuard};
 use crate::error::{Error, Result};
 use crate::migrate::{failed, Applied, AppliedRow, Migration, MigrationBackend};
 
@@ -72,8 +72,8 @@ fn apply_in_transaction(
     m: &Migration,
     applied_at: i64,
 ) -> Result<Applied> {
-    c.execute_batch("BEGIN IMMEDIATE").map_err(map)?;
-    let result = apply_locked(c, m, applied_at).and_then(|applied| {
+    in_immediate_transaction(c, |c| {
+        let applied = apply_locked(c, m, applied_at)?;
         if matches!(applied, Applied::Already) {
             return Ok(applied);
         }
@@ -90,20 +90,7 @@ fn apply_in_transaction(
             ));
         }
         Ok(applied)
-    });
-    match result {
-        Ok(applied) => match c.execute_batch("COMMIT") {
-            Ok(()) => Ok(applied),
-            Err(e) => {
-                rollback_quietly(c, "ROLLBACK");
-                Err(map(e))
-            }
-        },
-        Err(e) => {
-            rollback_quietly(c, "ROLLBACK");
-            Err(e)
-        }
-    }
+    })
 }
 
 fn apply_locked(c: &rusqlite::Connection, m: &Migration, applied_at: i64) -> Result<Applied> {
