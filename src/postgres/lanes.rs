@@ -224,7 +224,7 @@ enum Pick<'a> {
 }
 
 impl Lanes {
-    /// `count` lanes (at least one; the pool decides whether to use them).
+    /// `count` lanes (at least one).
     pub(crate) fn new(count: usize, acquire_timeout: Duration) -> Self {
         Lanes {
             lanes: Mutex::new((0..count.max(1)).map(|_| Lane::default()).collect()),

@@ -29,9 +29,9 @@ pub(crate) type Client = deadpool_postgres::ClientWrapper;
 
 pub(crate) struct Pool {
     pool: deadpool_postgres::Pool,
-    /// Connections shared by single-statement reads (D-041).
-    lanes: lanes::Lanes,
-    shared_reads: bool,
+    /// Connections shared by single-statement reads (D-041); `None` when
+    /// reads are not shared.
+    lanes: Option<lanes::Lanes>,
     deadline: Option<Duration>,
 }
 
@@ -41,20 +41,15 @@ pub(crate) struct Pool {
 /// network path, which no server-side timeout can end.
 const DEADLINE_GRACE: Duration = Duration::from_secs(2);
 
-/// Runs one call on `conn` with the client-side deadline. On expiry the
-/// connection is discarded (never returned to the pool) and the call fails
-/// with [`Error::Timeout`].
+/// Runs one call with the client-side deadline; past it the call fails with
+/// [`Error::Timeout`], and the caller must not hand its connection out again.
 pub(crate) async fn with_deadline<T>(
     deadline: Option<Duration>,
     call: impl std::future::Future<Output = Result<T>>,
 ) -> Result<T> {
-    match deadline {
-        None => call.await,
-        Some(d) => match tokio::time::timeout(d, call).await {
-            Ok(out) => out,
-            Err(_) => Err(missed_deadline(d)),
-        },
-    }
+    timed(deadline, call)
+        .await
+        .unwrap_or_else(|d| Err(missed_deadline(d)))
 }
 
 pub(crate) fn missed_deadline(d: Duration) -> Error {
@@ -127,8 +122,7 @@ impl Pool {
         let lane_count = config.shared_reads.min(config.pool_size.saturating_sub(1));
         let pool = Pool {
             pool,
-            lanes: lanes::Lanes::new(lane_count, config.acquire_timeout),
-            shared_reads: lane_count > 0,
+            lanes: (lane_count > 0).then(|| lanes::Lanes::new(lane_count, config.acquire_timeout)),
             deadline: config.statement_timeout.map(|d| d + DEADLINE_GRACE),
         };
         // Fail at open, not at the first query, when the server is unusable.
@@ -155,8 +149,8 @@ impl Pool {
     /// The connection for one repository call outside a unit of work: a
     /// shared one for a read (`shared`), else one of its own.
     pub(crate) async fn conn(&self, shared: bool) -> Result<lanes::Conn<'_>> {
-        if shared && self.shared_reads {
-            self.lanes.read(|wait| self.get_within(wait)).await
+        if let (true, Some(lanes)) = (shared, &self.lanes) {
+            lanes.read(|wait| self.get_within(wait)).await
         } else {
             Ok(lanes::Conn::Exclusive(self.get().await?))
         }
@@ -183,6 +177,8 @@ impl Pool {
 
     pub(crate) fn close(&self) {
         self.pool.close();
-        self.lanes.clear();
+        if let Some(lanes) = &self.lanes {
+            lanes.clear();
+        }
     }
 }
