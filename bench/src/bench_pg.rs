@@ -10,7 +10,7 @@ use persist::{Config, Db};
 use tokio_postgres::Client;
 
 use crate::data::{token, Scale, PASS_HASH, SESSION_TTL, T0};
-use crate::harness::{median, run_cell, Ctx, Entry, Subject};
+use crate::harness::{run_cell, Ctx, Entry, Subject};
 use crate::ops::Op;
 use crate::raw_pg::{connect_client, RawPg};
 use crate::report::{Record, Results};
@@ -194,22 +194,9 @@ fn record(
     e: &Entry,
     samples: Vec<f64>,
 ) {
-    res.push(Record {
-        backend: "postgres",
-        durability: None,
-        data_set,
-        sessions_in_table: sessions,
-        operation: op.name().to_string(),
-        implementation: e.implementation,
-        variant: e.variant,
-        concurrency: c,
-        ops_per_sec: median(&samples),
-        samples,
-        peak_rss_kib: None,
-        sweep: None,
-        rss: None,
-        batches: None,
-    });
+    res.push(Record::cell(
+        "postgres", None, data_set, sessions, op, c, e, samples,
+    ));
 }
 
 async fn inner(
@@ -348,6 +335,24 @@ async fn shared_variant(url: &str, shared: usize, label: &'static str) -> Result
     ))
 }
 
+/// Session lookups, sequential and by 16 tasks, with `sessions` rows in the
+/// growth table.
+async fn growth_lookups(
+    es: &[Entry],
+    sessions: u64,
+    opts: &Opts,
+    ctx: &Arc<Ctx>,
+    res: &mut Results,
+) -> Result<()> {
+    for c in [1, 16] {
+        let s = run_cell(es, Op::SessionLookup, c, opts.timing, ctx, sessions).await?;
+        for (e, s) in es.iter().zip(s) {
+            record(res, "growth", sessions, Op::SessionLookup, c, e, s);
+        }
+    }
+    Ok(())
+}
+
 async fn growth(opts: &Opts, ctx: &Arc<Ctx>, res: &mut Results, url: &str) -> Result<()> {
     let scale = ctx.scale;
     let db = open_persist(url).await?;
@@ -371,28 +376,7 @@ async fn growth(opts: &Opts, ctx: &Arc<Ctx>, res: &mut Results, url: &str) -> Re
         Entry::new("persist", PERSIST_VARIANT, Subject::Persist(db.clone())),
         Entry::new("raw", RAW_ONE, Subject::RawPg(RawPg::shared(url).await?)),
     ];
-    for c in [1, 16] {
-        let s = run_cell(
-            &es,
-            Op::SessionLookup,
-            c,
-            opts.timing,
-            ctx,
-            scale.growth_small,
-        )
-        .await?;
-        for (e, s) in es.iter().zip(s) {
-            record(
-                res,
-                "growth",
-                scale.growth_small,
-                Op::SessionLookup,
-                c,
-                e,
-                s,
-            );
-        }
-    }
+    growth_lookups(&es, scale.growth_small, opts, ctx, res).await?;
     let t = Instant::now();
     load_sessions(
         &loader,
@@ -408,28 +392,7 @@ async fn growth(opts: &Opts, ctx: &Arc<Ctx>, res: &mut Results, url: &str) -> Re
         scale.growth_large,
         t.elapsed().as_secs_f64()
     );
-    for c in [1, 16] {
-        let s = run_cell(
-            &es,
-            Op::SessionLookup,
-            c,
-            opts.timing,
-            ctx,
-            scale.growth_large,
-        )
-        .await?;
-        for (e, s) in es.iter().zip(s) {
-            record(
-                res,
-                "growth",
-                scale.growth_large,
-                Op::SessionLookup,
-                c,
-                e,
-                s,
-            );
-        }
-    }
+    growth_lookups(&es, scale.growth_large, opts, ctx, res).await?;
     let (stats, rate) = sweep::run(
         &db,
         T0 + 7200,

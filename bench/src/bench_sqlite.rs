@@ -10,7 +10,7 @@ use persist::{Config, Db, Durability};
 use rusqlite::params;
 
 use crate::data::{self, digest, seed_email, seed_username, token, Scale, PASS_HASH, T0};
-use crate::harness::{median, run_cell, Ctx, Entry, Subject};
+use crate::harness::{run_cell, Ctx, Entry, Subject};
 use crate::ops::Op;
 use crate::raw_sqlite::{self, RawSqlite, Sync};
 use crate::report::{BatchStats, Record, Results, SweepStats};
@@ -182,22 +182,16 @@ fn record(
     e: &Entry,
     samples: Vec<f64>,
 ) {
-    res.push(Record {
-        backend: "sqlite",
-        durability: Some(sync.name()),
+    res.push(Record::cell(
+        "sqlite",
+        Some(sync.name()),
         data_set,
-        sessions_in_table: sessions,
-        operation: op.name().to_string(),
-        implementation: e.implementation,
-        variant: e.variant,
-        concurrency: c,
-        ops_per_sec: median(&samples),
+        sessions,
+        op,
+        c,
+        e,
         samples,
-        peak_rss_kib: None,
-        sweep: None,
-        rss: None,
-        batches: None,
-    });
+    ));
 }
 
 pub async fn run(opts: &Opts, ctx: &Arc<Ctx>, res: &mut Results) -> Result<()> {

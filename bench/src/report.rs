@@ -86,6 +86,38 @@ pub struct Results {
     pub records: Vec<Record>,
 }
 
+impl Record {
+    /// The throughput figure of `e` on one cell: the median of `samples`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn cell(
+        backend: &'static str,
+        durability: Option<&'static str>,
+        data_set: &'static str,
+        sessions: u64,
+        op: crate::ops::Op,
+        c: usize,
+        e: &crate::harness::Entry,
+        samples: Vec<f64>,
+    ) -> Self {
+        Record {
+            backend,
+            durability,
+            data_set,
+            sessions_in_table: sessions,
+            operation: op.name().to_string(),
+            implementation: e.implementation,
+            variant: e.variant,
+            concurrency: c,
+            ops_per_sec: crate::harness::median(&samples),
+            samples,
+            peak_rss_kib: None,
+            sweep: None,
+            rss: None,
+            batches: None,
+        }
+    }
+}
+
 impl Results {
     pub fn push(&mut self, r: Record) {
         self.records.push(r);
