@@ -375,10 +375,7 @@ async fn open_writer(path: &Path, s: Settings) -> Result<Connection> {
 fn warn_if_shared_page_cache(c: &Connection) {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
-        let options: rusqlite::Result<Vec<String>> = c
-            .prepare("PRAGMA compile_options")
-            .and_then(|mut st| st.query_map([], |r| r.get(0))?.collect());
-        if let Ok(options) = options {
+        if let Ok(options) = compile_options(c) {
             if shares_page_cache(&options) {
                 tracing::warn!(
                     "SQLite was built with SQLITE_ENABLE_MEMORY_MANAGEMENT: all connections \
@@ -388,6 +385,13 @@ fn warn_if_shared_page_cache(c: &Connection) {
             }
         }
     });
+}
+
+/// The options the linked SQLite was compiled with (`PRAGMA compile_options`).
+fn compile_options(c: &Connection) -> rusqlite::Result<Vec<String>> {
+    c.prepare("PRAGMA compile_options")?
+        .query_map([], |r| r.get(0))?
+        .collect()
 }
 
 /// Whether SQLite's compile options make its page cache process-wide.
@@ -527,14 +531,7 @@ mod tests {
     /// every connection of the process shares one page-cache pool.
     #[test]
     fn sqlite_is_built_with_a_page_cache_per_connection() {
-        let c = Connection::open_in_memory().unwrap();
-        let options: Vec<String> = c
-            .prepare("PRAGMA compile_options")
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<rusqlite::Result<_>>()
-            .unwrap();
+        let options = compile_options(&Connection::open_in_memory().unwrap()).unwrap();
         assert!(
             options.iter().any(|o| o.starts_with("THREADSAFE")),
             "{options:?}"
