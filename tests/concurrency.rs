@@ -516,45 +516,9 @@ async fn readers_see_only_committed_states(db: &Db) {
     );
 }
 
-const TABLES: [&str; 5] = [
-    "accounts",
-    "sessions",
-    "army_loadouts",
-    "progression",
-    "user_unlocks",
-];
-
 /// Row counts of the five tables, read through a raw connection.
 async fn counts(db: &Db) -> [i64; 5] {
-    let mut out = [0; 5];
-    match db.backend() {
-        persist::BackendKind::Sqlite => {
-            let c = rusqlite::Connection::open(db.config().sqlite_path().unwrap()).unwrap();
-            for (i, t) in TABLES.iter().enumerate() {
-                out[i] = c
-                    .query_row(&format!("SELECT count(*) FROM {t}"), [], |r| r.get(0))
-                    .unwrap();
-            }
-        }
-        persist::BackendKind::Postgres => {
-            let url = common::with_database(
-                &common::pg_admin_url(),
-                db.config().postgres_database().unwrap(),
-            );
-            let (c, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-                .await
-                .unwrap();
-            tokio::spawn(conn);
-            for (i, t) in TABLES.iter().enumerate() {
-                out[i] = c
-                    .query_one(&format!("SELECT count(*) FROM {t}"), &[])
-                    .await
-                    .unwrap()
-                    .get(0);
-            }
-        }
-    }
-    out
+    common::raw::Raw::open(db).await.counts().await
 }
 
 conformance!(

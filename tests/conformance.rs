@@ -7,9 +7,10 @@ mod common;
 
 use std::fmt::Debug;
 
+use common::raw::{Raw, TABLES};
 use persist::{
-    Account, BackendKind, Db, Entity, Error, Loadout, NewAccount, PieceAbilities, Progression,
-    SessionId, UniqueKey, Unlock, UserId, Violation,
+    Account, Db, Entity, Error, Loadout, NewAccount, PieceAbilities, Progression, SessionId,
+    UniqueKey, Unlock, UserId, Violation,
 };
 use sha2::{Digest, Sha256};
 
@@ -82,41 +83,12 @@ fn sid(token: &str) -> SessionId {
     hex::encode(&sha256(token)[..16]).parse().unwrap()
 }
 
-const TABLES: [&str; 5] = [
-    "accounts",
-    "sessions",
-    "army_loadouts",
-    "progression",
-    "user_unlocks",
-];
-
-fn pg_url(db: &Db) -> String {
-    common::with_database(
-        &common::pg_admin_url(),
-        db.config().postgres_database().expect("a PostgreSQL db"),
-    )
-}
-
-async fn pg_raw(url: &str) -> tokio_postgres::Client {
-    let (c, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .expect("raw PostgreSQL connection");
-    tokio::spawn(conn);
-    c
-}
-
-fn sqlite_raw(db: &Db) -> rusqlite::Connection {
-    rusqlite::Connection::open(db.config().sqlite_path().expect("a SQLite file db"))
-        .expect("raw SQLite connection")
-}
-
 /// Every row of the five tables, read through a raw connection (not the
 /// repositories), so "nothing changed" is checked against the real storage.
 async fn snapshot(db: &Db) -> Vec<String> {
     let mut out = Vec::new();
-    match db.backend() {
-        BackendKind::Sqlite => {
-            let c = sqlite_raw(db);
+    match Raw::open(db).await {
+        Raw::Sqlite(c) => {
             for t in TABLES {
                 let mut st = c.prepare(&format!("SELECT * FROM {t}")).unwrap();
                 let n = st.column_count();
@@ -132,8 +104,7 @@ async fn snapshot(db: &Db) -> Vec<String> {
                 out.extend(v);
             }
         }
-        BackendKind::Postgres => {
-            let c = pg_raw(&pg_url(db)).await;
+        Raw::Postgres(c) => {
             for t in TABLES {
                 for r in c
                     .query(&format!("SELECT {t}::text FROM {t} ORDER BY 1"), &[])
@@ -150,28 +121,7 @@ async fn snapshot(db: &Db) -> Vec<String> {
 
 /// Row counts of the five tables, in `TABLES` order.
 async fn counts(db: &Db) -> [i64; 5] {
-    let mut out = [0; 5];
-    match db.backend() {
-        BackendKind::Sqlite => {
-            let c = sqlite_raw(db);
-            for (i, t) in TABLES.iter().enumerate() {
-                out[i] = c
-                    .query_row(&format!("SELECT count(*) FROM {t}"), [], |r| r.get(0))
-                    .unwrap();
-            }
-        }
-        BackendKind::Postgres => {
-            let c = pg_raw(&pg_url(db)).await;
-            for (i, t) in TABLES.iter().enumerate() {
-                out[i] = c
-                    .query_one(&format!("SELECT count(*) FROM {t}"), &[])
-                    .await
-                    .unwrap()
-                    .get(0);
-            }
-        }
-    }
-    out
+    Raw::open(db).await.counts().await
 }
 
 /// A user with a row in every table: 2 sessions, a loadout, progression and
@@ -1799,16 +1749,13 @@ async fn raw_loadout_row(db: &Db, user: UserId) -> Vec<i64> {
                ability_pawn, ability_knight, ability_bishop, ability_rook, ability_queen, \
                ability_king, item_1, item_2, item_3, item_4, updated_at \
                FROM army_loadouts WHERE user_id = ";
-    match db.backend() {
-        BackendKind::Sqlite => {
-            let c = sqlite_raw(db);
-            c.query_row(&format!("{sql}?1"), [user.0], |r| {
+    match Raw::open(db).await {
+        Raw::Sqlite(c) => c
+            .query_row(&format!("{sql}?1"), [user.0], |r| {
                 (0..16).map(|i| r.get::<_, i64>(i)).collect()
             })
-            .unwrap()
-        }
-        BackendKind::Postgres => {
-            let c = pg_raw(&pg_url(db)).await;
+            .unwrap(),
+        Raw::Postgres(c) => {
             let r = c.query_one(&format!("{sql}$1"), &[&user.0]).await.unwrap();
             let mut v: Vec<i64> = (0..15).map(|i| i64::from(r.get::<_, i32>(i))).collect();
             v.push(r.get(15));
@@ -2753,7 +2700,9 @@ async fn sqlite_sessions_dump_holds_no_bearer_token() {
 async fn postgres_sessions_dump_holds_no_bearer_token() {
     let t = common::postgres().await;
     let user = create_dump_sessions(&t.db).await;
-    let c = pg_raw(&t.url).await;
+    let Raw::Postgres(c) = Raw::open(&t.db).await else {
+        unreachable!("a PostgreSQL test database")
+    };
     let rows = c
         .query(
             "SELECT token, user_id, expires_at, created_at, sessions::text, \

@@ -16,9 +16,10 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 
+use common::raw::Raw;
 use persist::{
-    canonical_key, BackendKind, Db, Entity, Error, Loadout, NewAccount, PieceAbilities,
-    Progression, SessionId, UniqueKey, UserId, Violation,
+    canonical_key, Db, Entity, Error, Loadout, NewAccount, PieceAbilities, Progression, SessionId,
+    UniqueKey, UserId, Violation,
 };
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed, TestCaseError, TestRunner};
@@ -1112,58 +1113,6 @@ impl Backend<'_> {
 // Raw access: wipe between cases, count rows
 // ---------------------------------------------------------------------------
 
-const TABLES: [&str; 5] = [
-    "accounts",
-    "sessions",
-    "army_loadouts",
-    "progression",
-    "user_unlocks",
-];
-
-enum Raw {
-    Sqlite(rusqlite::Connection),
-    Postgres(tokio_postgres::Client),
-}
-
-impl Raw {
-    async fn open(t: &common::TestDb) -> Raw {
-        match t.db.backend() {
-            BackendKind::Sqlite => Raw::Sqlite(
-                rusqlite::Connection::open(t.db.config().sqlite_path().unwrap()).unwrap(),
-            ),
-            BackendKind::Postgres => {
-                let (c, conn) = tokio_postgres::connect(&t.url, tokio_postgres::NoTls)
-                    .await
-                    .unwrap();
-                tokio::spawn(conn);
-                Raw::Postgres(c)
-            }
-        }
-    }
-
-    /// Empties the five tables, children first.
-    async fn wipe(&self) {
-        let sql = "DELETE FROM user_unlocks; DELETE FROM progression; \
-                   DELETE FROM army_loadouts; DELETE FROM sessions; DELETE FROM accounts;";
-        match self {
-            Raw::Sqlite(c) => c.execute_batch(sql).unwrap(),
-            Raw::Postgres(c) => c.batch_execute(sql).await.unwrap(),
-        }
-    }
-
-    async fn counts(&self) -> [i64; 5] {
-        let mut out = [0; 5];
-        for (i, t) in TABLES.iter().enumerate() {
-            let sql = format!("SELECT count(*) FROM {t}");
-            out[i] = match self {
-                Raw::Sqlite(c) => c.query_row(&sql, [], |r| r.get(0)).unwrap(),
-                Raw::Postgres(c) => c.query_one(&sql, &[]).await.unwrap().get(0),
-            };
-        }
-        out
-    }
-}
-
 // ---------------------------------------------------------------------------
 // Running a sequence
 // ---------------------------------------------------------------------------
@@ -1318,7 +1267,7 @@ fn check_backend(name: &'static str, pg: bool) {
         } else {
             common::sqlite().await
         };
-        let raw = Raw::open(&t).await;
+        let raw = Raw::open(&t.db).await;
         (t, raw)
     });
     let mut runner = TestRunner::new(config());

@@ -49,9 +49,10 @@ use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Once;
 
+use common::raw::Raw;
 use persist::{
-    canonical_key, Account, BackendKind, Db, Entity, Error, Loadout, NewAccount, PieceAbilities,
-    Progression, Session, SessionId, UniqueKey, Unlock, UserId, Violation,
+    canonical_key, Account, Db, Entity, Error, Loadout, NewAccount, PieceAbilities, Progression,
+    Session, SessionId, UniqueKey, Unlock, UserId, Violation,
 };
 use proptest::prelude::*;
 use proptest::test_runner::{Config as PropConfig, RngSeed, TestCaseError, TestRunner};
@@ -1442,14 +1443,6 @@ impl Side<'_> {
 // Raw access: wipe, rows, counts
 // ---------------------------------------------------------------------------
 
-const TABLES: [&str; 5] = [
-    "accounts",
-    "sessions",
-    "army_loadouts",
-    "progression",
-    "user_unlocks",
-];
-
 /// One `accounts` row without its id: email, email_key, username,
 /// username_key, pass_hash, created_at, last_login_at.
 type AccountRow = (String, String, String, String, Vec<u8>, i64, Option<i64>);
@@ -1458,41 +1451,8 @@ const ACCOUNT_COLUMNS: &str =
     "SELECT email, email_key, username, username_key, pass_hash, created_at, last_login_at \
      FROM accounts";
 
-enum Raw {
-    Sqlite(rusqlite::Connection),
-    Postgres(tokio_postgres::Client),
-}
-
+/// The `accounts` rows, as stored.
 impl Raw {
-    async fn open(t: &common::TestDb) -> Raw {
-        match t.db.backend() {
-            BackendKind::Sqlite => {
-                let c = rusqlite::Connection::open(t.db.config().sqlite_path().expect("file"))
-                    .expect("raw SQLite connection");
-                c.busy_timeout(std::time::Duration::from_secs(10))
-                    .expect("busy timeout");
-                Raw::Sqlite(c)
-            }
-            BackendKind::Postgres => {
-                let (c, conn) = tokio_postgres::connect(&t.url, tokio_postgres::NoTls)
-                    .await
-                    .expect("raw PostgreSQL connection");
-                tokio::spawn(conn);
-                Raw::Postgres(c)
-            }
-        }
-    }
-
-    async fn wipe(&self) {
-        let sql = "BEGIN; DELETE FROM user_unlocks; DELETE FROM progression; \
-                   DELETE FROM army_loadouts; DELETE FROM sessions; DELETE FROM accounts; \
-                   COMMIT;";
-        match self {
-            Raw::Sqlite(c) => c.execute_batch(sql).expect("wipe SQLite"),
-            Raw::Postgres(c) => c.batch_execute(sql).await.expect("wipe PostgreSQL"),
-        }
-    }
-
     async fn accounts(&self) -> Vec<AccountRow> {
         let mut rows: Vec<AccountRow> = match self {
             Raw::Sqlite(c) => {
@@ -1532,33 +1492,6 @@ impl Raw {
         };
         rows.sort();
         rows
-    }
-
-    async fn counts(&self) -> [i64; 5] {
-        let sql = format!(
-            "SELECT {}",
-            TABLES
-                .map(|t| format!("(SELECT count(*) FROM {t})"))
-                .join(", ")
-        );
-        let mut out = [0; 5];
-        match self {
-            Raw::Sqlite(c) => c
-                .query_row(&sql, [], |r| {
-                    for (i, n) in out.iter_mut().enumerate() {
-                        *n = r.get(i)?;
-                    }
-                    Ok(())
-                })
-                .expect("counts"),
-            Raw::Postgres(c) => {
-                let r = c.query_one(&sql, &[]).await.expect("counts");
-                for (i, n) in out.iter_mut().enumerate() {
-                    *n = r.get(i);
-                }
-            }
-        }
-        out
     }
 }
 
@@ -1612,7 +1545,7 @@ impl Pair {
                 url: place.url.clone(),
                 place: common::Place::Postgres(place),
             };
-            let (raw_lite, raw_pg) = (Raw::open(&lite).await, Raw::open(&pg).await);
+            let (raw_lite, raw_pg) = (Raw::open(&lite.db).await, Raw::open(&pg.db).await);
             (lite, pg, raw_lite, raw_pg)
         });
         Pair {

@@ -23,6 +23,7 @@ mod common;
 
 use std::path::Path;
 
+use common::raw::TABLES;
 use persist::demo::DemoOptions;
 use persist::{
     Account, BackendKind, Config, CopyOptions, Db, Error, Loadout, NewAccount, Progression,
@@ -150,14 +151,6 @@ fn sqlite_files(db_path: &Path) -> Vec<(String, Vec<u8>)> {
         })
         .collect()
 }
-
-const TABLES: [&str; 5] = [
-    "accounts",
-    "sessions",
-    "army_loadouts",
-    "progression",
-    "user_unlocks",
-];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_storage_holds_no_bearer_token() {
