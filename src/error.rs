@@ -135,7 +135,7 @@ pub enum Error {
     /// [`CopyRefusal`](crate::CopyRefusal) says why (target holds data, source
     /// and target are one database, a schema not at this binary's version).
     #[error("copy refused: {0}")]
-    CopyRefused(crate::copy::CopyRefusal),
+    CopyRefused(crate::types::copy::CopyRefusal),
 
     /// [`copy`](crate::copy()) wrote every batch, but the row counts or content
     /// checksums of source and target differ afterwards (the source changed

@@ -37,29 +37,23 @@
 #![warn(missing_docs)]
 
 mod config;
-mod copy;
 mod db;
 pub mod demo;
 mod error;
-mod introspect;
 mod keys;
 mod migrate;
 mod models;
 mod postgres;
 mod repos;
 mod sqlite;
+mod tools;
 mod tx;
+mod types;
 mod validate;
-mod verify;
 
 pub use config::{BackendKind, Config, Durability, SslMode, DEFAULT_DATABASE_URL};
-pub use copy::{
-    content_checksum, copy, open_copy_source, ContentChecksum, CopyEvent, CopyOptions, CopyRefusal,
-    CopyReport, TableChecksum, COPY_TABLES,
-};
 pub use db::{open, Db};
 pub use error::{Entity, Error, Result, UniqueKey, Violation};
-pub use introspect::{read_schema, Check, Column, ForeignKey, Index, Schema, Table, TypeClass};
 pub use keys::canonical_key;
 pub use migrate::{
     Dialect, Migration, MigrationReport, MigrationState, MigrationStatus, Migrations,
@@ -69,5 +63,14 @@ pub use models::{
     SessionId, Unlock, UserId,
 };
 pub use repos::{Accounts, Loadouts, ProgressionRepo, Sessions, Unlocks};
+pub use tools::checksum::content_checksum;
+pub use tools::compare::compare;
+pub use tools::copy::{copy, open_copy_source};
+pub use tools::introspect::read_schema;
+pub use tools::verify::verify;
 pub use tx::Tx;
-pub use verify::{compare, verify, Difference, DifferenceKind, VerifyReport};
+pub use types::copy::{
+    ContentChecksum, CopyEvent, CopyOptions, CopyRefusal, CopyReport, TableChecksum,
+};
+pub use types::schema::{Check, Column, ForeignKey, Index, Schema, Table, TypeClass};
+pub use types::verify::{Difference, DifferenceKind, VerifyReport};

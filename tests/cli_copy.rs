@@ -15,8 +15,17 @@ use std::process::{Command, Output};
 use common::PgDatabase;
 use persist::{
     Account, Config, ContentChecksum, Db, Loadout, NewAccount, PieceAbilities, Progression,
-    Session, Unlock, UserId, COPY_TABLES,
+    Session, Unlock, UserId,
 };
+
+/// The copied tables, in the order `copy` and `content_checksum` use.
+const COPY_TABLES: [&str; 5] = [
+    "accounts",
+    "sessions",
+    "army_loadouts",
+    "progression",
+    "user_unlocks",
+];
 
 const BIN: &str = env!("CARGO_BIN_EXE_persist");
 

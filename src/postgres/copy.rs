@@ -15,8 +15,8 @@ use super::secret::Redacted;
 
 use super::error::map;
 use super::Client;
-use crate::copy::{Batch, ColumnData, KeyValue, Kind, TableSpec, TABLES};
 use crate::error::Result;
+use crate::types::tables::{Batch, ColumnData, KeyValue, Kind, TableSpec, TABLES};
 
 /// A dedicated connection (taken out of the pool, closed when dropped, so an
 /// abandoned snapshot never returns to the pool inside a transaction) holding

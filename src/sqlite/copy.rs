@@ -12,8 +12,8 @@ use rusqlite::{params_from_iter, Connection, OpenFlags, OptionalExtension, ToSql
 
 use super::error::map;
 use super::{in_immediate_transaction, table_exists};
-use crate::copy::{Batch, ColumnData, KeyValue, TableSpec, TABLES};
 use crate::error::{Error, Result};
+use crate::types::tables::{Batch, ColumnData, KeyValue, TableSpec, TABLES};
 
 /// A dedicated connection holding a read transaction: every read sees the
 /// database as it was when the snapshot was opened (WAL), whatever other

@@ -9,6 +9,7 @@
 
 pub(crate) mod accounts;
 pub(crate) mod copy;
+mod ddl;
 pub(crate) mod error;
 pub(crate) mod introspect;
 pub(crate) mod loadouts;

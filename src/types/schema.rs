@@ -1,7 +1,7 @@
 //! The schema of a live database, read from its catalog, in one shape for
 //! both dialects.
 //!
-//! [`read_schema`] reads tables (columns with type, type class, nullability
+//! [`read_schema`](crate::read_schema) reads tables (columns with type, type class, nullability
 //! and default; primary key; unique constraints; foreign keys with their
 //! delete and update rules; CHECK constraints; table options) plus indexes,
 //! views and triggers. SQLite: `sqlite_schema` and the `pragma_*` table-valued
@@ -11,15 +11,11 @@
 //!
 //! Names (declared types, CHECK texts, index definitions) are as each
 //! dialect's catalog spells them, so two schemas of the *same* dialect compare
-//! exactly ([`verify`](crate::verify) does that); across dialects compare the
+//! exactly ([`verify`](crate::verify()) does that); across dialects compare the
 //! dialect-neutral parts ([`Column::class`], keys, foreign keys).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-
-use crate::db::{Backend, Db};
-use crate::error::Result;
-use crate::{postgres, sqlite};
 
 /// A column type reduced to what both dialects share.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -201,66 +197,9 @@ pub struct Schema {
     pub triggers: BTreeSet<String>,
 }
 
-/// Reads the schema of the database `db` is open on.
-///
-/// # Errors
-/// [`Error::Closed`](crate::Error::Closed) after [`Db::close`];
-/// [`Error::Unavailable`](crate::Error::Unavailable),
-/// [`Error::Timeout`](crate::Error::Timeout) or a driver error when the
-/// catalog cannot be read.
-pub async fn read_schema(db: &Db) -> Result<Schema> {
-    match db.live()? {
-        Backend::Sqlite(p) => p.read(sqlite::introspect::schema).await,
-        Backend::Postgres(p) => postgres::introspect::schema(&*p.get().await?).await,
-    }
-}
-
-/// The type class of a SQLite declared type, by SQLite's affinity rules.
-pub(crate) fn sqlite_class(declared: &str) -> TypeClass {
-    let t = declared.to_ascii_uppercase();
-    if t.contains("INT") {
-        TypeClass::Integer
-    } else if t.contains("CHAR") || t.contains("CLOB") || t.contains("TEXT") {
-        TypeClass::Text
-    } else if t.contains("BLOB") || t.is_empty() {
-        TypeClass::Bytes
-    } else if t.contains("REAL") || t.contains("FLOA") || t.contains("DOUB") {
-        TypeClass::Real
-    } else {
-        TypeClass::Other
-    }
-}
-
-/// The type class of a PostgreSQL type as `format_type` prints it.
-pub(crate) fn pg_class(t: &str) -> TypeClass {
-    match t {
-        "bigint" | "integer" | "smallint" => TypeClass::Integer,
-        "text" | "name" => TypeClass::Text,
-        "bytea" => TypeClass::Bytes,
-        "real" | "double precision" => TypeClass::Real,
-        _ if t.starts_with("character") => TypeClass::Text,
-        _ => TypeClass::Other,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn type_classes() {
-        assert_eq!(sqlite_class("INTEGER"), TypeClass::Integer);
-        assert_eq!(sqlite_class("bigint"), TypeClass::Integer);
-        assert_eq!(sqlite_class("TEXT"), TypeClass::Text);
-        assert_eq!(sqlite_class("VARCHAR(10)"), TypeClass::Text);
-        assert_eq!(sqlite_class("BLOB"), TypeClass::Bytes);
-        assert_eq!(sqlite_class("REAL"), TypeClass::Real);
-        assert_eq!(sqlite_class("ANY"), TypeClass::Other);
-        assert_eq!(pg_class("bigint"), TypeClass::Integer);
-        assert_eq!(pg_class("character varying(32)"), TypeClass::Text);
-        assert_eq!(pg_class("bytea"), TypeClass::Bytes);
-        assert_eq!(pg_class("jsonb"), TypeClass::Other);
-    }
 
     #[test]
     fn descriptions() {
