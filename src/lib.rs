@@ -40,11 +40,12 @@ mod config;
 mod db;
 pub mod demo;
 mod error;
+mod exec;
 mod keys;
 mod migrate;
 mod models;
 mod postgres;
-mod repos;
+mod repo;
 mod sqlite;
 mod tools;
 mod tx;
@@ -62,7 +63,7 @@ pub use models::{
     Account, ArmyAbilities, Items, Loadout, NewAccount, PieceAbilities, Progression, Session,
     SessionId, Unlock, UserId,
 };
-pub use repos::{Accounts, Loadouts, ProgressionRepo, Sessions, Unlocks};
+pub use repo::{Accounts, Loadouts, ProgressionRepo, Sessions, Unlocks};
 pub use tools::checksum::content_checksum;
 pub use tools::compare::compare;
 pub use tools::copy::{copy, open_copy_source};

@@ -1,14 +1,12 @@
 //! Units of work spanning repositories.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-
 use deadpool_postgres::Object;
 
 use crate::db::{Backend, Db};
 use crate::error::{Error, Result};
-use crate::postgres;
-use crate::repos::{Accounts, Exec, Loadouts, ProgressionRepo, Sessions, Unlocks};
-use crate::sqlite::{self, WriteGuard};
+use crate::exec::{Exec, TxState};
+use crate::sqlite::WriteGuard;
+use crate::{postgres, sqlite};
 
 enum Conn {
     Sqlite(WriteGuard),
@@ -36,43 +34,6 @@ pub struct Tx {
     state: TxState,
 }
 
-/// Health of a unit of work: calls in flight (a call dropped mid-way stays
-/// counted) and whether one failed.
-#[derive(Default)]
-pub(crate) struct TxState {
-    in_flight: AtomicU32,
-    failed: AtomicBool,
-    /// PostgreSQL: the client-side deadline of one call.
-    deadline: Option<std::time::Duration>,
-}
-
-impl TxState {
-    pub(crate) fn enter(&self) -> Result<()> {
-        if self.failed.load(Ordering::Acquire) {
-            return Err(Error::Aborted);
-        }
-        self.in_flight.fetch_add(1, Ordering::AcqRel);
-        Ok(())
-    }
-
-    pub(crate) fn leave<T>(&self, out: &Result<T>) {
-        if let Err(e) = out {
-            if !matches!(e, Error::NotFound(_)) {
-                self.failed.store(true, Ordering::Release);
-            }
-        }
-        self.in_flight.fetch_sub(1, Ordering::AcqRel);
-    }
-
-    pub(crate) fn deadline(&self) -> Option<std::time::Duration> {
-        self.deadline
-    }
-
-    fn can_commit(&self) -> bool {
-        !self.failed.load(Ordering::Acquire) && self.in_flight.load(Ordering::Acquire) == 0
-    }
-}
-
 impl Db {
     /// Begins a unit of work.
     ///
@@ -85,10 +46,7 @@ impl Db {
         match self.live()? {
             Backend::Sqlite(p) => {
                 let guard = p.write_guard().await?;
-                guard.slot().with(|c| {
-                    c.execute_batch("BEGIN IMMEDIATE")
-                        .map_err(sqlite::error::map)
-                })?;
+                guard.slot().with(sqlite::tx::begin)?;
                 Ok(Tx {
                     conn: Some(Conn::Sqlite(guard)),
                     state: TxState::default(),
@@ -100,20 +58,17 @@ impl Db {
                 // connection going back to the pool inside a transaction.
                 let mut tx = Tx {
                     conn: Some(Conn::Postgres(Box::new(p.get().await?))),
-                    state: TxState {
-                        deadline: p.deadline(),
-                        ..TxState::default()
-                    },
+                    state: TxState::with_deadline(p.deadline()),
                 };
                 let begun = match &tx.conn {
-                    Some(Conn::Postgres(o)) => o.batch_execute("BEGIN").await,
+                    Some(Conn::Postgres(o)) => postgres::tx::begin(o).await,
                     _ => return Err(Error::Closed),
                 };
                 if let Err(e) = begun {
                     if let Some(Conn::Postgres(o)) = tx.conn.take() {
                         drop(Object::take(*o));
                     }
-                    return Err(postgres::error::map(e));
+                    return Err(e);
                 }
                 Ok(tx)
             }
@@ -122,34 +77,13 @@ impl Db {
 }
 
 impl Tx {
-    fn exec(&self) -> Exec<'_> {
+    pub(crate) fn exec(&self) -> Exec<'_> {
         match &self.conn {
             Some(Conn::Sqlite(g)) => Exec::SqliteTx(g.slot(), &self.state),
             Some(Conn::Postgres(o)) => Exec::PostgresTx(o, &self.state),
             // `conn` is taken only by commit/rollback/drop, which consume self.
             None => unreachable!("a finished Tx cannot be used"),
         }
-    }
-
-    /// The accounts repository, inside this unit of work.
-    pub fn accounts(&self) -> Accounts<'_> {
-        Accounts { ex: self.exec() }
-    }
-    /// The sessions repository, inside this unit of work.
-    pub fn sessions(&self) -> Sessions<'_> {
-        Sessions { ex: self.exec() }
-    }
-    /// The loadouts repository, inside this unit of work.
-    pub fn loadouts(&self) -> Loadouts<'_> {
-        Loadouts { ex: self.exec() }
-    }
-    /// The progression repository, inside this unit of work.
-    pub fn progression(&self) -> ProgressionRepo<'_> {
-        ProgressionRepo { ex: self.exec() }
-    }
-    /// The unlocks repository, inside this unit of work.
-    pub fn unlocks(&self) -> Unlocks<'_> {
-        Unlocks { ex: self.exec() }
     }
 
     /// Commits every change made through this unit of work.
@@ -160,17 +94,10 @@ impl Tx {
     /// back too).
     pub async fn commit(mut self) -> Result<()> {
         if !self.state.can_commit() {
-            self.finish("ROLLBACK").await?;
+            self.finish(End::Rollback).await?;
             return Err(Error::Aborted);
         }
-        // On PostgreSQL, COMMIT of an aborted transaction answers as a
-        // rollback without an error; the SELECT fails in that state, which
-        // stops the batch before COMMIT and reports it.
-        let sql = match self.conn {
-            Some(Conn::Postgres(_)) => "SELECT 1; COMMIT",
-            _ => "COMMIT",
-        };
-        self.finish(sql).await
+        self.finish(End::Commit).await
     }
 
     /// Rolls back every change made through this unit of work.
@@ -179,43 +106,36 @@ impl Tx {
     /// The backend's error when the rollback fails (the connection is then
     /// discarded, which also ends the transaction).
     pub async fn rollback(mut self) -> Result<()> {
-        self.finish("ROLLBACK").await
+        self.finish(End::Rollback).await
     }
 
-    async fn finish(&mut self, sql: &str) -> Result<()> {
+    async fn finish(&mut self, end: End) -> Result<()> {
         match self.conn.take() {
-            Some(Conn::Sqlite(g)) => g.slot().with(|c| {
-                // SQLite may have rolled the transaction back by itself
-                // (SQLITE_FULL or IOERR in a statement without a statement
-                // journal): nothing is left to roll back or to commit.
-                if c.is_autocommit() {
-                    return if sql == "COMMIT" {
-                        Err(Error::Aborted)
-                    } else {
-                        Ok(())
-                    };
-                }
-                match c.execute_batch(sql) {
-                    Ok(()) => Ok(()),
-                    Err(e) => {
-                        if !c.is_autocommit() {
-                            sqlite::rollback_quietly(c, "ROLLBACK");
-                        }
-                        Err(sqlite::error::map(e))
-                    }
-                }
+            Some(Conn::Sqlite(g)) => g.slot().with(match end {
+                End::Commit => sqlite::tx::commit,
+                End::Rollback => sqlite::tx::rollback,
             }),
-            Some(Conn::Postgres(o)) => match o.batch_execute(sql).await {
-                Ok(()) => Ok(()),
-                Err(e) => {
+            Some(Conn::Postgres(o)) => {
+                let out = match end {
+                    End::Commit => postgres::tx::commit(&o).await,
+                    End::Rollback => postgres::tx::rollback(&o).await,
+                };
+                if out.is_err() {
                     // State unknown: never hand this connection out again.
                     drop(Object::take(*o));
-                    Err(postgres::error::map(e))
                 }
-            },
+                out
+            }
             None => Ok(()),
         }
     }
+}
+
+/// How a unit of work ends.
+#[derive(Clone, Copy)]
+enum End {
+    Commit,
+    Rollback,
 }
 
 impl Drop for Tx {
@@ -225,9 +145,7 @@ impl Drop for Tx {
             Some(Conn::Sqlite(g)) => {
                 // `with` fails only on a closed handle, whose connection is gone.
                 if let Err(e) = g.slot().with(|c| {
-                    if !c.is_autocommit() {
-                        sqlite::rollback_quietly(c, "ROLLBACK");
-                    }
+                    sqlite::tx::rollback_on_drop(c);
                     Ok(())
                 }) {
                     tracing::debug!(error = %e, "no rollback needed");
@@ -237,7 +155,7 @@ impl Drop for Tx {
                 // Roll back before the connection returns to the pool.
                 Ok(rt) => {
                     rt.spawn(async move {
-                        if let Err(e) = o.batch_execute("ROLLBACK").await {
+                        if let Err(e) = postgres::tx::rollback(&o).await {
                             tracing::warn!(error = %e, "rollback of a dropped unit of work failed");
                             drop(Object::take(*o));
                         }

@@ -5,6 +5,7 @@
 //! statements are prepared once per connection and cached.
 
 pub(crate) mod accounts;
+mod call;
 pub(crate) mod copy;
 pub(crate) mod error;
 pub(crate) mod introspect;
@@ -16,6 +17,7 @@ pub(crate) mod scratch;
 pub(crate) mod secret;
 pub(crate) mod sessions;
 pub(crate) mod tls;
+pub(crate) mod tx;
 pub(crate) mod unlocks;
 
 use std::time::Duration;

@@ -11,7 +11,8 @@ use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{params_from_iter, Connection, OpenFlags, OptionalExtension, ToSql};
 
 use super::error::map;
-use super::{in_immediate_transaction, table_exists};
+use super::table_exists;
+use super::tx::in_immediate_transaction;
 use crate::error::{Error, Result};
 use crate::types::tables::{Batch, ColumnData, KeyValue, TableSpec, TABLES};
 

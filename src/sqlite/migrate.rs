@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use rusqlite::{params, OptionalExtension};
 
 use super::error::map;
-use super::{in_immediate_transaction, set_busy_timeout, table_exists, WriteGuard};
+use super::tx::in_immediate_transaction;
+use super::{set_busy_timeout, table_exists, WriteGuard};
 use crate::error::{Error, Result};
 use crate::migrate::{failed, Applied, AppliedRow, Migration, MigrationBackend};
 

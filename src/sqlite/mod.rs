@@ -16,6 +16,7 @@ pub(crate) mod loadouts;
 pub(crate) mod migrate;
 pub(crate) mod progression;
 pub(crate) mod sessions;
+pub(crate) mod tx;
 pub(crate) mod unlocks;
 
 use std::path::{Path, PathBuf};
@@ -484,36 +485,6 @@ fn open_reader(path: &Path, s: Settings) -> Result<Connection> {
     c.pragma_update(None, "cache_size", -READER_CACHE_KIB)
         .map_err(|e| open_failed(path, e))?;
     Ok(c)
-}
-
-/// Runs `f` in a `BEGIN IMMEDIATE` transaction on `c`: commits when it
-/// succeeds, rolls back when it or the commit fails.
-pub(crate) fn in_immediate_transaction<T>(
-    c: &Connection,
-    f: impl FnOnce(&Connection) -> Result<T>,
-) -> Result<T> {
-    c.execute_batch("BEGIN IMMEDIATE").map_err(error::map)?;
-    match f(c) {
-        Ok(out) => match c.execute_batch("COMMIT") {
-            Ok(()) => Ok(out),
-            Err(e) => {
-                rollback_quietly(c, "ROLLBACK");
-                Err(error::map(e))
-            }
-        },
-        Err(e) => {
-            rollback_quietly(c, "ROLLBACK");
-            Err(e)
-        }
-    }
-}
-
-/// Rolls back after a failure that is already being reported; a failing
-/// rollback is logged, since the first error is the one the caller needs.
-pub(crate) fn rollback_quietly(c: &Connection, sql: &str) {
-    if let Err(e) = c.execute_batch(sql) {
-        tracing::warn!(error = %e, "sqlite rollback failed");
-    }
 }
 
 /// Whether a table named `name` exists in the database.

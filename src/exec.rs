@@ -1,0 +1,151 @@
+//! How one repository call runs: on the pool or inside a unit of work, with
+//! a tracing span, the shared read lanes, the client deadline and the unit
+//! of work's health. The one place every repository call goes through.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use rusqlite::Connection;
+use tracing::Instrument;
+
+use crate::config::BackendKind;
+use crate::db::{Backend, Db};
+use crate::error::{Error, Result};
+use crate::postgres::Client;
+use crate::{postgres, sqlite};
+
+/// Whether a call only reads: which SQLite connection a pool call uses, and
+/// whether a PostgreSQL pool call may run on a shared connection (D-041).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    Read,
+    Write,
+}
+
+/// Where a repository call runs.
+#[derive(Clone, Copy)]
+pub(crate) enum Exec<'a> {
+    Db(&'a Db),
+    SqliteTx(&'a sqlite::WriterSlot, &'a TxState),
+    PostgresTx(&'a Client, &'a TxState),
+}
+
+impl Exec<'_> {
+    fn backend_name(&self) -> &'static str {
+        match self {
+            Exec::Db(db) => match db.backend() {
+                BackendKind::Sqlite => "sqlite",
+                BackendKind::Postgres => "postgres",
+            },
+            Exec::SqliteTx(..) => "sqlite",
+            Exec::PostgresTx(..) => "postgres",
+        }
+    }
+
+    /// Runs one repository call: `lite` on SQLite, `pg` on PostgreSQL, on
+    /// the connection this `Exec` designates, inside a span per call
+    /// (operation, backend, duration, outcome kind). Values are never
+    /// recorded: no token, hash or email reaches a log.
+    pub(crate) async fn run<T>(
+        self,
+        op: &'static str,
+        mode: Mode,
+        lite: impl FnOnce(&Connection) -> Result<T>,
+        pg: impl AsyncFnOnce(&Client) -> Result<T>,
+    ) -> Result<T> {
+        let span = tracing::debug_span!("persist", op, backend = self.backend_name());
+        let start = (!span.is_disabled()).then(Instant::now);
+        let out = self.dispatch(mode, lite, pg).instrument(span.clone()).await;
+        if let Some(start) = start {
+            span.in_scope(|| {
+                tracing::debug!(
+                    elapsed_us = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX),
+                    outcome = match &out {
+                        Ok(_) => "ok",
+                        Err(e) => e.kind(),
+                    },
+                    "call"
+                )
+            });
+        }
+        out
+    }
+
+    async fn dispatch<T>(
+        self,
+        mode: Mode,
+        lite: impl FnOnce(&Connection) -> Result<T>,
+        pg: impl AsyncFnOnce(&Client) -> Result<T>,
+    ) -> Result<T> {
+        match self {
+            Exec::Db(db) => match db.live()? {
+                Backend::Sqlite(pool) => match mode {
+                    Mode::Read => pool.read(lite).await,
+                    Mode::Write => pool.write(lite).await,
+                },
+                Backend::Postgres(pool) => pool.call(mode == Mode::Read, pg).await,
+            },
+            Exec::SqliteTx(slot, state) => {
+                state.enter()?;
+                let out = slot.with(|c| {
+                    sqlite::tx::ensure_open(c)?;
+                    lite(c)
+                });
+                state.leave(&out);
+                out
+            }
+            Exec::PostgresTx(client, state) => {
+                state.enter()?;
+                let out = postgres::with_deadline(state.deadline(), pg(client)).await;
+                state.leave(&out);
+                out
+            }
+        }
+    }
+}
+
+/// Health of a unit of work: calls in flight (a call dropped mid-way stays
+/// counted) and whether one failed.
+#[derive(Default)]
+pub(crate) struct TxState {
+    in_flight: AtomicU32,
+    failed: AtomicBool,
+    /// PostgreSQL: the client-side deadline of one call.
+    deadline: Option<Duration>,
+}
+
+impl TxState {
+    pub(crate) fn with_deadline(deadline: Option<Duration>) -> Self {
+        TxState {
+            deadline,
+            ..TxState::default()
+        }
+    }
+
+    fn enter(&self) -> Result<()> {
+        if self.failed.load(Ordering::Acquire) {
+            return Err(Error::Aborted);
+        }
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// Any failure but [`Error::NotFound`] aborts the unit of work.
+    fn leave<T>(&self, out: &Result<T>) {
+        if let Err(e) = out {
+            if !matches!(e, Error::NotFound(_)) {
+                self.failed.store(true, Ordering::Release);
+            }
+        }
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    fn deadline(&self) -> Option<Duration> {
+        self.deadline
+    }
+
+    /// No call failed and none is still in flight.
+    pub(crate) fn can_commit(&self) -> bool {
+        !self.failed.load(Ordering::Acquire) && self.in_flight.load(Ordering::Acquire) == 0
+    }
+}

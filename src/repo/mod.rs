@@ -1,0 +1,97 @@
+//! The five repositories: input rules, then one call into the backend's
+//! SQL through [`Exec::run`](crate::exec::Exec).
+//!
+//! A repository is a short-lived view over either the pool ([`Db`]) or a
+//! unit of work ([`Tx`]); the same methods serve both.
+
+mod accounts;
+mod loadouts;
+mod progression;
+mod sessions;
+mod unlocks;
+
+pub use accounts::Accounts;
+pub use loadouts::Loadouts;
+pub use progression::ProgressionRepo;
+pub use sessions::Sessions;
+pub use unlocks::Unlocks;
+
+use crate::db::Db;
+use crate::exec::Exec;
+use crate::tx::Tx;
+
+impl Db {
+    /// The accounts repository.
+    pub fn accounts(&self) -> Accounts<'_> {
+        Accounts::new(Exec::Db(self))
+    }
+    /// The sessions repository.
+    pub fn sessions(&self) -> Sessions<'_> {
+        Sessions::new(Exec::Db(self))
+    }
+    /// The loadouts repository.
+    pub fn loadouts(&self) -> Loadouts<'_> {
+        Loadouts::new(Exec::Db(self))
+    }
+    /// The progression repository.
+    pub fn progression(&self) -> ProgressionRepo<'_> {
+        ProgressionRepo::new(Exec::Db(self))
+    }
+    /// The unlocks repository.
+    pub fn unlocks(&self) -> Unlocks<'_> {
+        Unlocks::new(Exec::Db(self))
+    }
+}
+
+impl Tx {
+    /// The accounts repository, inside this unit of work.
+    pub fn accounts(&self) -> Accounts<'_> {
+        Accounts::new(self.exec())
+    }
+    /// The sessions repository, inside this unit of work.
+    pub fn sessions(&self) -> Sessions<'_> {
+        Sessions::new(self.exec())
+    }
+    /// The loadouts repository, inside this unit of work.
+    pub fn loadouts(&self) -> Loadouts<'_> {
+        Loadouts::new(self.exec())
+    }
+    /// The progression repository, inside this unit of work.
+    pub fn progression(&self) -> ProgressionRepo<'_> {
+        ProgressionRepo::new(self.exec())
+    }
+    /// The unlocks repository, inside this unit of work.
+    pub fn unlocks(&self) -> Unlocks<'_> {
+        Unlocks::new(self.exec())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::models::{Loadout, UserId};
+
+    fn assert_send<T: Send>(_: &T) {}
+
+    /// Repository futures can be spawned on a multi-threaded runtime, on the
+    /// pool and inside a unit of work.
+    #[tokio::test(flavor = "current_thread")]
+    async fn repository_futures_are_send() {
+        let db = crate::open(&crate::Config::from_url("sqlite::memory:").unwrap())
+            .await
+            .unwrap();
+        db.migrate().await.unwrap();
+        let loadout = Loadout::empty(UserId(1), 1_700_000_000);
+        let (accounts, loadouts) = (db.accounts(), db.loadouts());
+        let (get, save) = (accounts.get(UserId(1)), loadouts.save(&loadout));
+        assert_send(&get);
+        assert_send(&save);
+        assert!(get.await.unwrap_err().is_not_found());
+        drop(save);
+        let tx = db.begin().await.unwrap();
+        let progression = tx.progression();
+        let in_tx = progression.add_xp(UserId(1), 5);
+        assert_send(&in_tx);
+        assert!(in_tx.await.unwrap_err().is_not_found());
+        db.close().await;
+    }
+}

@@ -1,0 +1,273 @@
+//! The `sessions` repository.
+
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result, Violation};
+use crate::exec::{Exec, Mode};
+use crate::models::{Session, SessionId, UserId};
+use crate::validate;
+use crate::{postgres, sqlite};
+
+/// Most rows one sweep batch deletes.
+const SWEEP_BATCH_MAX: i64 = 100_000;
+
+pub(crate) fn token_digest(token: &str) -> Result<[u8; 32]> {
+    validate::token(token)?;
+    Ok(Sha256::digest(token.as_bytes()).into())
+}
+
+/// `sessions`: keyed by the SHA-256 digest of the bearer token; the token
+/// itself is never stored.
+#[derive(Clone, Copy)]
+pub struct Sessions<'a> {
+    ex: Exec<'a>,
+}
+
+impl<'a> Sessions<'a> {
+    pub(super) fn new(ex: Exec<'a>) -> Self {
+        Sessions { ex }
+    }
+}
+
+impl Sessions<'_> {
+    /// Stores a session for the bearer token the caller issued.
+    ///
+    /// # Errors
+    /// [`Error::UnknownUser`]; [`Error::Conflict`]`(SessionToken)` when the
+    /// token is already in use; [`Error::InvalidInput`] for an empty or
+    /// over-long token (512 bytes), timestamps out of range, or `expires_at`
+    /// before `created_at`.
+    pub async fn create(
+        &self,
+        token: &str,
+        user: UserId,
+        created_at: i64,
+        expires_at: i64,
+    ) -> Result<Session> {
+        let digest = token_digest(token)?;
+        validate::user_id(user)?;
+        validate::timestamp("created_at", created_at)?;
+        validate::timestamp("expires_at", expires_at)?;
+        if expires_at < created_at {
+            return Err(Error::invalid(
+                "expires_at",
+                Violation::OutOfRange {
+                    min: created_at,
+                    max: validate::TIMESTAMP_MAX,
+                },
+            ));
+        }
+        self.ex
+            .run(
+                "sessions.create",
+                Mode::Write,
+                |c| sqlite::sessions::create(c, &digest, user, created_at, expires_at),
+                async |p| {
+                    postgres::sessions::create(p, &digest, user, created_at, expires_at).await
+                },
+            )
+            .await?;
+        Ok(Session {
+            id: session_id(&digest),
+            user_id: user,
+            created_at,
+            expires_at,
+        })
+    }
+
+    /// The session of a bearer token: one indexed point read. Expired
+    /// sessions are returned too; checking `expires_at` is the caller's rule.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`]; [`Error::InvalidInput`] for an empty or over-long
+    /// token.
+    pub async fn find_by_token(&self, token: &str) -> Result<Session> {
+        let digest = token_digest(token)?;
+        let (user_id, created_at, expires_at) = self
+            .ex
+            .run(
+                "sessions.find_by_token",
+                Mode::Read,
+                |c| sqlite::sessions::lookup(c, &digest),
+                async |p| postgres::sessions::lookup(p, &digest).await,
+            )
+            .await?;
+        Ok(Session {
+            id: session_id(&digest),
+            user_id,
+            created_at,
+            expires_at,
+        })
+    }
+
+    /// Deletes the session of a bearer token (logout).
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] when no session has this token.
+    pub async fn delete(&self, token: &str) -> Result<()> {
+        let digest = token_digest(token)?;
+        self.ex
+            .run(
+                "sessions.delete",
+                Mode::Write,
+                |c| sqlite::sessions::delete(c, &digest),
+                async |p| postgres::sessions::delete(p, &digest).await,
+            )
+            .await
+    }
+
+    /// Deletes every session of a user (password change, ban); returns how
+    /// many there were.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for an id below 1.
+    pub async fn delete_all_for_user(&self, user: UserId) -> Result<u64> {
+        validate::user_id(user)?;
+        self.ex
+            .run(
+                "sessions.delete_all_for_user",
+                Mode::Write,
+                |c| sqlite::sessions::delete_for_user(c, user),
+                async |p| postgres::sessions::delete_for_user(p, user).await,
+            )
+            .await
+    }
+
+    /// A user's sessions, oldest first.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for an id below 1.
+    pub async fn list_for_user(&self, user: UserId) -> Result<Vec<Session>> {
+        validate::user_id(user)?;
+        self.ex
+            .run(
+                "sessions.list_for_user",
+                Mode::Read,
+                |c| sqlite::sessions::list_for_user(c, user),
+                async |p| postgres::sessions::list_for_user(p, user).await,
+            )
+            .await
+    }
+
+    /// Revokes one of a user's sessions by its public id.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] when the user has no session with this id.
+    pub async fn revoke(&self, user: UserId, id: SessionId) -> Result<()> {
+        validate::user_id(user)?;
+        self.ex
+            .run(
+                "sessions.revoke",
+                Mode::Write,
+                |c| sqlite::sessions::revoke(c, user, &id),
+                async |p| postgres::sessions::revoke(p, user, &id).await,
+            )
+            .await
+    }
+
+    /// Deletes every session with `expires_at <= now`, in batches of at most
+    /// `batch_size` rows, each its own short transaction (on the pool), so a
+    /// sweep over millions of rows never holds a long write lock. A batch that
+    /// takes longer than 20 ms halves the next one; quick batches double it
+    /// back, up to `batch_size`. Returns the number deleted.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for a `batch_size` outside `1..=100000` or a
+    /// timestamp out of range.
+    pub async fn delete_expired(&self, now: i64, batch_size: i64) -> Result<u64> {
+        validate::timestamp("now", now)?;
+        if !(1..=SWEEP_BATCH_MAX).contains(&batch_size) {
+            return Err(Error::invalid(
+                "batch_size",
+                Violation::OutOfRange {
+                    min: 1,
+                    max: SWEEP_BATCH_MAX,
+                },
+            ));
+        }
+        let mut total = 0u64;
+        let mut batch = batch_size;
+        loop {
+            let started = std::time::Instant::now();
+            let n = self
+                .ex
+                .run(
+                    "sessions.delete_expired",
+                    Mode::Write,
+                    |c| sqlite::sessions::delete_expired_batch(c, now, batch),
+                    async |p| postgres::sessions::delete_expired_batch(p, now, batch).await,
+                )
+                .await?;
+            total += n;
+            if n < batch.unsigned_abs() {
+                return Ok(total);
+            }
+            batch = next_sweep_batch(batch, batch_size, started.elapsed());
+        }
+    }
+}
+
+/// How long one sweep batch should hold the write lock (D-043). Other writers
+/// wait for at most about one batch.
+const SWEEP_BATCH_TIME: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// The next sweep batch size: halved after a batch that took longer than
+/// [`SWEEP_BATCH_TIME`], doubled (up to the caller's `max`) after one that
+/// took less than half of it.
+fn next_sweep_batch(batch: i64, max: i64, took: std::time::Duration) -> i64 {
+    if took > SWEEP_BATCH_TIME {
+        (batch / 2).max(1)
+    } else if took < SWEEP_BATCH_TIME / 2 {
+        batch.saturating_mul(2).min(max)
+    } else {
+        batch
+    }
+}
+
+fn session_id(digest: &[u8; 32]) -> SessionId {
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&digest[..16]);
+    SessionId(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sweep_batches_shrink_when_slow_and_grow_back_to_the_cap() {
+        let slow = SWEEP_BATCH_TIME * 2;
+        let fast = SWEEP_BATCH_TIME / 4;
+        let steady = SWEEP_BATCH_TIME * 3 / 4;
+        assert_eq!(next_sweep_batch(1000, 1000, slow), 500);
+        assert_eq!(next_sweep_batch(1, 1000, slow), 1);
+        assert_eq!(next_sweep_batch(500, 1000, fast), 1000);
+        assert_eq!(next_sweep_batch(1000, 1000, fast), 1000);
+        assert_eq!(next_sweep_batch(700, 1000, fast), 1000);
+        assert_eq!(next_sweep_batch(300, 1000, steady), 300);
+        assert_eq!(next_sweep_batch(i64::MAX / 2 + 1, i64::MAX, fast), i64::MAX);
+    }
+
+    #[test]
+    fn token_digest_is_sha256_and_validated() {
+        let d = token_digest("abc").unwrap();
+        assert_eq!(
+            hex::encode(d),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert!(matches!(
+            token_digest(""),
+            Err(Error::InvalidInput {
+                field: "token",
+                violation: Violation::Empty
+            })
+        ));
+        assert!(matches!(
+            token_digest(&"x".repeat(513)),
+            Err(Error::InvalidInput {
+                field: "token",
+                violation: Violation::TooLong { max: 512 }
+            })
+        ));
+    }
+}

@@ -1,0 +1,118 @@
+//! The `user_unlocks` repository.
+
+use crate::error::Result;
+use crate::exec::{Exec, Mode};
+use crate::models::{Unlock, UserId};
+use crate::validate;
+use crate::{postgres, sqlite};
+
+/// `user_unlocks`: unlock flags held by users.
+#[derive(Clone, Copy)]
+pub struct Unlocks<'a> {
+    ex: Exec<'a>,
+}
+
+impl<'a> Unlocks<'a> {
+    pub(super) fn new(ex: Exec<'a>) -> Self {
+        Unlocks { ex }
+    }
+}
+
+impl Unlocks<'_> {
+    /// Grants a flag; granting one already held is not an error. Returns
+    /// whether it was new.
+    ///
+    /// # Errors
+    /// [`Error::UnknownUser`]; [`Error::InvalidInput`] for a negative flag or a
+    /// timestamp out of range.
+    pub async fn grant(&self, user: UserId, flag_id: i32, at: i64) -> Result<bool> {
+        validate::user_id(user)?;
+        validate::non_negative("flag_id", flag_id.into())?;
+        validate::timestamp("unlocked_at", at)?;
+        self.ex
+            .run(
+                "unlocks.grant",
+                Mode::Write,
+                |c| sqlite::unlocks::grant(c, user, flag_id, at),
+                async |p| postgres::unlocks::grant(p, user, flag_id, at).await,
+            )
+            .await
+    }
+
+    /// Grants several flags in one statement (one round trip, all or
+    /// nothing). Returns the flags that were new, ascending.
+    ///
+    /// # Errors
+    /// As [`Unlocks::grant`]; nothing is granted on error.
+    pub async fn grant_many(&self, user: UserId, flag_ids: &[i32], at: i64) -> Result<Vec<i32>> {
+        validate::user_id(user)?;
+        for f in flag_ids {
+            validate::non_negative("flag_id", (*f).into())?;
+        }
+        validate::timestamp("unlocked_at", at)?;
+        let mut flags = flag_ids.to_vec();
+        flags.sort_unstable();
+        flags.dedup();
+        if flags.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.ex
+            .run(
+                "unlocks.grant_many",
+                Mode::Write,
+                |c| sqlite::unlocks::grant_many(c, user, &flags, at),
+                async |p| postgres::unlocks::grant_many(p, user, &flags, at).await,
+            )
+            .await
+    }
+
+    /// Whether the user holds the flag.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for a bad id or a negative flag.
+    pub async fn has(&self, user: UserId, flag_id: i32) -> Result<bool> {
+        validate::user_id(user)?;
+        validate::non_negative("flag_id", flag_id.into())?;
+        self.ex
+            .run(
+                "unlocks.has",
+                Mode::Read,
+                |c| sqlite::unlocks::has(c, user, flag_id),
+                async |p| postgres::unlocks::has(p, user, flag_id).await,
+            )
+            .await
+    }
+
+    /// The user's flags in flag order (empty for an unknown user).
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for an id below 1.
+    pub async fn list(&self, user: UserId) -> Result<Vec<Unlock>> {
+        validate::user_id(user)?;
+        self.ex
+            .run(
+                "unlocks.list",
+                Mode::Read,
+                |c| sqlite::unlocks::list(c, user),
+                async |p| postgres::unlocks::list(p, user).await,
+            )
+            .await
+    }
+
+    /// Revokes a flag.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] when the user does not hold it.
+    pub async fn revoke(&self, user: UserId, flag_id: i32) -> Result<()> {
+        validate::user_id(user)?;
+        validate::non_negative("flag_id", flag_id.into())?;
+        self.ex
+            .run(
+                "unlocks.revoke",
+                Mode::Write,
+                |c| sqlite::unlocks::revoke(c, user, flag_id),
+                async |p| postgres::unlocks::revoke(p, user, flag_id).await,
+            )
+            .await
+    }
+}
