@@ -20,6 +20,40 @@ struct Inner {
     config: Config,
 }
 
+/// Size of a database on disk ([`Db::database_size`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DatabaseSize {
+    /// A SQLite file: the main file and its write-ahead log (0 when absent).
+    Sqlite {
+        /// Bytes of the database file.
+        main_bytes: u64,
+        /// Bytes of the `-wal` file.
+        wal_bytes: u64,
+    },
+    /// A PostgreSQL database: `pg_database_size(current_database())`.
+    Postgres {
+        /// Bytes.
+        bytes: u64,
+    },
+    /// An in-memory SQLite database: no size on disk.
+    InMemory,
+}
+
+impl DatabaseSize {
+    /// Total bytes on disk, `None` for an in-memory database.
+    pub fn total_bytes(&self) -> Option<u64> {
+        match *self {
+            DatabaseSize::Sqlite {
+                main_bytes,
+                wal_bytes,
+            } => Some(main_bytes.saturating_add(wal_bytes)),
+            DatabaseSize::Postgres { bytes } => Some(bytes),
+            DatabaseSize::InMemory => None,
+        }
+    }
+}
+
 /// An open database: a connection pool on the backend the URL chose.
 ///
 /// Cheap to clone (clones share the pool). Every repository is reached from
@@ -185,6 +219,31 @@ impl Db {
             Backend::Postgres(p) => postgres::migrate::applied(&p.get().await?).await?,
         };
         Ok(migrate::status(set, &applied))
+    }
+
+    /// Size of the database on disk: for SQLite the file plus its
+    /// write-ahead log, for PostgreSQL `pg_database_size(current_database())`.
+    ///
+    /// # Errors
+    /// [`Error::Closed`]; [`Error::Unavailable`] when the SQLite file cannot
+    /// be read or the server does not answer; the driver's error for a failed
+    /// query.
+    pub async fn database_size(&self) -> Result<DatabaseSize> {
+        match self.live()? {
+            Backend::Sqlite(_) => match self.config().sqlite_path() {
+                None => Ok(DatabaseSize::InMemory),
+                Some(path) => {
+                    let (main_bytes, wal_bytes) = sqlite::size::on_disk(path)?;
+                    Ok(DatabaseSize::Sqlite {
+                        main_bytes,
+                        wal_bytes,
+                    })
+                }
+            },
+            Backend::Postgres(p) => Ok(DatabaseSize::Postgres {
+                bytes: postgres::size::database(&*p.get().await?).await?,
+            }),
+        }
     }
 
     fn check_dialect(&self, set: &Migrations) -> Result<()> {

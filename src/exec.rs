@@ -14,6 +14,10 @@ use crate::error::{Error, Result};
 use crate::postgres::Client;
 use crate::{postgres, sqlite};
 
+/// The log target of the per-call spans and events, kept stable for log
+/// filters (`RUST_LOG=persist::repos=debug`).
+const CALL_TARGET: &str = "persist::repos";
+
 /// Whether a call only reads: which SQLite connection a pool call uses, and
 /// whether a PostgreSQL pool call may run on a shared connection (D-041).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,12 +57,14 @@ impl Exec<'_> {
         lite: impl FnOnce(&Connection) -> Result<T>,
         pg: impl AsyncFnOnce(&Client) -> Result<T>,
     ) -> Result<T> {
-        let span = tracing::debug_span!("persist", op, backend = self.backend_name());
+        let span =
+            tracing::debug_span!(target: CALL_TARGET, "persist", op, backend = self.backend_name());
         let start = (!span.is_disabled()).then(Instant::now);
         let out = self.dispatch(mode, lite, pg).instrument(span.clone()).await;
         if let Some(start) = start {
             span.in_scope(|| {
                 tracing::debug!(
+                    target: CALL_TARGET,
                     elapsed_us = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX),
                     outcome = match &out {
                         Ok(_) => "ok",

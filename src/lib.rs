@@ -38,7 +38,6 @@
 
 mod config;
 mod db;
-pub mod demo;
 mod error;
 mod exec;
 mod keys;
@@ -53,7 +52,7 @@ mod types;
 mod validate;
 
 pub use config::{BackendKind, Config, Durability, SslMode, DEFAULT_DATABASE_URL};
-pub use db::{open, Db};
+pub use db::{open, DatabaseSize, Db};
 pub use error::{Entity, Error, Result, UniqueKey, Violation};
 pub use keys::canonical_key;
 pub use migrate::{

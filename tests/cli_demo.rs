@@ -11,8 +11,8 @@ use common::{assert_exit, stderr, stdout};
 use std::collections::BTreeMap;
 use std::process::{Command, Output};
 
+use common::demo::{player_username, OPERATIONS};
 use common::PgDatabase;
-use persist::demo::{player_username, OpKind};
 use persist::{Config, Loadout, UserId};
 
 const BIN: &str = env!("CARGO_BIN_EXE_persist");
@@ -72,7 +72,7 @@ fn check_summary(out: &str, players: u32) -> BTreeMap<String, u64> {
         .take_while(|l| !l.trim().is_empty())
         .map(|l| l.split_whitespace().next().unwrap())
         .collect();
-    let mut expected: Vec<&str> = OpKind::ALL.iter().map(|k| k.name()).collect();
+    let mut expected: Vec<&str> = OPERATIONS.to_vec();
     expected.push("total");
     assert_eq!(names, expected, "{out}");
     assert_eq!(
@@ -244,8 +244,8 @@ async fn sqlite_same_seed_same_content_whatever_the_tasks_and_reruns() {
     let counts_b = check_summary(&stdout(&o), PLAYERS);
     check_plain_progress(&stderr(&o), PLAYERS);
     assert_eq!(counts_a, counts_b, "same seed, same operations");
-    for kind in OpKind::ALL {
-        assert!(counts_a[kind.name()] > 0, "seed {SEED} plays {kind}");
+    for kind in OPERATIONS {
+        assert!(counts_a[kind] > 0, "seed {SEED} plays {kind}");
     }
 
     let dump_a = dump(&url_a, SEED, PLAYERS).await;

@@ -159,7 +159,7 @@ async fn sweep_after_demo_removes_every_session_it_left() {
     let db = common::open_migrated(&url).await;
     let mut left = 0u64;
     for i in 0..20 {
-        let name = persist::demo::player_username(5, i);
+        let name = common::demo::player_username(5, i);
         if let Ok(a) = db.accounts().find_by_username(&name).await {
             left += db.sessions().list_for_user(a.user_id).await.unwrap().len() as u64;
         }
@@ -173,7 +173,7 @@ async fn sweep_after_demo_removes_every_session_it_left() {
         "{out}"
     );
     for i in 0..20 {
-        let name = persist::demo::player_username(5, i);
+        let name = common::demo::player_username(5, i);
         if let Ok(a) = db.accounts().find_by_username(&name).await {
             assert!(db
                 .sessions()

@@ -16,6 +16,7 @@ pub(crate) mod progression;
 pub(crate) mod scratch;
 pub(crate) mod secret;
 pub(crate) mod sessions;
+pub(crate) mod size;
 pub(crate) mod tls;
 pub(crate) mod tx;
 pub(crate) mod unlocks;

@@ -16,6 +16,7 @@ pub(crate) mod loadouts;
 pub(crate) mod migrate;
 pub(crate) mod progression;
 pub(crate) mod sessions;
+pub(crate) mod size;
 pub(crate) mod tx;
 pub(crate) mod unlocks;
 

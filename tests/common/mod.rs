@@ -15,6 +15,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use persist::{Config, Db};
 
 pub mod cluster;
+pub mod demo;
 pub mod raw;
 pub const DEFAULT_PG_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 

@@ -1,5 +1,5 @@
 //! `persist demo`: migrate, play the game's flows for synthetic players
-//! (the workload is [`persist::demo`]), print a summary.
+//! (the workload is in [`workload`]), print a summary.
 //!
 //! Output: the migration lines and the summary table on stdout; progress on
 //! stderr, as a progress bar when stderr is a terminal, else as plain lines
@@ -12,8 +12,13 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use persist::demo::{self, DatabaseSize, DemoOptions, DemoProgress, DemoReport};
-use persist::{Db, Error};
+use persist::{DatabaseSize, Db, Error};
+use workload::{DemoOptions, DemoProgress, DemoReport};
+
+mod player;
+pub mod workload;
+
+use workload as demo;
 
 use super::exit;
 
