@@ -3,6 +3,8 @@
 use std::fmt;
 use std::time::Duration;
 
+use crate::config::BackendKind;
+
 /// Boxed source error, for variants that wrap whatever a driver returned.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
@@ -144,13 +146,11 @@ pub enum Error {
     #[error("copy verification failed: {0}")]
     CopyMismatch(String),
 
-    /// Any other SQLite error.
-    #[error("sqlite: {0}")]
-    Sqlite(#[source] rusqlite::Error),
-
-    /// Any other PostgreSQL error.
-    #[error("postgres: {}", postgres_message(.0))]
-    Postgres(#[source] tokio_postgres::Error),
+    /// Any other error the database reported; the [`DatabaseError`] gives
+    /// the backend, its code (SQLSTATE or SQLite result code) and message,
+    /// with the driver's error as its source.
+    #[error("{0}")]
+    Database(DatabaseError),
 }
 
 impl Error {
@@ -179,8 +179,10 @@ impl Error {
             Error::MigrationFailed { .. } => "migration_failed",
             Error::CopyRefused(_) => "copy_refused",
             Error::CopyMismatch(_) => "copy_mismatch",
-            Error::Sqlite(_) => "sqlite",
-            Error::Postgres(_) => "postgres",
+            Error::Database(d) => match d.backend {
+                BackendKind::Sqlite => "sqlite",
+                BackendKind::Postgres => "postgres",
+            },
         }
     }
 
@@ -207,15 +209,83 @@ fn versions_list(v: &[i64]) -> String {
         .join(", ")
 }
 
-/// The server's message for a PostgreSQL error when it has one, else the
-/// client's description.
-pub(crate) fn postgres_message(e: &tokio_postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => format!("{} ({})", db.message(), db.code().code()),
-        None => match std::error::Error::source(e) {
-            Some(src) => format!("{e}: {src}"),
-            None => e.to_string(),
-        },
+/// A database error this crate has no variant of its own for.
+///
+/// Opaque on purpose: the driver's error type is not part of this crate's
+/// API (a driver's major release would otherwise be a breaking change here).
+/// It stays reachable as [`std::error::Error::source`].
+#[derive(Debug)]
+pub struct DatabaseError {
+    backend: BackendKind,
+    code: Option<DbCode>,
+    message: String,
+    source: BoxError,
+}
+
+/// A backend's code for an error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum DbCode {
+    SqlState(String),
+    Sqlite(i32),
+}
+
+impl DatabaseError {
+    /// A PostgreSQL error: its SQLSTATE when the server sent one.
+    pub(crate) fn postgres(sqlstate: Option<String>, message: String, source: BoxError) -> Self {
+        DatabaseError {
+            backend: BackendKind::Postgres,
+            code: sqlstate.map(DbCode::SqlState),
+            message,
+            source,
+        }
+    }
+
+    /// A SQLite error: its extended result code when SQLite returned one.
+    pub(crate) fn sqlite(code: Option<i32>, message: String, source: BoxError) -> Self {
+        DatabaseError {
+            backend: BackendKind::Sqlite,
+            code: code.map(DbCode::Sqlite),
+            message,
+            source,
+        }
+    }
+
+    /// The backend that reported it.
+    pub fn backend(&self) -> BackendKind {
+        self.backend
+    }
+
+    /// PostgreSQL: the five-character SQLSTATE, when the server sent one.
+    pub fn sqlstate(&self) -> Option<&str> {
+        match &self.code {
+            Some(DbCode::SqlState(s)) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// SQLite: the extended result code, when SQLite returned one.
+    pub fn sqlite_code(&self) -> Option<i32> {
+        match self.code {
+            Some(DbCode::Sqlite(c)) => Some(c),
+            _ => None,
+        }
+    }
+
+    /// The message, for a person.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Display for DatabaseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.backend, self.message)
+    }
+}
+
+impl std::error::Error for DatabaseError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.source)
     }
 }
 

@@ -53,7 +53,7 @@ mod validate;
 
 pub use config::{BackendKind, Config, Durability, SslMode, DEFAULT_DATABASE_URL};
 pub use db::{open, DatabaseSize, Db};
-pub use error::{Entity, Error, Result, UniqueKey, Violation};
+pub use error::{DatabaseError, Entity, Error, Result, UniqueKey, Violation};
 pub use keys::canonical_key;
 pub use migrate::{
     Dialect, Migration, MigrationReport, MigrationState, MigrationStatus, Migrations,

@@ -3,7 +3,7 @@
 use deadpool_postgres::{PoolError, TimeoutType};
 use tokio_postgres::error::SqlState;
 
-use crate::error::{postgres_message, Error, UniqueKey};
+use crate::error::{DatabaseError, Error, UniqueKey};
 
 /// The unique constraints of the schema and the key each one guards.
 const UNIQUE_KEYS: &[(&str, UniqueKey)] = &[
@@ -71,17 +71,35 @@ pub(crate) fn map(e: tokio_postgres::Error) -> Error {
             Class::Conflict(k) => Error::Conflict(k),
             Class::UnknownUser => Error::UnknownUser,
             Class::Constraint => constraint(e),
-            Class::Timeout => Error::timeout(postgres_message(&e)),
+            Class::Timeout => Error::timeout(message(&e)),
             Class::Aborted => Error::Aborted,
             Class::StorageFull => Error::StorageFull { source: e.into() },
-            Class::Unavailable => Error::unavailable(postgres_message(&e), Some(e.into())),
-            Class::Other => Error::Postgres(e),
+            Class::Unavailable => Error::unavailable(message(&e), Some(e.into())),
+            Class::Other => other(e),
         };
     }
     if e.is_closed() || has_io_source(&e) {
-        return Error::unavailable(postgres_message(&e), Some(e.into()));
+        return Error::unavailable(message(&e), Some(e.into()));
     }
-    Error::Postgres(e)
+    other(e)
+}
+
+/// A PostgreSQL error with no variant of its own.
+fn other(e: tokio_postgres::Error) -> Error {
+    let sqlstate = e.as_db_error().map(|d| d.code().code().to_string());
+    Error::Database(DatabaseError::postgres(sqlstate, message(&e), e.into()))
+}
+
+/// The server's message for a PostgreSQL error when it has one, else the
+/// client's description.
+pub(crate) fn message(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => match std::error::Error::source(e) {
+            Some(src) => format!("{e}: {src}"),
+            None => e.to_string(),
+        },
+    }
 }
 
 fn constraint(e: tokio_postgres::Error) -> Error {
@@ -122,7 +140,7 @@ pub(crate) fn map_pool(e: PoolError) -> Error {
         // Without a server error, a failure while connecting (TLS refused,
         // missing password, socket error) means the server is unusable.
         PoolError::Backend(e) if e.as_db_error().is_none() => {
-            Error::unavailable(postgres_message(&e), Some(e.into()))
+            Error::unavailable(message(&e), Some(e.into()))
         }
         PoolError::Backend(e) => map(e),
         PoolError::Closed => Error::Closed,

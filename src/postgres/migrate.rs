@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use deadpool_postgres::Object;
 
 use super::error::map;
-use crate::error::{after, postgres_message, Error, Result};
+use super::error::message;
+use crate::error::{after, Error, Result};
 use crate::migrate::{failed, Applied, AppliedRow, Migration, MigrationBackend};
 
 /// Advisory lock key of the migrator: the bytes of "persist\0" as an i64.
@@ -110,7 +111,7 @@ impl MigrationBackend for PgMigrator {
             .map_err(map)?;
         let start = Instant::now();
         if let Err(e) = tx.batch_execute(m.sql()).await {
-            return Err(failed(m, postgres_message(&e), e.into()));
+            return Err(failed(m, message(&e), e.into()));
         }
         let ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
         let ms_i64 = i64::try_from(ms).unwrap_or(i64::MAX);
@@ -120,10 +121,10 @@ impl MigrationBackend for PgMigrator {
             &[&m.version(), &m.name(), &m.checksum(), &applied_at, &ms_i64],
         )
         .await
-        .map_err(|e| failed(m, postgres_message(&e), e.into()))?;
+        .map_err(|e| failed(m, message(&e), e.into()))?;
         tx.commit()
             .await
-            .map_err(|e| failed(m, postgres_message(&e), e.into()))?;
+            .map_err(|e| failed(m, message(&e), e.into()))?;
         Ok(Applied::Now(ms))
     }
 }

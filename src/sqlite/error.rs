@@ -2,7 +2,16 @@
 
 use rusqlite::{ffi, ErrorCode};
 
-use crate::error::{Error, UniqueKey};
+use crate::error::{DatabaseError, Error, UniqueKey};
+
+/// A SQLite error with no variant of its own.
+fn other(e: rusqlite::Error) -> Error {
+    let code = match &e {
+        rusqlite::Error::SqliteFailure(f, _) => Some(f.extended_code),
+        _ => None,
+    };
+    Error::Database(DatabaseError::sqlite(code, e.to_string(), e.into()))
+}
 
 /// Maps a SQLite error to the crate's error by its (extended) result code.
 ///
@@ -11,7 +20,7 @@ use crate::error::{Error, UniqueKey};
 /// key only in message text, which is never parsed.
 pub(crate) fn map(e: rusqlite::Error) -> Error {
     let rusqlite::Error::SqliteFailure(f, _) = &e else {
-        return Error::Sqlite(e);
+        return other(e);
     };
     match f.extended_code {
         ffi::SQLITE_CONSTRAINT_FOREIGNKEY => return Error::UnknownUser,
@@ -37,7 +46,7 @@ pub(crate) fn map(e: rusqlite::Error) -> Error {
                 Some(e.into()),
             )
         }
-        _ => Error::Sqlite(e),
+        _ => other(e),
     }
 }
 
@@ -106,14 +115,18 @@ mod tests {
             map(failure(ffi::SQLITE_READONLY)),
             Error::Unavailable { .. }
         ));
-        assert!(matches!(
-            map(failure(ffi::SQLITE_CORRUPT)),
-            Error::Sqlite(_)
-        ));
-        assert!(matches!(
-            map(rusqlite::Error::QueryReturnedNoRows),
-            Error::Sqlite(_)
-        ));
+        match map(failure(ffi::SQLITE_CORRUPT)) {
+            Error::Database(d) => {
+                assert_eq!(d.sqlite_code(), Some(ffi::SQLITE_CORRUPT));
+                assert_eq!(d.sqlstate(), None);
+                assert!(d.to_string().starts_with("sqlite: "), "{d}");
+            }
+            other => panic!("expected Error::Database, got {other:?}"),
+        }
+        match map(rusqlite::Error::QueryReturnedNoRows) {
+            Error::Database(d) => assert_eq!(d.sqlite_code(), None),
+            other => panic!("expected Error::Database, got {other:?}"),
+        }
     }
 
     #[test]
