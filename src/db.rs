@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::config::{BackendKind, Config};
 use crate::error::{Error, Result};
-use crate::migrate::{self, Dialect, MigrationReport, MigrationStatus, Migrations};
+use crate::migrate::{self, MigrationReport, MigrationStatus, Migrations};
 use crate::{postgres, sqlite};
 
 pub(crate) enum Backend {
@@ -104,14 +104,6 @@ impl Db {
         }
     }
 
-    /// The migration dialect of the backend.
-    pub fn dialect(&self) -> Dialect {
-        match self.backend() {
-            BackendKind::Sqlite => Dialect::Sqlite,
-            BackendKind::Postgres => Dialect::Postgres,
-        }
-    }
-
     /// The configuration it was opened with.
     pub fn config(&self) -> &Config {
         &self.inner.config
@@ -167,7 +159,7 @@ impl Db {
     /// stay applied); [`Error::Timeout`] when the migration lock is not
     /// obtained within the lock timeout.
     pub async fn migrate(&self) -> Result<MigrationReport> {
-        self.migrate_with(&Migrations::embedded(self.dialect())?)
+        self.migrate_with(&Migrations::embedded(self.backend())?)
             .await
     }
 
@@ -203,7 +195,7 @@ impl Db {
     /// [`Error::Closed`], [`Error::Unavailable`] and the like; never a
     /// migration error (drift and the like show up as states).
     pub async fn migration_status(&self) -> Result<Vec<MigrationStatus>> {
-        self.migration_status_with(&Migrations::embedded(self.dialect())?)
+        self.migration_status_with(&Migrations::embedded(self.backend())?)
             .await
     }
 
@@ -247,11 +239,11 @@ impl Db {
     }
 
     fn check_dialect(&self, set: &Migrations) -> Result<()> {
-        if set.dialect() != self.dialect() {
+        if set.backend() != self.backend() {
             return Err(Error::InvalidMigrations(format!(
                 "a {} migration set cannot run on a {} database",
-                set.dialect(),
-                self.dialect()
+                set.backend(),
+                self.backend()
             )));
         }
         Ok(())

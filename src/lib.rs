@@ -56,7 +56,7 @@ pub use db::{open, DatabaseSize, Db};
 pub use error::{DatabaseError, Entity, Error, Result, UniqueKey, Violation};
 pub use keys::canonical_key;
 pub use migrate::{
-    Dialect, Migration, MigrationReport, MigrationState, MigrationStatus, Migrations,
+    AppliedMigration, Migration, MigrationReport, MigrationState, MigrationStatus, Migrations,
 };
 pub use models::{
     Account, ArmyAbilities, Items, Loadout, NewAccount, PieceAbilities, Progression, Session,

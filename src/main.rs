@@ -142,8 +142,8 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::Migrate => {
             let db = open(url).await?;
             let report = db.migrate().await?;
-            for (version, name, ms) in &report.applied {
-                println!("applied {version:04}_{name} ({ms} ms)");
+            for m in &report.applied {
+                println!("applied {:04}_{} ({} ms)", m.version, m.name, m.millis);
             }
             println!(
                 "schema at version {} ({} applied now)",

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use common::PgDatabase;
-use persist::{Dialect, Migrations};
+use persist::{BackendKind, Migrations};
 
 const BIN: &str = env!("CARGO_BIN_EXE_persist");
 
@@ -44,7 +44,7 @@ fn assert_one_error_line(o: &Output) -> String {
 }
 
 /// The migrations this binary ships for `dialect`, as `NNNN_name`.
-fn shipped(dialect: Dialect) -> Vec<String> {
+fn shipped(dialect: BackendKind) -> Vec<String> {
     Migrations::embedded(dialect)
         .unwrap()
         .iter()
@@ -53,7 +53,7 @@ fn shipped(dialect: Dialect) -> Vec<String> {
 }
 
 /// The full migrate/status/ping cycle a user runs on a fresh database.
-fn migrate_status_ping_cycle(url: &str, dialect: Dialect) {
+fn migrate_status_ping_cycle(url: &str, dialect: BackendKind) {
     let names = shipped(dialect);
     assert_eq!(names[0], "0001_init");
 
@@ -125,7 +125,7 @@ fn sqlite_migrate_status_ping() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("x.db");
     let url = format!("sqlite://{}", db.display());
-    migrate_status_ping_cycle(&url, Dialect::Sqlite);
+    migrate_status_ping_cycle(&url, BackendKind::Sqlite);
     assert!(db.is_file());
 }
 
@@ -133,7 +133,7 @@ fn sqlite_migrate_status_ping() {
 async fn postgres_migrate_status_ping() {
     let pg = PgDatabase::create().await;
     let url = pg.url.clone();
-    tokio::task::spawn_blocking(move || migrate_status_ping_cycle(&url, Dialect::Postgres))
+    tokio::task::spawn_blocking(move || migrate_status_ping_cycle(&url, BackendKind::Postgres))
         .await
         .unwrap();
 }

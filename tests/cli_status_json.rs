@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use std::process::{Command, Output};
 
 use common::PgDatabase;
-use persist::{Dialect, Migrations};
+use persist::{BackendKind, Migrations};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_persist");
@@ -78,7 +78,7 @@ fn states(v: &Value) -> Vec<(i64, String, String)> {
         .collect()
 }
 
-fn shipped(dialect: Dialect) -> Vec<(i64, String)> {
+fn shipped(dialect: BackendKind) -> Vec<(i64, String)> {
     Migrations::embedded(dialect)
         .unwrap()
         .iter()
@@ -93,7 +93,7 @@ fn with_state(list: &[(i64, String)], state: &str) -> Vec<(i64, String, String)>
 }
 
 /// Fresh database: pending, exit 3; after `migrate`: up to date, exit 0.
-fn fresh_then_migrated(url: &str, dialect: Dialect, backend: &str) {
+fn fresh_then_migrated(url: &str, dialect: BackendKind, backend: &str) {
     let list = shipped(dialect);
     let latest = list.last().unwrap().0;
 
@@ -134,7 +134,7 @@ fn fresh_then_migrated(url: &str, dialect: Dialect, backend: &str) {
 #[test]
 fn sqlite_fresh_then_migrated() {
     let (url, _dir) = common::sqlite_url();
-    fresh_then_migrated(&url, Dialect::Sqlite, "sqlite");
+    fresh_then_migrated(&url, BackendKind::Sqlite, "sqlite");
     let (v, _) = status_json(&url, 0, "again");
     assert_eq!(v["url"], url);
 }
@@ -142,7 +142,7 @@ fn sqlite_fresh_then_migrated() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_fresh_then_migrated() {
     let pg = PgDatabase::create().await;
-    fresh_then_migrated(&pg.url, Dialect::Postgres, "postgres");
+    fresh_then_migrated(&pg.url, BackendKind::Postgres, "postgres");
 }
 
 /// A password in the URL is shown as `***`, never as itself.
@@ -187,7 +187,7 @@ fn sqlite_drift_and_ahead() {
     let (url, dir) = common::sqlite_url();
     let o = persist(&url, &["migrate"]);
     assert_exit(&o, 0, "migrate");
-    let list = shipped(Dialect::Sqlite);
+    let list = shipped(BackendKind::Sqlite);
     let latest = list.last().unwrap().0;
     let path = dir.path().join("test.db");
 

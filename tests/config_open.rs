@@ -399,7 +399,7 @@ async fn in_memory_sqlite_migrates_and_serves() {
             .await
             .unwrap();
         let report = db.migrate().await.unwrap();
-        assert_eq!(report.applied.first().map(|a| a.0), Some(1));
+        assert_eq!(report.applied.first().map(|a| a.version), Some(1));
         let a = db
             .accounts()
             .create(&new_account("m@example.com", "Mem"))

@@ -4,17 +4,17 @@ mod common;
 // standard table rebuild does not cascade-delete child rows, and a rebuild
 // that breaks references is refused and rolled back.
 
-use persist::{Config, Dialect, Error, Migration, Migrations, NewAccount};
+use persist::{BackendKind, Config, Error, Migration, Migrations, NewAccount};
 
 fn with_extra(sql: &str) -> Migrations {
-    let embedded = Migrations::embedded(Dialect::Sqlite).unwrap();
+    let embedded = Migrations::embedded(BackendKind::Sqlite).unwrap();
     let mut list: Vec<Migration> = embedded.iter().cloned().collect();
     list.push(Migration::new(
         embedded.latest_version() + 1,
         "rebuild_accounts",
         sql,
     ));
-    Migrations::new(Dialect::Sqlite, list).unwrap()
+    Migrations::new(BackendKind::Sqlite, list).unwrap()
 }
 
 const REBUILD: &str = "

@@ -12,7 +12,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{PgDatabase, Place};
-use persist::{Config, Db, Dialect, Error, Migration, MigrationState, Migrations};
+use persist::{BackendKind, Config, Db, Error, Migration, MigrationState, Migrations};
 
 const BIN: &str = env!("CARGO_BIN_EXE_persist");
 
@@ -35,10 +35,10 @@ enum Kind {
 }
 
 impl Kind {
-    fn dialect(self) -> Dialect {
+    fn dialect(self) -> BackendKind {
         match self {
-            Kind::Sqlite => Dialect::Sqlite,
-            Kind::Postgres => Dialect::Postgres,
+            Kind::Sqlite => BackendKind::Sqlite,
+            Kind::Postgres => BackendKind::Postgres,
         }
     }
 }
@@ -277,7 +277,7 @@ async fn fresh_migrate_records_each_migration_and_rerun_is_a_noop(kind: Kind) {
     let applied: Vec<(i64, &str)> = report
         .applied
         .iter()
-        .map(|(v, n, _)| (*v, n.as_str()))
+        .map(|m| (m.version, m.name.as_str()))
         .collect();
     let expected: Vec<(i64, &str)> = shipped.iter().map(|m| (m.version(), m.name())).collect();
     assert_eq!(applied, expected);
@@ -700,8 +700,8 @@ async fn wrong_dialect_set_is_refused(kind: Kind) {
     let f = fresh(kind).await;
     let db = f.open().await;
     let other = match kind {
-        Kind::Sqlite => Dialect::Postgres,
-        Kind::Postgres => Dialect::Sqlite,
+        Kind::Sqlite => BackendKind::Postgres,
+        Kind::Postgres => BackendKind::Sqlite,
     };
     let wrong = Migrations::new(
         other,
@@ -768,8 +768,8 @@ fn shipped_sets_match_across_dialects_and_the_files_on_disk() {
             .map(|m| (m.version(), m.name().to_string()))
             .collect::<Vec<_>>()
     };
-    let lite = Migrations::embedded(Dialect::Sqlite).unwrap();
-    let pg = Migrations::embedded(Dialect::Postgres).unwrap();
+    let lite = Migrations::embedded(BackendKind::Sqlite).unwrap();
+    let pg = Migrations::embedded(BackendKind::Postgres).unwrap();
     assert_eq!(names(&lite), names(&pg));
     assert_eq!(
         lite.iter().next().map(|m| m.file_name()).as_deref(),
@@ -798,7 +798,7 @@ fn shipped_sets_match_across_dialects_and_the_files_on_disk() {
 #[test]
 fn gaps_duplicates_and_bad_versions_are_refused_naming_them() {
     let m = |v: i64| Migration::new(v, format!("m{v}"), "SELECT 1;");
-    let msg = |list: Vec<Migration>| match Migrations::new(Dialect::Sqlite, list) {
+    let msg = |list: Vec<Migration>| match Migrations::new(BackendKind::Sqlite, list) {
         Err(Error::InvalidMigrations(msg)) => msg,
         other => panic!("expected InvalidMigrations, got {other:?}"),
     };
@@ -806,7 +806,7 @@ fn gaps_duplicates_and_bad_versions_are_refused_naming_them() {
     assert!(msg(vec![m(2)]).contains("0001"));
     assert!(msg(vec![m(1), m(2), m(2)]).contains("0002"));
     assert!(msg(vec![m(0), m(1)]).contains("below 1"));
-    let ok = Migrations::new(Dialect::Postgres, vec![m(2), m(1)]).unwrap();
+    let ok = Migrations::new(BackendKind::Postgres, vec![m(2), m(1)]).unwrap();
     assert_eq!(ok.iter().map(|m| m.version()).collect::<Vec<_>>(), [1, 2]);
 }
 
@@ -852,7 +852,7 @@ async fn upgrade_from_0001_keeps_every_session_and_reaches_the_fresh_schema(kind
 
     let report = db.migrate().await.unwrap();
     assert_eq!(
-        report.applied.iter().map(|m| m.0).collect::<Vec<_>>(),
+        report.applied.iter().map(|m| m.version).collect::<Vec<_>>(),
         (2..=embedded(kind).latest_version()).collect::<Vec<_>>()
     );
     for (i, u) in users.iter().enumerate() {

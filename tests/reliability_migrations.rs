@@ -33,7 +33,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::PgDatabase;
-use persist::{Config, Dialect, Error, Migration, Migrations};
+use persist::{BackendKind, Config, Error, Migration, Migrations};
 use support::{integrity_check, killed_by_sigkill, say, scale, spawn_self, Bound, ChildProc, Rng};
 
 const BIN: &str = env!("CARGO_BIN_EXE_persist");
@@ -72,22 +72,22 @@ CREATE TABLE mig_b (id int);
 /// killed one never committed, so there is no drift).
 const QUICK: &str = "CREATE TABLE mig_quick (x INTEGER); INSERT INTO mig_quick VALUES (1);";
 
-fn slow_set(d: Dialect) -> Migrations {
+fn slow_set(d: BackendKind) -> Migrations {
     let sql = match d {
-        Dialect::Sqlite => SQLITE_SLOW,
-        Dialect::Postgres => PG_SLOW,
+        BackendKind::Sqlite => SQLITE_SLOW,
+        BackendKind::Postgres => PG_SLOW,
     };
     Migrations::new(d, vec![Migration::new(1, "slow", sql)]).unwrap()
 }
 
-fn quick_set(d: Dialect) -> Migrations {
+fn quick_set(d: BackendKind) -> Migrations {
     Migrations::new(d, vec![Migration::new(1, "quick", QUICK)]).unwrap()
 }
 
-fn dialect_name(d: Dialect) -> &'static str {
+fn dialect_name(d: BackendKind) -> &'static str {
     match d {
-        Dialect::Sqlite => "sqlite",
-        Dialect::Postgres => "postgres",
+        BackendKind::Sqlite => "sqlite",
+        BackendKind::Postgres => "postgres",
     }
 }
 
@@ -102,8 +102,8 @@ fn migrator_child() {
         return;
     };
     let dialect = match std::env::var(DIALECT_ENV).as_deref() {
-        Ok("sqlite") => Dialect::Sqlite,
-        Ok("postgres") => Dialect::Postgres,
+        Ok("sqlite") => BackendKind::Sqlite,
+        Ok("postgres") => BackendKind::Postgres,
         other => panic!("bad dialect {other:?}"),
     };
     support::runtime().block_on(async {
@@ -117,7 +117,7 @@ fn migrator_child() {
     });
 }
 
-fn spawn_migrator(url: &str, d: Dialect) -> ChildProc {
+fn spawn_migrator(url: &str, d: BackendKind) -> ChildProc {
     spawn_self(
         "migrator_child",
         &[
@@ -191,7 +191,7 @@ fn lite_count(path: &Path, sql: &str) -> i64 {
 /// migration, holding the write lock (the WAL has grown past what only that
 /// transaction writes).
 fn lite_child_inside(f: &LiteFile) -> ChildProc {
-    let mut child = spawn_migrator(&f.url, Dialect::Sqlite);
+    let mut child = spawn_migrator(&f.url, BackendKind::Sqlite);
     if !child.wait_for_line(Duration::from_secs(60), |l| l == "READY") {
         child.kill();
         panic!("migrator child never became ready: {}", child.stderr_text());
@@ -251,7 +251,7 @@ fn sqlite_migrator_killed_holding_the_lock_next_one_proceeds() {
             .with_migration_lock_timeout(lock_timeout);
         let next = rt.spawn(async move {
             let db = persist::open(&config).await?;
-            let r = db.migrate_with(&quick_set(Dialect::Sqlite)).await;
+            let r = db.migrate_with(&quick_set(BackendKind::Sqlite)).await;
             db.close().await;
             r
         });
@@ -270,7 +270,7 @@ fn sqlite_migrator_killed_holding_the_lock_next_one_proceeds() {
         kills += 1;
         let killed_at = Instant::now();
         match rt.block_on(next).unwrap() {
-            Ok(report) if report.applied.len() == 1 && report.applied[0].1 == "quick" => {
+            Ok(report) if report.applied.len() == 1 && report.applied[0].name == "quick" => {
                 proceeded += 1;
                 max_wait_ms = max_wait_ms.max(killed_at.elapsed().as_millis());
             }
@@ -289,7 +289,7 @@ fn sqlite_migrator_killed_holding_the_lock_next_one_proceeds() {
             violations.push(format!("round {}: tables {tables:?}", bound.done()));
         }
         let rows = lite_rows(&f.path);
-        let quick = quick_set(Dialect::Sqlite);
+        let quick = quick_set(BackendKind::Sqlite);
         let want = quick.iter().next().unwrap();
         if rows != [(1, "quick".to_string(), want.checksum().to_string())] {
             violations.push(format!(
@@ -324,7 +324,7 @@ fn sqlite_migrator_killed_mid_migration_leaves_no_partial_schema_and_rerun_compl
     );
     let (mut kills, mut reruns) = (0, 0);
     let mut violations = Vec::new();
-    let slow = slow_set(Dialect::Sqlite);
+    let slow = slow_set(BackendKind::Sqlite);
     let slow_sum = slow.iter().next().unwrap().checksum().to_string();
     while bound.next() {
         let round = bound.done();
@@ -480,7 +480,7 @@ async fn pg_rows(c: &tokio_postgres::Client) -> Vec<(i64, String, String)> {
 /// Starts the slow PostgreSQL migrator and waits until it holds the lock and
 /// sleeps inside its migration.
 async fn pg_child_inside(url: &str, watch: &tokio_postgres::Client) -> ChildProc {
-    let mut child = spawn_migrator(url, Dialect::Postgres);
+    let mut child = spawn_migrator(url, BackendKind::Postgres);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if pg_lock_held(watch).await && pg_in_sleep(watch).await {
@@ -560,7 +560,7 @@ async fn postgres_migrator_killed_holding_the_lock_next_one_proceeds() {
             .with_migration_lock_timeout(lock_timeout);
         let next = tokio::spawn(async move {
             let db = persist::open(&config).await?;
-            let r = db.migrate_with(&quick_set(Dialect::Postgres)).await;
+            let r = db.migrate_with(&quick_set(BackendKind::Postgres)).await;
             db.close().await;
             r
         });
@@ -578,7 +578,7 @@ async fn postgres_migrator_killed_holding_the_lock_next_one_proceeds() {
         kills += 1;
         let killed_at = Instant::now();
         match next.await.unwrap() {
-            Ok(report) if report.applied.len() == 1 && report.applied[0].1 == "quick" => {
+            Ok(report) if report.applied.len() == 1 && report.applied[0].name == "quick" => {
                 proceeded += 1;
                 let ms = killed_at.elapsed().as_millis();
                 if with_check {
@@ -597,7 +597,7 @@ async fn postgres_migrator_killed_holding_the_lock_next_one_proceeds() {
             violations.push(format!("round {round}: tables {tables:?}"));
         }
         let rows = pg_rows(&watch).await;
-        let quick = quick_set(Dialect::Postgres);
+        let quick = quick_set(BackendKind::Postgres);
         let want = quick.iter().next().unwrap();
         if rows != [(1, "quick".to_string(), want.checksum().to_string())] {
             violations.push(format!("round {round}: schema_migrations {rows:?}"));
@@ -632,7 +632,7 @@ async fn postgres_migrator_killed_mid_migration_leaves_no_partial_schema_and_rer
     );
     let (mut kills, mut reruns) = (0, 0);
     let mut violations = Vec::new();
-    let slow = slow_set(Dialect::Postgres);
+    let slow = slow_set(BackendKind::Postgres);
     let slow_sum = slow.iter().next().unwrap().checksum().to_string();
     while bound.next() {
         let round = bound.done();
@@ -808,7 +808,7 @@ fn check_round(
 
 #[test]
 fn sqlite_eight_concurrent_migrator_processes_per_round() {
-    let shipped = Migrations::embedded(Dialect::Sqlite).unwrap();
+    let shipped = Migrations::embedded(BackendKind::Sqlite).unwrap();
     let mut bound = Bound::new(
         scale(3, 50),
         scale(Duration::from_secs(25), Duration::from_secs(240)),
@@ -847,7 +847,7 @@ fn sqlite_eight_concurrent_migrator_processes_per_round() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_eight_concurrent_migrator_processes_per_round() {
-    let shipped = Migrations::embedded(Dialect::Postgres).unwrap();
+    let shipped = Migrations::embedded(BackendKind::Postgres).unwrap();
     let mut bound = Bound::new(
         scale(3, 50),
         scale(Duration::from_secs(25), Duration::from_secs(240)),

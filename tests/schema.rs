@@ -321,7 +321,7 @@ async fn schema_parity_by_catalog_introspection() {
     // The parity itself.
     assert_eq!(lite_schema, pg_schema);
 
-    // Dialect specifics: SQLite tables are STRICT; PostgreSQL uses 64-bit
+    // BackendKind specifics: SQLite tables are STRICT; PostgreSQL uses 64-bit
     // integers for ids and times, and an identity for user_id.
     let strict: Vec<(String, i64)> = raw
         .prepare(

@@ -203,7 +203,7 @@ async fn postgres_cancelled_migrate_does_not_leak_the_lock() {
     let report = other.migrate().await.unwrap();
     assert_eq!(
         report.version,
-        Migrations::embedded(persist::Dialect::Postgres)
+        Migrations::embedded(persist::BackendKind::Postgres)
             .unwrap()
             .latest_version()
     );
@@ -221,14 +221,14 @@ async fn postgres_migration_session_settings_do_not_reach_the_pool() {
         .await
         .unwrap();
     db.migrate().await.unwrap();
-    let embedded = Migrations::embedded(persist::Dialect::Postgres).unwrap();
+    let embedded = Migrations::embedded(persist::BackendKind::Postgres).unwrap();
     let mut list: Vec<Migration> = embedded.iter().cloned().collect();
     list.push(Migration::new(
         embedded.latest_version() + 1,
         "session_setting",
         "SET default_transaction_read_only = on; CREATE TABLE extra (a INT);",
     ));
-    let set = Migrations::new(persist::Dialect::Postgres, list).unwrap();
+    let set = Migrations::new(persist::BackendKind::Postgres, list).unwrap();
     assert_eq!(db.migrate_with(&set).await.unwrap().applied.len(), 1);
     // The application's next write must not run read-only.
     let a = db.accounts().create(&acct("a@x.com", "a")).await.unwrap();

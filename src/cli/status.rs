@@ -97,7 +97,7 @@ async fn report(db: &Db, args: Args) -> Result<ExitCode, Error> {
     };
 
     if args.json {
-        let latest_version = Migrations::embedded(db.dialect())?.latest_version();
+        let latest_version = Migrations::embedded(db.backend())?.latest_version();
         if !print_json(db, &status, word, latest_version) {
             return Ok(ExitCode::from(exit::ERROR));
         }

@@ -132,7 +132,7 @@ pub async fn copy(
         target_migrated = report
             .applied
             .iter()
-            .map(|(v, n, _)| format!("{v:04}_{n}"))
+            .map(|m| format!("{:04}_{}", m.version, m.name))
             .collect();
         on_event(&CopyEvent::TargetMigrated {
             applied: target_migrated.clone(),

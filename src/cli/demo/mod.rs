@@ -131,8 +131,8 @@ impl Progress {
 }
 
 fn print_report(r: &DemoReport) {
-    for (version, name, ms) in &r.migrations.applied {
-        println!("applied {version:04}_{name} ({ms} ms)");
+    for m in &r.migrations.applied {
+        println!("applied {:04}_{} ({} ms)", m.version, m.name, m.millis);
     }
     if r.earlier_players_removed > 0 {
         println!(
