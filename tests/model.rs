@@ -1255,18 +1255,17 @@ fn ops() -> impl Strategy<Value = Vec<Op>> {
         })
 }
 
-fn check_backend(name: &'static str, pg: bool) {
+/// Random operation sequences on `backend` give what the in-memory model
+/// gives.
+fn matches_model(backend: common::Backend) {
+    let name = backend.name();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
     let (t, raw) = rt.block_on(async {
-        let t = if pg {
-            common::postgres().await
-        } else {
-            common::sqlite().await
-        };
+        let t = backend.fresh().await;
         let raw = Raw::open(&t.db).await;
         (t, raw)
     });
@@ -1283,14 +1282,8 @@ fn check_backend(name: &'static str, pg: bool) {
     }
 }
 
-#[test]
-fn sqlite_matches_model() {
-    check_backend("sqlite", false);
-}
-
-#[test]
-fn postgres_matches_model() {
-    check_backend("postgres", true);
+both_backends! {
+    blocking matches_model,
 }
 
 /// The model itself: a hand-written sequence with known results, so a model
