@@ -2267,10 +2267,7 @@ async fn unlock_has_list_revoke(db: &Db) {
 /// The register flow inside `tx`: account + progression + default loadout +
 /// a session.
 async fn register_in(tx: &persist::Tx, email: &str, username: &str, token: &str) -> Account {
-    let a = tx.accounts().create(&acct(email, username)).await.unwrap();
-    tx.progression().set(&prog(a.user_id, 1, 0)).await.unwrap();
-    tx.loadouts()
-        .save(&Loadout::empty(a.user_id, T0))
+    let a = common::register_in(tx, &acct(email, username))
         .await
         .unwrap();
     tx.sessions()

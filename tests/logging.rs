@@ -10,7 +10,7 @@ use std::process::{Command, Output};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use common::{Backend, PgDatabase};
-use persist::{Db, Loadout, NewAccount, Progression, UniqueKey};
+use persist::{Db, Loadout, NewAccount, UniqueKey};
 use tracing_subscriber::fmt::format::FmtSpan;
 use tracing_subscriber::EnvFilter;
 
@@ -114,31 +114,18 @@ fn capture() -> Capture {
 /// change, sweep, deletion: every kind of call, with errors among them.
 async fn full_flow(db: &Db) {
     let now = 1_800_000_000;
-    let tx = db.begin().await.unwrap();
-    let a = tx
-        .accounts()
-        .create(&NewAccount {
+    let a = common::register(
+        db,
+        &NewAccount {
             email: EMAIL,
             username: USERNAME,
             pass_hash: HASH.as_bytes(),
             created_at: now,
-        })
-        .await
-        .unwrap();
+        },
+    )
+    .await
+    .unwrap();
     let user = a.user_id;
-    tx.progression()
-        .set(&Progression {
-            user_id: user,
-            level: 1,
-            xp: 0,
-        })
-        .await
-        .unwrap();
-    tx.loadouts()
-        .save(&Loadout::empty(user, now))
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
     // Debug of an account hides email and hash, so logging one is safe.
     tracing::info!(account = ?a, "registered");
 

@@ -1056,23 +1056,16 @@ impl Backend<'_> {
                 commit,
             } => {
                 let tx = db.begin().await?;
-                let a = tx
-                    .accounts()
-                    .create(&NewAccount {
+                let a = common::register_in(
+                    &tx,
+                    &NewAccount {
                         email: email_of(*email),
                         username: username_of(*username),
                         pass_hash: &hash_bytes(1),
                         created_at: 1,
-                    })
-                    .await?;
-                tx.progression()
-                    .set(&Progression {
-                        user_id: a.user_id,
-                        level: 1,
-                        xp: 0,
-                    })
-                    .await?;
-                tx.loadouts().save(&Loadout::empty(a.user_id, 1)).await?;
+                    },
+                )
+                .await?;
                 if *commit {
                     tx.commit().await?;
                     self.rev.insert(a.user_id.0, self.ids.len());

@@ -15,7 +15,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use persist::{Config, Db};
 
 pub mod cluster;
+pub mod fixtures;
 pub mod raw;
+
+#[allow(unused_imports)] // not every test file registers players
+pub use fixtures::{register, register_in};
 pub const DEFAULT_PG_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
 /// The admin URL of the test server.
@@ -328,6 +332,28 @@ macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
         $crate::both_backends!($(db $case),*);
     };
+}
+
+/// The libtest arguments that run exactly the child-process entry point
+/// `name` of the running test binary. An entry point is an `#[ignore]`d test
+/// (so a plain run never counts it as a test of its own) that its parent
+/// re-executes with these arguments; they mean the same whether the parent
+/// runs under `cargo test` or nextest, since the child is the test binary
+/// run directly.
+pub fn child_test_args(name: &str) -> [&str; 4] {
+    ["--exact", name, "--ignored", "--nocapture"]
+}
+
+/// The value of `var`, which the parent of a child-process entry point sets.
+/// Run any other way (`--ignored` by hand), the entry point fails here
+/// instead of passing while doing nothing.
+pub fn child_env(var: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| {
+        panic!(
+            "this is a child-process entry point, not a test: its parent test \
+             runs it with {var} set"
+        )
+    })
 }
 
 /// Standard output of a finished command, as text.
