@@ -9,7 +9,7 @@ use common::{assert_exit, stderr, stdout};
 use std::path::Path;
 use std::process::{Command, Output};
 
-use common::PgDatabase;
+use common::{Backend, Place};
 use persist::{BackendKind, Migrations};
 
 const BIN: &str = env!("CARGO_BIN_EXE_persist");
@@ -120,22 +120,17 @@ fn migrate_status_ping_cycle(url: &str, dialect: BackendKind) {
     assert!(stdout(&o).starts_with("ok"), "{}", stdout(&o));
 }
 
-#[test]
-fn sqlite_migrate_status_ping() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("x.db");
-    let url = format!("sqlite://{}", db.display());
-    migrate_status_ping_cycle(&url, BackendKind::Sqlite);
-    assert!(db.is_file());
+/// The migrate / status / ping cycle on a fresh database of `backend`.
+fn migrate_status_ping(backend: Backend) {
+    let (url, place) = backend.empty_blocking();
+    migrate_status_ping_cycle(&url, backend.dialect());
+    if let Place::Sqlite(dir) = &place {
+        assert!(dir.path().join("test.db").is_file());
+    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_migrate_status_ping() {
-    let pg = PgDatabase::create().await;
-    let url = pg.url.clone();
-    tokio::task::spawn_blocking(move || migrate_status_ping_cycle(&url, BackendKind::Postgres))
-        .await
-        .unwrap();
+both_backends! {
+    blocking migrate_status_ping,
 }
 
 #[test]

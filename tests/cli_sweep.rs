@@ -66,7 +66,7 @@ const EXPIRIES: [i64; 9] = [20, 100, 500, 999, 1000, 1001, 5000, 86_400, 4_000_0
 const NOW: i64 = 1000;
 const EXPIRED: usize = 5;
 
-async fn sweeps_exactly_the_expired_sessions(t: TestDb) {
+async fn sweeps_exactly_the_expired_sessions(t: &TestDb) {
     let db = &t.db;
     let (a, b) = (user(db, 1).await, user(db, 2).await);
     for (i, exp) in EXPIRIES.iter().enumerate() {
@@ -124,17 +124,10 @@ async fn sweeps_exactly_the_expired_sessions(t: TestDb) {
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].expires_at, 4_000_000_000);
     assert!(db.sessions().list_for_user(b).await.unwrap().is_empty());
-    t.close().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_sweeps_exactly_the_expired_sessions() {
-    sweeps_exactly_the_expired_sessions(common::sqlite().await).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_sweeps_exactly_the_expired_sessions() {
-    sweeps_exactly_the_expired_sessions(common::postgres().await).await;
+both_backends! {
+    test_db sweeps_exactly_the_expired_sessions,
 }
 
 /// Every session the demo leaves behind has expired by the wall clock (its

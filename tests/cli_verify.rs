@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{assert_exit, stderr, stdout};
+use common::{assert_exit, stderr, stdout, Backend};
 
 use std::process::{Command, Output};
 
@@ -93,16 +93,10 @@ fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
         .collect()
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Kind {
-    Sqlite,
-    Postgres,
-}
-
 /// Runs DDL/DML by hand, as an operator would with sqlite3 or psql.
-async fn by_hand(kind: Kind, url: &str, sql: &str) {
+async fn by_hand(kind: Backend, url: &str, sql: &str) {
     match kind {
-        Kind::Sqlite => {
+        Backend::Sqlite => {
             let path = persist::Config::from_url(url)
                 .unwrap()
                 .sqlite_path()
@@ -112,7 +106,7 @@ async fn by_hand(kind: Kind, url: &str, sql: &str) {
             c.execute_batch(sql)
                 .unwrap_or_else(|e| panic!("{sql}: {e}"));
         }
-        Kind::Postgres => {
+        Backend::Postgres => {
             let (c, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
                 .await
                 .unwrap();
@@ -126,11 +120,8 @@ async fn by_hand(kind: Kind, url: &str, sql: &str) {
 
 /// Verifies a fresh database, then edits it by hand step by step; after each
 /// step the full list of differences is exactly what was changed so far.
-async fn hand_edits_are_reported(kind: Kind) {
-    let t = match kind {
-        Kind::Sqlite => common::sqlite().await,
-        Kind::Postgres => common::postgres().await,
-    };
+async fn hand_edits_are_reported(kind: Backend) {
+    let t = kind.fresh().await;
     t.db.close().await;
     let url = t.url.clone();
 
@@ -148,7 +139,7 @@ async fn hand_edits_are_reported(kind: Kind) {
     let v = verify_json(&url, 0, "verify --json on a fresh database");
     assert_eq!(differences(&v), pairs(&[]));
     match kind {
-        Kind::Sqlite => {
+        Backend::Sqlite => {
             assert_eq!(out.lines().count(), 3, "{out}");
             assert!(out.contains("integrity_check: ok\n"), "{out}");
             assert!(out.contains("foreign_key_check: ok\n"), "{out}");
@@ -156,7 +147,7 @@ async fn hand_edits_are_reported(kind: Kind) {
             assert_eq!(v["integrity_check"], "ok");
             assert_eq!(v["foreign_key_violations"], 0);
         }
-        Kind::Postgres => {
+        Backend::Postgres => {
             assert_eq!(out.lines().count(), 1, "{out}");
             assert_eq!(v["backend"], "postgres");
             assert!(v["integrity_check"].is_null());
@@ -164,8 +155,8 @@ async fn hand_edits_are_reported(kind: Kind) {
         }
     }
     assert!(v["database"].as_str().unwrap().contains(match kind {
-        Kind::Sqlite => "test.db",
-        Kind::Postgres => t.url.rsplit('/').next().unwrap(),
+        Backend::Sqlite => "test.db",
+        Backend::Postgres => t.url.rsplit('/').next().unwrap(),
     }));
 
     // 1. An index dropped.
@@ -186,8 +177,8 @@ async fn hand_edits_are_reported(kind: Kind) {
     assert_eq!(
         detail_of(&v, "extra_column", "accounts.nickname"),
         match kind {
-            Kind::Sqlite => "found TEXT NULL",
-            Kind::Postgres => "found text NULL",
+            Backend::Sqlite => "found TEXT NULL",
+            Backend::Postgres => "found text NULL",
         }
     );
 
@@ -200,7 +191,7 @@ async fn hand_edits_are_reported(kind: Kind) {
     // 4. A column's nullability changed (SQLite: by rebuilding the table, the
     // only way it has).
     let nullable_xp = match kind {
-        Kind::Sqlite => {
+        Backend::Sqlite => {
             "PRAGMA foreign_keys = OFF;
              BEGIN;
              CREATE TABLE progression_new (
@@ -213,7 +204,7 @@ async fn hand_edits_are_reported(kind: Kind) {
              ALTER TABLE progression_new RENAME TO progression;
              COMMIT;"
         }
-        Kind::Postgres => "ALTER TABLE progression ALTER COLUMN xp DROP NOT NULL",
+        Backend::Postgres => "ALTER TABLE progression ALTER COLUMN xp DROP NOT NULL",
     };
     by_hand(kind, &url, nullable_xp).await;
     expected.insert(1, ("changed_column", "progression.xp"));
@@ -237,7 +228,7 @@ async fn hand_edits_are_reported(kind: Kind) {
 
     // 6. PostgreSQL: a CHECK constraint dropped, a foreign key's delete rule
     // changed, a column's type widened.
-    if kind == Kind::Postgres {
+    if kind == Backend::Postgres {
         by_hand(
             kind,
             &url,
@@ -294,7 +285,7 @@ async fn hand_edits_are_reported(kind: Kind) {
     );
     assert!(stderr(&o).is_empty(), "{}", stderr(&o));
 
-    if kind == Kind::Postgres {
+    if kind == Backend::Postgres {
         assert_no_scratch_schema_left(&url).await;
     }
 }
@@ -315,14 +306,9 @@ async fn assert_no_scratch_schema_left(url: &str) {
     assert_eq!(left, 0, "scratch schemas left behind");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_hand_edits_are_reported() {
-    hand_edits_are_reported(Kind::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_hand_edits_are_reported() {
-    hand_edits_are_reported(Kind::Postgres).await;
+both_backends! {
+    backend hand_edits_are_reported,
+    backend unmigrated_databases_miss_every_table,
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -331,7 +317,7 @@ async fn sqlite_foreign_key_violations_fail_verify_with_a_matching_schema() {
     t.db.close().await;
     // Foreign keys off, as a hand-run import might leave them.
     by_hand(
-        Kind::Sqlite,
+        Backend::Sqlite,
         &t.url,
         "PRAGMA foreign_keys = OFF;
          INSERT INTO progression (user_id, level, xp) VALUES (999, 1, 2);
@@ -358,11 +344,11 @@ async fn sqlite_foreign_key_violations_fail_verify_with_a_matching_schema() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unmigrated_databases_miss_every_table() {
-    // SQLite: a new, empty file.
-    let (url, _dir) = common::sqlite_url();
-    let v = verify_json(&url, 6, "verify on an empty SQLite file");
+/// A new, empty database (SQLite: a new file) misses every table, and
+/// (PostgreSQL) verify leaves no scratch schema behind.
+async fn unmigrated_databases_miss_every_table(backend: Backend) {
+    let (url, _place) = backend.empty().await;
+    let v = verify_json(&url, 6, &format!("verify on an empty {backend:?} database"));
     let want = pairs(&[
         ("missing_table", "accounts"),
         ("missing_table", "army_loadouts"),
@@ -372,11 +358,9 @@ async fn unmigrated_databases_miss_every_table() {
         ("missing_table", "user_unlocks"),
     ]);
     assert_eq!(differences(&v), want);
-    // PostgreSQL: an empty database.
-    let pg = common::PgDatabase::create().await;
-    let v = verify_json(&pg.url, 6, "verify on an empty PostgreSQL database");
-    assert_eq!(differences(&v), want);
-    assert_no_scratch_schema_left(&pg.url).await;
+    if backend == Backend::Postgres {
+        assert_no_scratch_schema_left(&url).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

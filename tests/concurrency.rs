@@ -273,28 +273,17 @@ async fn failing_unit_of_work_leaves_nothing(db: &Db) {
             let tx = db.begin().await.unwrap();
             let email = format!("fail{t}@example.com");
             let username = format!("fail{t}");
-            let a = tx
-                .accounts()
-                .create(&NewAccount {
+            let a = common::register_in(
+                &tx,
+                &NewAccount {
                     email: &email,
                     username: &username,
                     pass_hash: HASH,
                     created_at: T0,
-                })
-                .await
-                .unwrap();
-            tx.progression()
-                .set(&Progression {
-                    user_id: a.user_id,
-                    level: 1,
-                    xp: 0,
-                })
-                .await
-                .unwrap();
-            tx.loadouts()
-                .save(&Loadout::empty(a.user_id, T0))
-                .await
-                .unwrap();
+                },
+            )
+            .await
+            .unwrap();
             tx.sessions()
                 .create(&format!("fail-tok-{t}"), a.user_id, T0, T0 + 60)
                 .await
@@ -321,28 +310,17 @@ async fn failing_unit_of_work_leaves_nothing(db: &Db) {
             let tx = db.begin().await.unwrap();
             let email = format!("ok{t}@example.com");
             let username = format!("ok{t}");
-            let a = tx
-                .accounts()
-                .create(&NewAccount {
+            let a = common::register_in(
+                &tx,
+                &NewAccount {
                     email: &email,
                     username: &username,
                     pass_hash: HASH,
                     created_at: T0,
-                })
-                .await
-                .unwrap();
-            tx.progression()
-                .set(&Progression {
-                    user_id: a.user_id,
-                    level: 1,
-                    xp: 0,
-                })
-                .await
-                .unwrap();
-            tx.loadouts()
-                .save(&Loadout::empty(a.user_id, T0))
-                .await
-                .unwrap();
+                },
+            )
+            .await
+            .unwrap();
             tx.commit().await.unwrap();
             UserId(-a.user_id.0)
         }));

@@ -427,12 +427,12 @@ async fn in_memory_sqlite_migrates_and_serves() {
 // ---------------------------------------------------------------------------
 // Closed handles.
 
-async fn closed_handle_refuses_every_call(db: Db) {
+async fn closed_handle_refuses_every_call(db: &Db) {
     let clone = db.clone();
     db.ping().await.unwrap();
     db.close().await;
     assert!(db.is_closed() && clone.is_closed());
-    for handle in [&db, &clone] {
+    for handle in [db, &clone] {
         assert!(matches!(handle.ping().await, Err(Error::Closed)));
         assert!(matches!(
             handle.accounts().get(UserId(1)).await,
@@ -466,22 +466,14 @@ async fn closed_handle_refuses_every_call(db: Db) {
     assert!(format!("{db:?}").contains("closed: true"), "{db:?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn closed_handle_refuses_every_call_sqlite() {
-    let t = common::sqlite().await;
-    closed_handle_refuses_every_call(t.db.clone()).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn closed_handle_refuses_every_call_postgres() {
-    let t = common::postgres().await;
-    closed_handle_refuses_every_call(t.db.clone()).await;
+both_backends! {
+    db closed_handle_refuses_every_call,
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn closed_handle_refuses_every_call_sqlite_memory() {
     let db = common::open_migrated("sqlite::memory:").await;
-    closed_handle_refuses_every_call(db).await;
+    closed_handle_refuses_every_call(&db).await;
 }
 
 // ---------------------------------------------------------------------------

@@ -86,8 +86,13 @@ fn sid(token: &str) -> SessionId {
 /// Every row of the five tables, read through a raw connection (not the
 /// repositories), so "nothing changed" is checked against the real storage.
 async fn snapshot(db: &Db) -> Vec<String> {
+    snapshot_of(&Raw::open(db).await).await
+}
+
+/// [`snapshot`] through a connection already open.
+async fn snapshot_of(raw: &Raw) -> Vec<String> {
     let mut out = Vec::new();
-    match Raw::open(db).await {
+    match raw {
         Raw::Sqlite(c) => {
             for t in TABLES {
                 let mut st = c.prepare(&format!("SELECT * FROM {t}")).unwrap();
@@ -678,178 +683,511 @@ async fn lookup_input_may_be_longer_than_the_stored_name(db: &Db) {
     assert_eq!(found.username, "ß".repeat(17));
 }
 
-async fn input_rules_email_and_username(db: &Db) {
-    let a = mk(db, "ada@example.com", "ada").await;
-    let before = snapshot(db).await;
-    let accounts = db.accounts();
+// The refusals are one table per rule group: each row is a call, the field
+// it must name and the violation, run by one runner on both backends (see
+// `refuses`). What each group accepts at its caps follows its table.
 
-    // Empty.
-    invalid(
-        accounts.create(&acct("", "x")).await,
-        "email",
-        Violation::Empty,
-    );
-    invalid(
-        accounts.create(&acct("x@y.z", "")).await,
-        "username",
-        Violation::Empty,
-    );
-    // Email checked before username.
-    invalid(
-        accounts.create(&acct("", "")).await,
-        "email",
-        Violation::Empty,
-    );
-    // NUL.
-    invalid(
-        accounts.create(&acct("a\0@example.com", "x")).await,
-        "email",
-        Violation::Nul,
-    );
-    invalid(
-        accounts.create(&acct("x@example.com", "ad\0a")).await,
-        "username",
-        Violation::Nul,
-    );
-    invalid(
-        accounts.create(&acct("x@example.com", "\0")).await,
-        "username",
-        Violation::Nul,
-    );
-    // Other control characters.
-    for cc in [
-        "\n", "\r", "\t", "\u{7}", "\u{1b}", "\u{7f}", "\u{85}", "\u{9f}",
-    ] {
-        invalid(
-            accounts
-                .create(&acct(&format!("a{cc}@example.com"), "x"))
-                .await,
-            "email",
-            Violation::ControlCharacter,
-        );
-        invalid(
-            accounts
-                .create(&acct("x@example.com", &format!("x{cc}y")))
-                .await,
-            "username",
-            Violation::ControlCharacter,
+/// One repository call with its arguments, owned so tables can hold it.
+#[derive(Debug, Clone)]
+enum Call {
+    CreateAccount {
+        email: String,
+        username: String,
+        pass_hash: Vec<u8>,
+        created_at: i64,
+    },
+    GetAccount(UserId),
+    FindByEmail(String),
+    FindByUsername(String),
+    UpdateLastLogin(UserId, i64),
+    UpdatePassHash(UserId, Vec<u8>),
+    UpdateEmail(UserId, String),
+    UpdateUsername(UserId, String),
+    DeleteAccount(UserId),
+    CreateSession {
+        token: String,
+        user: UserId,
+        created_at: i64,
+        expires_at: i64,
+    },
+    FindSession(String),
+    DeleteSession(String),
+    DeleteAllSessions(UserId),
+    ListSessions(UserId),
+    RevokeSession(UserId, SessionId),
+    DeleteExpired {
+        now: i64,
+        batch_size: i64,
+    },
+    GetLoadout(UserId),
+    SaveLoadout(Loadout),
+    DeleteLoadout(UserId),
+    GetProgression(UserId),
+    SetProgression(Progression),
+    AddXp(UserId, i64),
+    Grant(UserId, i32, i64),
+    GrantMany(UserId, Vec<i32>, i64),
+    HasUnlock(UserId, i32),
+    ListUnlocks(UserId),
+    RevokeUnlock(UserId, i32),
+}
+
+impl Call {
+    /// An account creation with the default hash and time.
+    fn create(email: &str, username: &str) -> Call {
+        Call::CreateAccount {
+            email: email.to_string(),
+            username: username.to_string(),
+            pass_hash: HASH.to_vec(),
+            created_at: T0,
+        }
+    }
+
+    /// A session creation for `user`.
+    fn session(token: &str, user: UserId, created_at: i64, expires_at: i64) -> Call {
+        Call::CreateSession {
+            token: token.to_string(),
+            user,
+            created_at,
+            expires_at,
+        }
+    }
+
+    async fn run(&self, db: &Db) -> persist::Result<()> {
+        match self {
+            Call::CreateAccount {
+                email,
+                username,
+                pass_hash,
+                created_at,
+            } => db
+                .accounts()
+                .create(&NewAccount {
+                    email,
+                    username,
+                    pass_hash,
+                    created_at: *created_at,
+                })
+                .await
+                .map(drop),
+            Call::GetAccount(u) => db.accounts().get(*u).await.map(drop),
+            Call::FindByEmail(e) => db.accounts().find_by_email(e).await.map(drop),
+            Call::FindByUsername(n) => db.accounts().find_by_username(n).await.map(drop),
+            Call::UpdateLastLogin(u, at) => db.accounts().update_last_login(*u, *at).await,
+            Call::UpdatePassHash(u, h) => db.accounts().update_pass_hash(*u, h).await,
+            Call::UpdateEmail(u, e) => db.accounts().update_email(*u, e).await,
+            Call::UpdateUsername(u, n) => db.accounts().update_username(*u, n).await,
+            Call::DeleteAccount(u) => db.accounts().delete(*u).await,
+            Call::CreateSession {
+                token,
+                user,
+                created_at,
+                expires_at,
+            } => db
+                .sessions()
+                .create(token, *user, *created_at, *expires_at)
+                .await
+                .map(drop),
+            Call::FindSession(t) => db.sessions().find_by_token(t).await.map(drop),
+            Call::DeleteSession(t) => db.sessions().delete(t).await,
+            Call::DeleteAllSessions(u) => db.sessions().delete_all_for_user(*u).await.map(drop),
+            Call::ListSessions(u) => db.sessions().list_for_user(*u).await.map(drop),
+            Call::RevokeSession(u, id) => db.sessions().revoke(*u, *id).await,
+            Call::DeleteExpired { now, batch_size } => db
+                .sessions()
+                .delete_expired(*now, *batch_size)
+                .await
+                .map(drop),
+            Call::GetLoadout(u) => db.loadouts().get(*u).await.map(drop),
+            Call::SaveLoadout(l) => db.loadouts().save(l).await,
+            Call::DeleteLoadout(u) => db.loadouts().delete(*u).await,
+            Call::GetProgression(u) => db.progression().get(*u).await.map(drop),
+            Call::SetProgression(p) => db.progression().set(p).await,
+            Call::AddXp(u, d) => db.progression().add_xp(*u, *d).await.map(drop),
+            Call::Grant(u, f, at) => db.unlocks().grant(*u, *f, *at).await.map(drop),
+            Call::GrantMany(u, fs, at) => db.unlocks().grant_many(*u, fs, *at).await.map(drop),
+            Call::HasUnlock(u, f) => db.unlocks().has(*u, *f).await.map(drop),
+            Call::ListUnlocks(u) => db.unlocks().list(*u).await.map(drop),
+            Call::RevokeUnlock(u, f) => db.unlocks().revoke(*u, *f).await,
+        }
+    }
+
+    /// The call for a failure message, long arguments shortened.
+    fn label(&self) -> String {
+        let s = format!("{self:?}");
+        match s.char_indices().nth(160) {
+            Some((i, _)) => format!("{}... ({} characters)", &s[..i], s.chars().count()),
+            None => s,
+        }
+    }
+}
+
+/// A call that breaks an input rule, and the exact refusal it must get.
+struct Refusal {
+    call: Call,
+    field: &'static str,
+    violation: Violation,
+}
+
+fn refusal(call: Call, field: &'static str, violation: Violation) -> Refusal {
+    Refusal {
+        call,
+        field,
+        violation,
+    }
+}
+
+/// Runs every row: each call must fail with exactly its
+/// `InvalidInput { field, violation }` and leave every row of every table
+/// as it was (read past the repositories after each call).
+async fn refuses(db: &Db, table: &[Refusal]) {
+    assert!(!table.is_empty(), "an empty table tests nothing");
+    let raw = Raw::open(db).await;
+    let before = snapshot_of(&raw).await;
+    for r in table {
+        match r.call.run(db).await {
+            Err(Error::InvalidInput { field, violation })
+                if field == r.field && violation == r.violation => {}
+            other => panic!(
+                "{}: expected InvalidInput {{ field: {:?}, violation: {:?} }}, got {other:?}",
+                r.call.label(),
+                r.field,
+                r.violation
+            ),
+        }
+        assert_eq!(
+            snapshot_of(&raw).await,
+            before,
+            "{} changed the database",
+            r.call.label()
         );
     }
-    // Over-long, counted in characters.
-    let email_255 = format!("{}@example.com", "a".repeat(255 - 12));
-    assert_eq!(email_255.chars().count(), 255);
-    invalid(
-        accounts.create(&acct(&email_255, "x")).await,
-        "email",
-        Violation::TooLong { max: 254 },
-    );
-    invalid(
-        accounts.create(&acct(&"\u{e9}".repeat(255), "x")).await,
-        "email",
-        Violation::TooLong { max: 254 },
-    );
-    invalid(
-        accounts
-            .create(&acct("x@example.com", &"a".repeat(33)))
-            .await,
-        "username",
-        Violation::TooLong { max: 32 },
-    );
-    invalid(
-        accounts
-            .create(&acct("x@example.com", &"\u{e9}".repeat(33)))
-            .await,
-        "username",
-        Violation::TooLong { max: 32 },
-    );
-    // Lookups refuse the same inputs.
-    invalid(accounts.find_by_email("").await, "email", Violation::Empty);
-    invalid(
-        accounts.find_by_username("").await,
-        "username",
-        Violation::Empty,
-    );
-    invalid(
-        accounts.find_by_email("ada@example.com\0").await,
-        "email",
-        Violation::Nul,
-    );
-    invalid(
-        accounts.find_by_username("ada\0").await,
-        "username",
-        Violation::Nul,
-    );
-    invalid(
-        accounts.find_by_username("\0ada").await,
-        "username",
-        Violation::Nul,
-    );
-    invalid(
-        accounts.find_by_username("ad\na").await,
-        "username",
-        Violation::ControlCharacter,
-    );
+}
+
+const CONTROL_CHARACTERS: [&str; 8] = [
+    "\n", "\r", "\t", "\u{7}", "\u{1b}", "\u{7f}", "\u{85}", "\u{9f}",
+];
+
+/// 255 characters: one over the email cap.
+fn email_255() -> String {
+    let e = format!("{}@example.com", "a".repeat(255 - 12));
+    assert_eq!(e.chars().count(), 255);
+    e
+}
+
+/// Email and username rules, for `a` (an existing account).
+fn email_and_username_refusals(a: UserId) -> Vec<Refusal> {
+    use Violation::{ControlCharacter, Empty, Nul, TooLong};
+    let mut t = vec![
+        // Empty; email checked before username.
+        refusal(Call::create("", "x"), "email", Empty),
+        refusal(Call::create("x@y.z", ""), "username", Empty),
+        refusal(Call::create("", ""), "email", Empty),
+        // NUL.
+        refusal(Call::create("a\0@example.com", "x"), "email", Nul),
+        refusal(Call::create("x@example.com", "ad\0a"), "username", Nul),
+        refusal(Call::create("x@example.com", "\0"), "username", Nul),
+    ];
+    // Other control characters.
+    for cc in CONTROL_CHARACTERS {
+        t.push(refusal(
+            Call::create(&format!("a{cc}@example.com"), "x"),
+            "email",
+            ControlCharacter,
+        ));
+        t.push(refusal(
+            Call::create("x@example.com", &format!("x{cc}y")),
+            "username",
+            ControlCharacter,
+        ));
+    }
+    let s = String::from;
+    t.extend([
+        // Over-long, counted in characters.
+        refusal(
+            Call::create(&email_255(), "x"),
+            "email",
+            TooLong { max: 254 },
+        ),
+        refusal(
+            Call::create(&"\u{e9}".repeat(255), "x"),
+            "email",
+            TooLong { max: 254 },
+        ),
+        refusal(
+            Call::create("x@example.com", &"a".repeat(33)),
+            "username",
+            TooLong { max: 32 },
+        ),
+        refusal(
+            Call::create("x@example.com", &"\u{e9}".repeat(33)),
+            "username",
+            TooLong { max: 32 },
+        ),
+        // Lookups refuse the same inputs...
+        refusal(Call::FindByEmail(s("")), "email", Empty),
+        refusal(Call::FindByUsername(s("")), "username", Empty),
+        refusal(Call::FindByEmail(s("ada@example.com\0")), "email", Nul),
+        refusal(Call::FindByUsername(s("ada\0")), "username", Nul),
+        refusal(Call::FindByUsername(s("\0ada")), "username", Nul),
+        refusal(
+            Call::FindByUsername(s("ad\na")),
+            "username",
+            ControlCharacter,
+        ),
+        // ...and cap input at the key length (what they accept beyond the
+        // display caps is checked after the table).
+        refusal(
+            Call::FindByUsername("a".repeat(8193)),
+            "username",
+            TooLong { max: 8192 },
+        ),
+        refusal(
+            Call::FindByEmail("a".repeat(8193)),
+            "email",
+            TooLong { max: 8192 },
+        ),
+        // Updates refuse them too.
+        refusal(Call::UpdateEmail(a, s("")), "email", Empty),
+        refusal(Call::UpdateEmail(a, s("ada@example.com\0")), "email", Nul),
+        refusal(
+            Call::UpdateEmail(a, email_255()),
+            "email",
+            TooLong { max: 254 },
+        ),
+        refusal(Call::UpdateUsername(a, s("")), "username", Empty),
+        refusal(Call::UpdateUsername(a, s("a\0")), "username", Nul),
+        refusal(
+            Call::UpdateUsername(a, s("a\tb")),
+            "username",
+            ControlCharacter,
+        ),
+        refusal(
+            Call::UpdateUsername(a, "\u{e9}".repeat(33)),
+            "username",
+            TooLong { max: 32 },
+        ),
+    ]);
+    t
+}
+
+/// Password-hash rules, for `a` (an existing account).
+fn pass_hash_refusals(a: UserId) -> Vec<Refusal> {
+    let with_hash = |h: Vec<u8>| Call::CreateAccount {
+        email: "b@example.com".into(),
+        username: "b".into(),
+        pass_hash: h,
+        created_at: T0,
+    };
+    let too_long = Violation::TooLong { max: 512 };
+    vec![
+        refusal(with_hash(vec![]), "pass_hash", Violation::Empty),
+        refusal(with_hash(vec![7; 513]), "pass_hash", too_long.clone()),
+        refusal(
+            Call::UpdatePassHash(a, vec![]),
+            "pass_hash",
+            Violation::Empty,
+        ),
+        refusal(Call::UpdatePassHash(a, vec![7; 513]), "pass_hash", too_long),
+    ]
+}
+
+/// Every call taking a user id, with an id below 1.
+fn user_id_refusals() -> Vec<Refusal> {
+    let mut t = Vec::new();
+    for bad in [UserId(0), UserId(-1), UserId(i64::MIN)] {
+        for call in [
+            Call::GetAccount(bad),
+            Call::UpdateLastLogin(bad, T0),
+            Call::UpdatePassHash(bad, HASH.to_vec()),
+            Call::UpdateEmail(bad, "x@y.z".into()),
+            Call::UpdateUsername(bad, "x".into()),
+            Call::DeleteAccount(bad),
+            Call::session("tok-x", bad, T0, T0),
+            Call::DeleteAllSessions(bad),
+            Call::ListSessions(bad),
+            Call::RevokeSession(bad, sid("ada-0")),
+            Call::GetLoadout(bad),
+            Call::SaveLoadout(Loadout::empty(bad, T0)),
+            Call::DeleteLoadout(bad),
+            Call::GetProgression(bad),
+            Call::SetProgression(Progression {
+                user_id: bad,
+                level: 0,
+                xp: 0,
+            }),
+            Call::AddXp(bad, 1),
+            Call::Grant(bad, 1, T0),
+            Call::GrantMany(bad, vec![1], T0),
+            Call::GrantMany(bad, vec![], T0),
+            Call::HasUnlock(bad, 1),
+            Call::ListUnlocks(bad),
+            Call::RevokeUnlock(bad, 1),
+        ] {
+            t.push(refusal(call, "user_id", UID_RANGE));
+        }
+    }
+    t
+}
+
+/// Counters, flags and loadout slots below 0, for `u` (an existing user).
+fn counter_refusals(u: UserId) -> Vec<Refusal> {
+    use Violation::Negative;
+    let prog = |level, xp| {
+        Call::SetProgression(Progression {
+            user_id: u,
+            level,
+            xp,
+        })
+    };
+    let mut t = vec![
+        refusal(prog(-1, 0), "level", Negative),
+        refusal(prog(0, -1), "xp", Negative),
+        refusal(prog(i32::MIN, i64::MIN), "level", Negative),
+    ];
+    for f in [-1, i32::MIN] {
+        t.push(refusal(Call::Grant(u, f, T0), "flag_id", Negative));
+        t.push(refusal(Call::HasUnlock(u, f), "flag_id", Negative));
+        t.push(refusal(Call::RevokeUnlock(u, f), "flag_id", Negative));
+        // One bad flag refuses the whole batch, valid ones included.
+        t.push(refusal(
+            Call::GrantMany(u, vec![7, 8, f], T0),
+            "flag_id",
+            Negative,
+        ));
+    }
+    // Each loadout slot group names its field.
+    let base = full_loadout(u, 1, T0);
+    let with = |edit: &dyn Fn(&mut Loadout)| {
+        let mut l = base;
+        edit(&mut l);
+        Call::SaveLoadout(l)
+    };
+    t.push(refusal(
+        with(&|l| l.element_id = -1),
+        "element_id",
+        Negative,
+    ));
+    for i in 0..4 {
+        t.push(refusal(
+            with(&|l| l.army_abilities[i] = -1),
+            "army_abilities",
+            Negative,
+        ));
+        t.push(refusal(with(&|l| l.items[i] = i32::MIN), "items", Negative));
+    }
+    for i in 0..6 {
+        let set_piece = |l: &mut Loadout| {
+            let mut arr = l.piece_abilities.to_array();
+            arr[i] = -1;
+            l.piece_abilities = PieceAbilities::from_array(arr);
+        };
+        t.push(refusal(with(&set_piece), "piece_abilities", Negative));
+    }
+    t
+}
+
+/// Every timestamp argument outside 0..=TS_MAX, for `u` (an existing user).
+fn timestamp_refusals(u: UserId) -> Vec<Refusal> {
+    let mut t = Vec::new();
+    for bad in [-1, i64::MIN, TS_MAX + 1, i64::MAX] {
+        let late = |l: Loadout| Loadout {
+            updated_at: bad,
+            ..l
+        };
+        for (call, field) in [
+            (
+                Call::CreateAccount {
+                    email: "b@example.com".into(),
+                    username: "b".into(),
+                    pass_hash: HASH.to_vec(),
+                    created_at: bad,
+                },
+                "created_at",
+            ),
+            (Call::UpdateLastLogin(u, bad), "last_login_at"),
+            (Call::session("tok-new", u, bad, T0), "created_at"),
+            (Call::session("tok-new", u, T0, bad), "expires_at"),
+            (
+                Call::DeleteExpired {
+                    now: bad,
+                    batch_size: 10,
+                },
+                "now",
+            ),
+            (Call::SaveLoadout(late(Loadout::empty(u, T0))), "updated_at"),
+            (Call::Grant(u, 9, bad), "unlocked_at"),
+            (Call::GrantMany(u, vec![9], bad), "unlocked_at"),
+        ] {
+            t.push(refusal(call, field, TS_RANGE));
+        }
+    }
+    t
+}
+
+/// Session rules, for `u` (an existing user).
+fn session_refusals(u: UserId) -> Vec<Refusal> {
+    let too_long = Violation::TooLong { max: 512 };
+    let mut t = vec![refusal(
+        Call::session("tok", u, T0, T0 - 1),
+        "expires_at",
+        Violation::OutOfRange {
+            min: T0,
+            max: TS_MAX,
+        },
+    )];
+    let long = "t".repeat(513);
+    for token in [String::new(), long] {
+        let want = if token.is_empty() {
+            Violation::Empty
+        } else {
+            too_long.clone()
+        };
+        for call in [
+            Call::session(&token, u, T0, T0),
+            Call::FindSession(token.clone()),
+            Call::DeleteSession(token.clone()),
+        ] {
+            t.push(refusal(call, "token", want.clone()));
+        }
+    }
+    // 513 bytes in fewer characters is still too long: the cap is in bytes.
+    t.push(refusal(
+        Call::FindSession(format!("{}x", "\u{e9}".repeat(256))),
+        "token",
+        too_long,
+    ));
+    for batch_size in [0, -1, i64::MIN, 100_001, i64::MAX] {
+        t.push(refusal(
+            Call::DeleteExpired {
+                now: T0 + 10_000,
+                batch_size,
+            },
+            "batch_size",
+            Violation::OutOfRange {
+                min: 1,
+                max: 100_000,
+            },
+        ));
+    }
+    t
+}
+
+async fn input_rules_email_and_username(db: &Db) {
+    let a = mk(db, "ada@example.com", "ada").await;
+    refuses(db, &email_and_username_refusals(a.user_id)).await;
+
     // Lookups cap input at the key length, not the display length: case
     // folding can make a matching input longer than what was stored.
+    let accounts = db.accounts();
     assert!(matches!(
-        accounts.find_by_email(&email_255).await,
+        accounts.find_by_email(&email_255()).await,
         Err(Error::NotFound(Entity::Account))
     ));
     assert!(matches!(
         accounts.find_by_username(&"a".repeat(33)).await,
         Err(Error::NotFound(Entity::Account))
     ));
-    invalid(
-        accounts.find_by_username(&"a".repeat(8193)).await,
-        "username",
-        Violation::TooLong { max: 8192 },
-    );
-    invalid(
-        accounts.find_by_email(&"a".repeat(8193)).await,
-        "email",
-        Violation::TooLong { max: 8192 },
-    );
-
-    // Updates refuse them too.
-    invalid(
-        accounts.update_email(a.user_id, "").await,
-        "email",
-        Violation::Empty,
-    );
-    invalid(
-        accounts.update_email(a.user_id, "ada@example.com\0").await,
-        "email",
-        Violation::Nul,
-    );
-    invalid(
-        accounts.update_email(a.user_id, &email_255).await,
-        "email",
-        Violation::TooLong { max: 254 },
-    );
-    invalid(
-        accounts.update_username(a.user_id, "").await,
-        "username",
-        Violation::Empty,
-    );
-    invalid(
-        accounts.update_username(a.user_id, "a\0").await,
-        "username",
-        Violation::Nul,
-    );
-    invalid(
-        accounts.update_username(a.user_id, "a\tb").await,
-        "username",
-        Violation::ControlCharacter,
-    );
-    invalid(
-        accounts
-            .update_username(a.user_id, &"\u{e9}".repeat(33))
-            .await,
-        "username",
-        Violation::TooLong { max: 32 },
-    );
-    // Nothing changed.
-    assert_eq!(snapshot(db).await, before);
 
     // Exactly at the caps: accepted, and multi-byte characters count once.
     let email_254 = format!("{}@example.com", "b".repeat(254 - 12));
@@ -884,33 +1222,11 @@ async fn input_rules_email_and_username(db: &Db) {
 
 async fn input_rules_pass_hash(db: &Db) {
     let a = mk(db, "ada@example.com", "ada").await;
-    let before = snapshot(db).await;
+    refuses(db, &pass_hash_refusals(a.user_id)).await;
+    // At the cap: accepted.
+    let big = vec![7u8; 512];
     let mut na = acct("b@example.com", "b");
-    na.pass_hash = b"";
-    invalid(
-        db.accounts().create(&na).await,
-        "pass_hash",
-        Violation::Empty,
-    );
-    let big = vec![7u8; 513];
     na.pass_hash = &big;
-    invalid(
-        db.accounts().create(&na).await,
-        "pass_hash",
-        Violation::TooLong { max: 512 },
-    );
-    invalid(
-        db.accounts().update_pass_hash(a.user_id, b"").await,
-        "pass_hash",
-        Violation::Empty,
-    );
-    invalid(
-        db.accounts().update_pass_hash(a.user_id, &big).await,
-        "pass_hash",
-        Violation::TooLong { max: 512 },
-    );
-    assert_eq!(snapshot(db).await, before);
-    na.pass_hash = &big[..512];
     let b = db.accounts().create(&na).await.unwrap();
     assert_eq!(
         db.accounts().get(b.user_id).await.unwrap().pass_hash,
@@ -920,212 +1236,20 @@ async fn input_rules_pass_hash(db: &Db) {
 
 async fn input_rules_user_ids(db: &Db) {
     let a = populated_user(db, "ada@example.com", "ada", "ada").await;
-    let before = snapshot(db).await;
-    for bad in [UserId(0), UserId(-1), UserId(i64::MIN)] {
-        invalid(db.accounts().get(bad).await, "user_id", UID_RANGE);
-        invalid(
-            db.accounts().update_last_login(bad, T0).await,
-            "user_id",
-            UID_RANGE,
-        );
-        invalid(
-            db.accounts().update_pass_hash(bad, HASH).await,
-            "user_id",
-            UID_RANGE,
-        );
-        invalid(
-            db.accounts().update_email(bad, "x@y.z").await,
-            "user_id",
-            UID_RANGE,
-        );
-        invalid(
-            db.accounts().update_username(bad, "x").await,
-            "user_id",
-            UID_RANGE,
-        );
-        invalid(db.accounts().delete(bad).await, "user_id", UID_RANGE);
-        invalid(
-            db.sessions().create("tok-x", bad, T0, T0).await,
-            "user_id",
-            UID_RANGE,
-        );
-        invalid(
-            db.sessions().delete_all_for_user(bad).await,
-            "user_id",
-            UID_RANGE,
-        );
-        invalid(db.sessions().list_for_user(bad).await, "user_id", UID_RANGE);
-        invalid(
-            db.sessions().revoke(bad, sid("ada-0")).await,
-            "user_id",
-            UID_RANGE,
-        );
-        invalid(db.loadouts().get(bad).await, "user_id", UID_RANGE);
-        invalid(
-            db.loadouts().save(&Loadout::empty(bad, T0)).await,
-            "user_id",
-            UID_RANGE,
-        );
-        invalid(db.loadouts().delete(bad).await, "user_id", UID_RANGE);
-        invalid(db.progression().get(bad).await, "user_id", UID_RANGE);
-        invalid(
-            db.progression()
-                .set(&Progression {
-                    user_id: bad,
-                    level: 0,
-                    xp: 0,
-                })
-                .await,
-            "user_id",
-            UID_RANGE,
-        );
-        invalid(db.progression().add_xp(bad, 1).await, "user_id", UID_RANGE);
-        invalid(db.unlocks().grant(bad, 1, T0).await, "user_id", UID_RANGE);
-        invalid(
-            db.unlocks().grant_many(bad, &[1], T0).await,
-            "user_id",
-            UID_RANGE,
-        );
-        invalid(
-            db.unlocks().grant_many(bad, &[], T0).await,
-            "user_id",
-            UID_RANGE,
-        );
-        invalid(db.unlocks().has(bad, 1).await, "user_id", UID_RANGE);
-        invalid(db.unlocks().list(bad).await, "user_id", UID_RANGE);
-        invalid(db.unlocks().revoke(bad, 1).await, "user_id", UID_RANGE);
-    }
-    assert_eq!(snapshot(db).await, before);
+    refuses(db, &user_id_refusals()).await;
     // The valid user is still whole.
     assert_eq!(db.accounts().get(a.user_id).await.unwrap(), a);
 }
 
 async fn input_rules_counters(db: &Db) {
     let a = populated_user(db, "ada@example.com", "ada", "ada").await;
-    let u = a.user_id;
-    let before = snapshot(db).await;
-    invalid(
-        db.progression()
-            .set(&Progression {
-                user_id: u,
-                level: -1,
-                xp: 0,
-            })
-            .await,
-        "level",
-        Violation::Negative,
-    );
-    invalid(
-        db.progression()
-            .set(&Progression {
-                user_id: u,
-                level: 0,
-                xp: -1,
-            })
-            .await,
-        "xp",
-        Violation::Negative,
-    );
-    invalid(
-        db.progression()
-            .set(&Progression {
-                user_id: u,
-                level: i32::MIN,
-                xp: i64::MIN,
-            })
-            .await,
-        "level",
-        Violation::Negative,
-    );
-    for f in [-1, i32::MIN] {
-        invalid(
-            db.unlocks().grant(u, f, T0).await,
-            "flag_id",
-            Violation::Negative,
-        );
-        invalid(db.unlocks().has(u, f).await, "flag_id", Violation::Negative);
-        invalid(
-            db.unlocks().revoke(u, f).await,
-            "flag_id",
-            Violation::Negative,
-        );
-        // One bad flag refuses the whole batch, valid ones included.
-        invalid(
-            db.unlocks().grant_many(u, &[7, 8, f], T0).await,
-            "flag_id",
-            Violation::Negative,
-        );
-    }
-    // Each loadout slot group names its field.
-    let base = full_loadout(u, 1, T0);
-    let mut l = base;
-    l.element_id = -1;
-    invalid(
-        db.loadouts().save(&l).await,
-        "element_id",
-        Violation::Negative,
-    );
-    for i in 0..4 {
-        let mut l = base;
-        l.army_abilities[i] = -1;
-        invalid(
-            db.loadouts().save(&l).await,
-            "army_abilities",
-            Violation::Negative,
-        );
-        let mut l = base;
-        l.items[i] = i32::MIN;
-        invalid(db.loadouts().save(&l).await, "items", Violation::Negative);
-    }
-    for i in 0..6 {
-        let mut arr = base.piece_abilities.to_array();
-        arr[i] = -1;
-        let mut l = base;
-        l.piece_abilities = PieceAbilities::from_array(arr);
-        invalid(
-            db.loadouts().save(&l).await,
-            "piece_abilities",
-            Violation::Negative,
-        );
-    }
-    assert_eq!(snapshot(db).await, before);
+    refuses(db, &counter_refusals(a.user_id)).await;
 }
 
 async fn input_rules_timestamps(db: &Db) {
     let a = populated_user(db, "ada@example.com", "ada", "ada").await;
     let u = a.user_id;
-    let before = snapshot(db).await;
-    for bad in [-1, i64::MIN, TS_MAX + 1, i64::MAX] {
-        let mut na = acct("b@example.com", "b");
-        na.created_at = bad;
-        invalid(db.accounts().create(&na).await, "created_at", TS_RANGE);
-        invalid(
-            db.accounts().update_last_login(u, bad).await,
-            "last_login_at",
-            TS_RANGE,
-        );
-        invalid(
-            db.sessions().create("tok-new", u, bad, T0).await,
-            "created_at",
-            TS_RANGE,
-        );
-        invalid(
-            db.sessions().create("tok-new", u, T0, bad).await,
-            "expires_at",
-            TS_RANGE,
-        );
-        invalid(db.sessions().delete_expired(bad, 10).await, "now", TS_RANGE);
-        let mut l = Loadout::empty(u, T0);
-        l.updated_at = bad;
-        invalid(db.loadouts().save(&l).await, "updated_at", TS_RANGE);
-        invalid(db.unlocks().grant(u, 9, bad).await, "unlocked_at", TS_RANGE);
-        invalid(
-            db.unlocks().grant_many(u, &[9], bad).await,
-            "unlocked_at",
-            TS_RANGE,
-        );
-    }
-    assert_eq!(snapshot(db).await, before);
+    refuses(db, &timestamp_refusals(u)).await;
     // The bounds themselves are accepted.
     let mut na = acct("b@example.com", "b");
     na.created_at = 0;
@@ -1155,49 +1279,7 @@ async fn input_rules_timestamps(db: &Db) {
 async fn input_rules_sessions(db: &Db) {
     let a = populated_user(db, "ada@example.com", "ada", "ada").await;
     let u = a.user_id;
-    let before = snapshot(db).await;
-    invalid(
-        db.sessions().create("tok", u, T0, T0 - 1).await,
-        "expires_at",
-        Violation::OutOfRange {
-            min: T0,
-            max: TS_MAX,
-        },
-    );
-    for op in 0..3 {
-        let long = "t".repeat(513);
-        let r = match op {
-            0 => db.sessions().create("", u, T0, T0).await.map(|_| ()),
-            1 => db.sessions().find_by_token("").await.map(|_| ()),
-            _ => db.sessions().delete("").await,
-        };
-        invalid(r, "token", Violation::Empty);
-        let r = match op {
-            0 => db.sessions().create(&long, u, T0, T0).await.map(|_| ()),
-            1 => db.sessions().find_by_token(&long).await.map(|_| ()),
-            _ => db.sessions().delete(&long).await,
-        };
-        invalid(r, "token", Violation::TooLong { max: 512 });
-    }
-    // 513 bytes in fewer characters is still too long: the cap is in bytes.
-    invalid(
-        db.sessions()
-            .find_by_token(&format!("{}x", "\u{e9}".repeat(256)))
-            .await,
-        "token",
-        Violation::TooLong { max: 512 },
-    );
-    for batch in [0, -1, i64::MIN, 100_001, i64::MAX] {
-        invalid(
-            db.sessions().delete_expired(T0 + 10_000, batch).await,
-            "batch_size",
-            Violation::OutOfRange {
-                min: 1,
-                max: 100_000,
-            },
-        );
-    }
-    assert_eq!(snapshot(db).await, before);
+    refuses(db, &session_refusals(u)).await;
     // A malformed session id.
     assert_err!(
         "not-hex".parse::<SessionId>(),
@@ -2185,10 +2267,7 @@ async fn unlock_has_list_revoke(db: &Db) {
 /// The register flow inside `tx`: account + progression + default loadout +
 /// a session.
 async fn register_in(tx: &persist::Tx, email: &str, username: &str, token: &str) -> Account {
-    let a = tx.accounts().create(&acct(email, username)).await.unwrap();
-    tx.progression().set(&prog(a.user_id, 1, 0)).await.unwrap();
-    tx.loadouts()
-        .save(&Loadout::empty(a.user_id, T0))
+    let a = common::register_in(tx, &acct(email, username))
         .await
         .unwrap();
     tx.sessions()
@@ -2573,6 +2652,7 @@ conformance!(
     tx_end_of_battle,
     tx_reads_see_own_writes,
     tx_session_sweep_and_logout_all,
+    sessions_dump_holds_no_bearer_token,
 );
 
 // ---------------------------------------------------------------------------
@@ -2620,120 +2700,115 @@ fn assert_no_token_in(dump: &[u8], what: &str) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_sessions_dump_holds_no_bearer_token() {
-    let t = common::sqlite().await;
-    let user = create_dump_sessions(&t.db).await;
-    let path = t.db.config().sqlite_path().unwrap().to_path_buf();
-    {
-        let c = rusqlite::Connection::open(&path).unwrap();
-        let mut st = c
-            .prepare(
-                "SELECT token, user_id, expires_at, created_at FROM sessions ORDER BY created_at",
-            )
-            .unwrap();
-        let rows: Vec<(Vec<u8>, i64, i64, i64)> = st
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
-            .unwrap()
-            .collect::<rusqlite::Result<_>>()
-            .unwrap();
-        assert_eq!(rows.len(), DUMP_TOKENS.len());
-        let mut dump = Vec::new();
-        for (i, (token, uid, exp, created)) in rows.iter().enumerate() {
-            assert_eq!(token.as_slice(), sha256(DUMP_TOKENS[i]).as_slice());
-            assert_eq!((*uid, *exp, *created), (user.0, T0 + 3600, T0 + i as i64));
-            dump.extend_from_slice(token);
-            dump.extend_from_slice(format!("|{uid}|{exp}|{created}\n").as_bytes());
+/// The sessions table, every text rendering of it and (SQLite) the database
+/// files hold the digests only, never a bearer token in any form.
+async fn sessions_dump_holds_no_bearer_token(db: &Db) {
+    let user = create_dump_sessions(db).await;
+    match Raw::open(db).await {
+        Raw::Sqlite(_) => {
+            let path = db.config().sqlite_path().unwrap().to_path_buf();
+            {
+                let c = rusqlite::Connection::open(&path).unwrap();
+                let mut st = c
+                    .prepare(
+                        "SELECT token, user_id, expires_at, created_at FROM sessions ORDER BY created_at",
+                    )
+                    .unwrap();
+                let rows: Vec<(Vec<u8>, i64, i64, i64)> = st
+                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                    .unwrap()
+                    .collect::<rusqlite::Result<_>>()
+                    .unwrap();
+                assert_eq!(rows.len(), DUMP_TOKENS.len());
+                let mut dump = Vec::new();
+                for (i, (token, uid, exp, created)) in rows.iter().enumerate() {
+                    assert_eq!(token.as_slice(), sha256(DUMP_TOKENS[i]).as_slice());
+                    assert_eq!((*uid, *exp, *created), (user.0, T0 + 3600, T0 + i as i64));
+                    dump.extend_from_slice(token);
+                    dump.extend_from_slice(format!("|{uid}|{exp}|{created}\n").as_bytes());
+                }
+                // The column is a BLOB (no text form of anything).
+                let kinds: Vec<String> = c
+                    .prepare("SELECT DISTINCT typeof(token) FROM sessions")
+                    .unwrap()
+                    .query_map([], |r| r.get(0))
+                    .unwrap()
+                    .collect::<rusqlite::Result<_>>()
+                    .unwrap();
+                assert_eq!(kinds, vec!["blob".to_string()]);
+                // Every text rendering of the table.
+                let text: Vec<String> = c
+                    .prepare("SELECT quote(token) || ',' || user_id || ',' || expires_at || ',' || created_at FROM sessions")
+                    .unwrap()
+                    .query_map([], |r| r.get(0))
+                    .unwrap()
+                    .collect::<rusqlite::Result<_>>()
+                    .unwrap();
+                dump.extend_from_slice(text.join("\n").as_bytes());
+                assert_no_token_in(&dump, "sessions table dump");
+                // The session ids are the digests' first half.
+                let ids: Vec<SessionId> = rows
+                    .iter()
+                    .map(|(tok, ..)| hex::encode(&tok[..16]).parse().unwrap())
+                    .collect();
+                let listed: Vec<SessionId> = db
+                    .sessions()
+                    .list_for_user(user)
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|s| s.id)
+                    .collect();
+                assert_eq!(listed, ids);
+            }
+            // The raw database files (main file and WAL) hold no token either.
+            let mut files = Vec::new();
+            for suffix in ["", "-wal"] {
+                let p = format!("{}{suffix}", path.display());
+                if let Ok(bytes) = std::fs::read(&p) {
+                    files.extend_from_slice(&bytes);
+                }
+            }
+            assert!(!files.is_empty());
+            assert!(
+                contains(&files, &sha256(DUMP_TOKENS[0])),
+                "the digest is stored somewhere in the files"
+            );
+            assert_no_token_in(&files, "database files");
         }
-        // The column is a BLOB (no text form of anything).
-        let kinds: Vec<String> = c
-            .prepare("SELECT DISTINCT typeof(token) FROM sessions")
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<rusqlite::Result<_>>()
-            .unwrap();
-        assert_eq!(kinds, vec!["blob".to_string()]);
-        // Every text rendering of the table.
-        let text: Vec<String> = c
-            .prepare("SELECT quote(token) || ',' || user_id || ',' || expires_at || ',' || created_at FROM sessions")
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<rusqlite::Result<_>>()
-            .unwrap();
-        dump.extend_from_slice(text.join("\n").as_bytes());
-        assert_no_token_in(&dump, "sessions table dump");
-        // The session ids are the digests' first half.
-        let ids: Vec<SessionId> = rows
-            .iter()
-            .map(|(tok, ..)| hex::encode(&tok[..16]).parse().unwrap())
-            .collect();
-        let listed: Vec<SessionId> =
-            t.db.sessions()
-                .list_for_user(user)
+        Raw::Postgres(c) => {
+            let rows = c
+                .query(
+                    "SELECT token, user_id, expires_at, created_at, sessions::text, \
+                     encode(token, 'escape'), octet_length(token) \
+                     FROM sessions ORDER BY created_at",
+                    &[],
+                )
                 .await
-                .unwrap()
-                .iter()
-                .map(|s| s.id)
-                .collect();
-        assert_eq!(listed, ids);
-    }
-    // The raw database files (main file and WAL) hold no token either.
-    let mut files = Vec::new();
-    for suffix in ["", "-wal"] {
-        let p = format!("{}{suffix}", path.display());
-        if let Ok(bytes) = std::fs::read(&p) {
-            files.extend_from_slice(&bytes);
+                .unwrap();
+            assert_eq!(rows.len(), DUMP_TOKENS.len());
+            let mut dump = Vec::new();
+            for (i, r) in rows.iter().enumerate() {
+                let token: Vec<u8> = r.get(0);
+                assert_eq!(token.as_slice(), sha256(DUMP_TOKENS[i]).as_slice());
+                let (uid, exp, created): (i64, i64, i64) = (r.get(1), r.get(2), r.get(3));
+                assert_eq!((uid, exp, created), (user.0, T0 + 3600, T0 + i as i64));
+                assert_eq!(r.get::<_, i32>(6), 32);
+                dump.extend_from_slice(&token);
+                dump.extend_from_slice(r.get::<_, String>(4).as_bytes());
+                dump.extend_from_slice(r.get::<_, String>(5).as_bytes());
+            }
+            // The whole table as COPY would write it.
+            let copy_rows = c
+                .simple_query("SELECT string_agg(s::text, E'\\n') FROM sessions s")
+                .await
+                .unwrap();
+            for m in copy_rows {
+                if let tokio_postgres::SimpleQueryMessage::Row(r) = m {
+                    dump.extend_from_slice(r.get(0).unwrap_or("").as_bytes());
+                }
+            }
+            assert_no_token_in(&dump, "sessions table dump");
         }
     }
-    assert!(!files.is_empty());
-    assert!(
-        contains(&files, &sha256(DUMP_TOKENS[0])),
-        "the digest is stored somewhere in the files"
-    );
-    assert_no_token_in(&files, "database files");
-    t.close().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_sessions_dump_holds_no_bearer_token() {
-    let t = common::postgres().await;
-    let user = create_dump_sessions(&t.db).await;
-    let Raw::Postgres(c) = Raw::open(&t.db).await else {
-        unreachable!("a PostgreSQL test database")
-    };
-    let rows = c
-        .query(
-            "SELECT token, user_id, expires_at, created_at, sessions::text, \
-             encode(token, 'escape'), octet_length(token) \
-             FROM sessions ORDER BY created_at",
-            &[],
-        )
-        .await
-        .unwrap();
-    assert_eq!(rows.len(), DUMP_TOKENS.len());
-    let mut dump = Vec::new();
-    for (i, r) in rows.iter().enumerate() {
-        let token: Vec<u8> = r.get(0);
-        assert_eq!(token.as_slice(), sha256(DUMP_TOKENS[i]).as_slice());
-        let (uid, exp, created): (i64, i64, i64) = (r.get(1), r.get(2), r.get(3));
-        assert_eq!((uid, exp, created), (user.0, T0 + 3600, T0 + i as i64));
-        assert_eq!(r.get::<_, i32>(6), 32);
-        dump.extend_from_slice(&token);
-        dump.extend_from_slice(r.get::<_, String>(4).as_bytes());
-        dump.extend_from_slice(r.get::<_, String>(5).as_bytes());
-    }
-    // The whole table as COPY would write it.
-    let copy_rows = c
-        .simple_query("SELECT string_agg(s::text, E'\\n') FROM sessions s")
-        .await
-        .unwrap();
-    for m in copy_rows {
-        if let tokio_postgres::SimpleQueryMessage::Row(r) = m {
-            dump.extend_from_slice(r.get(0).unwrap_or("").as_bytes());
-        }
-    }
-    assert_no_token_in(&dump, "sessions table dump");
-    t.close().await;
 }

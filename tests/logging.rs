@@ -9,8 +9,8 @@ use std::io::Write;
 use std::process::{Command, Output};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use common::PgDatabase;
-use persist::{Config, Db, Loadout, NewAccount, Progression, UniqueKey};
+use common::{Backend, PgDatabase};
+use persist::{Db, Loadout, NewAccount, UniqueKey};
 use tracing_subscriber::fmt::format::FmtSpan;
 use tracing_subscriber::EnvFilter;
 
@@ -114,31 +114,18 @@ fn capture() -> Capture {
 /// change, sweep, deletion: every kind of call, with errors among them.
 async fn full_flow(db: &Db) {
     let now = 1_800_000_000;
-    let tx = db.begin().await.unwrap();
-    let a = tx
-        .accounts()
-        .create(&NewAccount {
+    let a = common::register(
+        db,
+        &NewAccount {
             email: EMAIL,
             username: USERNAME,
             pass_hash: HASH.as_bytes(),
             created_at: now,
-        })
-        .await
-        .unwrap();
+        },
+    )
+    .await
+    .unwrap();
     let user = a.user_id;
-    tx.progression()
-        .set(&Progression {
-            user_id: user,
-            level: 1,
-            xp: 0,
-        })
-        .await
-        .unwrap();
-    tx.loadouts()
-        .save(&Loadout::empty(user, now))
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
     // Debug of an account hides email and hash, so logging one is safe.
     tracing::info!(account = ?a, "registered");
 
@@ -278,32 +265,31 @@ fn check_log(log: &str, backend: &str, db_password: Option<&str>) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_library_logs_spans_and_no_secret() {
+/// The full flow through the library, at the most verbose level: the
+/// per-call spans are logged, no secret is (PostgreSQL: with a password in
+/// the URL, logged redacted).
+async fn library_logs_spans_and_no_secret(backend: Backend) {
     let cap = capture();
-    let t = common::sqlite().await;
-    full_flow(&t.db).await;
-    t.close().await;
-    let log = cap.text();
-    assert!(log.contains("opened database url=sqlite://"), "{log}");
-    check_log(&log, "sqlite", None);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_library_logs_spans_and_no_secret() {
-    let cap = capture();
-    let pg = PgDatabase::create().await;
-    let (url, pw) = with_password(&pg.url);
-    let db = persist::open(&Config::from_url(&url).unwrap())
-        .await
-        .unwrap();
-    db.migrate().await.unwrap();
+    let (url, _place) = backend.empty().await;
+    let (url, pw) = match backend {
+        Backend::Sqlite => (url, None),
+        Backend::Postgres => {
+            let (url, pw) = with_password(&url);
+            (url, Some(pw))
+        }
+    };
+    let db = common::open_migrated(&url).await;
     full_flow(&db).await;
     db.close().await;
     let log = cap.text();
-    assert!(log.contains("opened database url=postgres://"), "{log}");
-    assert!(log.contains(":***@"), "the URL is logged redacted");
-    check_log(&log, "postgres", Some(&pw));
+    assert!(
+        log.contains(&format!("opened database url={}://", backend.name())),
+        "{log}"
+    );
+    if pw.is_some() {
+        assert!(log.contains(":***@"), "the URL is logged redacted");
+    }
+    check_log(&log, backend.name(), pw.as_deref());
 }
 
 /// `url` with a password in its userinfo (trust authentication ignores it),
@@ -430,7 +416,9 @@ async fn binary_never_shows_the_database_password() {
 /// Emails and password hashes of the demo's players never reach the log,
 /// whichever driver runs the statements. The demo's tokens are covered by the
 /// library tests above: every token goes through the same calls.
-fn binary_demo_logs_no_email_or_hash(url: &str, backend: &str) {
+fn binary_demo_logs_no_email_or_hash(backend: Backend) {
+    let (url, _place) = backend.empty_blocking();
+    let (url, backend) = (url.as_str(), backend.name());
     for v in [Verbosity::Vv, Verbosity::RustLogTrace] {
         let o = persist(url, v, &["demo", "--players", "5", "--tasks", "2"]);
         assert_ok(&o, &format!("{v:?} demo"));
@@ -447,14 +435,7 @@ fn binary_demo_logs_no_email_or_hash(url: &str, backend: &str) {
     }
 }
 
-#[test]
-fn sqlite_binary_demo_logs_no_email_or_hash() {
-    let (url, _dir) = common::sqlite_url();
-    binary_demo_logs_no_email_or_hash(&url, "sqlite");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_binary_demo_logs_no_email_or_hash() {
-    let pg = PgDatabase::create().await;
-    binary_demo_logs_no_email_or_hash(&pg.url, "postgres");
+both_backends! {
+    backend library_logs_spans_and_no_secret,
+    blocking binary_demo_logs_no_email_or_hash,
 }

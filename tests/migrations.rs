@@ -11,8 +11,8 @@ use std::collections::BTreeSet;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{PgDatabase, Place};
-use persist::{BackendKind, Config, Db, Error, Migration, MigrationState, Migrations};
+use common::{Backend, PgDatabase, Place};
+use persist::{Config, Db, BackendKind, Error, Migration, MigrationState, Migrations};
 
 const BIN: &str = env!("CARGO_BIN_EXE_persist");
 
@@ -28,67 +28,30 @@ const CANON_TABLES: &[&str] = &[
 /// The advisory lock key of the PostgreSQL migrator ("persist\0" as an i64).
 const PG_LOCK_KEY: i64 = 0x7065_7273_6973_7400;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Sqlite,
-    Postgres,
+both_backends! {
+    backend fresh_migrate_records_each_migration_and_rerun_is_a_noop,
+    backend eight_concurrent_migrator_processes_apply_each_migration_once,
+    backend failing_migration_rolls_back_schema_and_history,
+    backend edited_migration_is_refused_and_changes_nothing,
+    backend edited_migration_is_refused_by_cli_migrate_and_status,
+    backend database_ahead_is_refused_by_migrate_and_status,
+    backend crlf_checkout_is_not_drift,
+    backend status_is_pending_on_fresh_db_then_applied,
+    backend wrong_dialect_set_is_refused,
+    backend migration_lock_wait_is_bounded_and_lock_is_freed,
+    backend upgrade_from_0001_keeps_every_session_and_reaches_the_fresh_schema,
 }
-
-impl Kind {
-    fn dialect(self) -> BackendKind {
-        match self {
-            Kind::Sqlite => BackendKind::Sqlite,
-            Kind::Postgres => BackendKind::Postgres,
-        }
-    }
-}
-
-/// Stamps `sqlite::case` and `postgres::case` for each `async fn case(Kind)`.
-macro_rules! both {
-    ($($case:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    super::$case(super::Kind::Sqlite).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    super::$case(super::Kind::Postgres).await;
-                }
-            )*
-        }
-    };
-}
-
-both!(
-    fresh_migrate_records_each_migration_and_rerun_is_a_noop,
-    eight_concurrent_migrator_processes_apply_each_migration_once,
-    failing_migration_rolls_back_schema_and_history,
-    edited_migration_is_refused_and_changes_nothing,
-    edited_migration_is_refused_by_cli_migrate_and_status,
-    database_ahead_is_refused_by_migrate_and_status,
-    crlf_checkout_is_not_drift,
-    status_is_pending_on_fresh_db_then_applied,
-    wrong_dialect_set_is_refused,
-    migration_lock_wait_is_bounded_and_lock_is_freed,
-    upgrade_from_0001_keeps_every_session_and_reaches_the_fresh_schema,
-);
 
 /// A fresh, empty, not migrated database of one backend.
 struct Fresh {
-    kind: Kind,
+    kind: Backend,
     url: String,
     _place: Place,
 }
 
-async fn fresh(kind: Kind) -> Fresh {
+async fn fresh(kind: Backend) -> Fresh {
     match kind {
-        Kind::Sqlite => {
+        Backend::Sqlite => {
             let (url, dir) = common::sqlite_url();
             Fresh {
                 kind,
@@ -96,7 +59,7 @@ async fn fresh(kind: Kind) -> Fresh {
                 _place: Place::Sqlite(dir),
             }
         }
-        Kind::Postgres => {
+        Backend::Postgres => {
             let pg = PgDatabase::create().await;
             Fresh {
                 kind,
@@ -124,12 +87,12 @@ impl Fresh {
 
     async fn raw(&self) -> Raw {
         match self.kind {
-            Kind::Sqlite => {
+            Backend::Sqlite => {
                 let config = self.config();
                 let path = config.sqlite_path().expect("file database");
                 Raw::Sqlite(rusqlite::Connection::open(path).expect("raw sqlite connection"))
             }
-            Kind::Postgres => {
+            Backend::Postgres => {
                 let (client, conn) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls)
                     .await
                     .expect("raw postgres connection");
@@ -225,11 +188,11 @@ fn now() -> i64 {
         .unwrap()
 }
 
-fn embedded(kind: Kind) -> Migrations {
+fn embedded(kind: Backend) -> Migrations {
     Migrations::embedded(kind.dialect()).expect("shipped set is valid")
 }
 
-fn set(kind: Kind, list: Vec<Migration>) -> Migrations {
+fn set(kind: Backend, list: Vec<Migration>) -> Migrations {
     Migrations::new(kind.dialect(), list).expect("valid set")
 }
 
@@ -266,7 +229,7 @@ fn one_error_line(o: &Output) -> String {
 
 // ---------------------------------------------------------------------------
 
-async fn fresh_migrate_records_each_migration_and_rerun_is_a_noop(kind: Kind) {
+async fn fresh_migrate_records_each_migration_and_rerun_is_a_noop(kind: Backend) {
     let f = fresh(kind).await;
     let db = f.open().await;
     let shipped = embedded(kind);
@@ -321,17 +284,17 @@ async fn fresh_migrate_records_each_migration_and_rerun_is_a_noop(kind: Kind) {
     db2.close().await;
 }
 
-async fn eight_concurrent_migrator_processes_apply_each_migration_once(kind: Kind) {
+async fn eight_concurrent_migrator_processes_apply_each_migration_once(kind: Backend) {
     let f = fresh(kind).await;
     let url = match kind {
-        Kind::Sqlite => {
+        Backend::Sqlite => {
             let config = f.config();
             let path = config.sqlite_path().unwrap().to_path_buf();
             assert!(!path.exists(), "the SQLite file must not exist beforehand");
             // Created concurrently by the migrators themselves.
             f.url.clone()
         }
-        Kind::Postgres => f.url.clone(),
+        Backend::Postgres => f.url.clone(),
     };
     let outputs = tokio::task::spawn_blocking(move || {
         let children: Vec<_> = (0..8)
@@ -400,7 +363,7 @@ async fn eight_concurrent_migrator_processes_apply_each_migration_once(kind: Kin
     db.close().await;
 }
 
-async fn failing_migration_rolls_back_schema_and_history(kind: Kind) {
+async fn failing_migration_rolls_back_schema_and_history(kind: Backend) {
     let f = fresh(kind).await;
     let db = f.open().await;
     let v1 = Migration::new(1, "first", "CREATE TABLE first_t (a INT);");
@@ -469,7 +432,7 @@ async fn failing_migration_rolls_back_schema_and_history(kind: Kind) {
     db.close().await;
 }
 
-async fn edited_migration_is_refused_and_changes_nothing(kind: Kind) {
+async fn edited_migration_is_refused_and_changes_nothing(kind: Backend) {
     let f = fresh(kind).await;
     let db = f.open().await;
     let a = set(
@@ -516,7 +479,7 @@ async fn edited_migration_is_refused_and_changes_nothing(kind: Kind) {
     db.close().await;
 }
 
-async fn edited_migration_is_refused_by_cli_migrate_and_status(kind: Kind) {
+async fn edited_migration_is_refused_by_cli_migrate_and_status(kind: Backend) {
     let f = fresh(kind).await;
     let o = cli(&f.url, &["migrate"]).await;
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
@@ -553,7 +516,7 @@ async fn edited_migration_is_refused_by_cli_migrate_and_status(kind: Kind) {
     db.close().await;
 }
 
-async fn database_ahead_is_refused_by_migrate_and_status(kind: Kind) {
+async fn database_ahead_is_refused_by_migrate_and_status(kind: Backend) {
     let f = fresh(kind).await;
     let db = f.open().await;
     db.migrate().await.unwrap();
@@ -618,7 +581,7 @@ async fn database_ahead_is_refused_by_migrate_and_status(kind: Kind) {
     assert_eq!(raw.tables().await, tables);
 }
 
-async fn crlf_checkout_is_not_drift(kind: Kind) {
+async fn crlf_checkout_is_not_drift(kind: Backend) {
     let f = fresh(kind).await;
     let db = f.open().await;
     let crlf = Migration::new(
@@ -659,7 +622,7 @@ async fn crlf_checkout_is_not_drift(kind: Kind) {
     db.close().await;
 }
 
-async fn status_is_pending_on_fresh_db_then_applied(kind: Kind) {
+async fn status_is_pending_on_fresh_db_then_applied(kind: Backend) {
     let f = fresh(kind).await;
     let db = f.open().await;
     let shipped = embedded(kind);
@@ -696,12 +659,12 @@ async fn status_is_pending_on_fresh_db_then_applied(kind: Kind) {
     db.close().await;
 }
 
-async fn wrong_dialect_set_is_refused(kind: Kind) {
+async fn wrong_dialect_set_is_refused(kind: Backend) {
     let f = fresh(kind).await;
     let db = f.open().await;
     let other = match kind {
-        Kind::Sqlite => BackendKind::Postgres,
-        Kind::Postgres => BackendKind::Sqlite,
+        Backend::Sqlite => BackendKind::Postgres,
+        Backend::Postgres => BackendKind::Sqlite,
     };
     let wrong = Migrations::new(
         other,
@@ -720,7 +683,7 @@ async fn wrong_dialect_set_is_refused(kind: Kind) {
     db.close().await;
 }
 
-async fn migration_lock_wait_is_bounded_and_lock_is_freed(kind: Kind) {
+async fn migration_lock_wait_is_bounded_and_lock_is_freed(kind: Backend) {
     let f = fresh(kind).await;
     let bound = Duration::from_millis(500);
     let db = f
@@ -729,8 +692,8 @@ async fn migration_lock_wait_is_bounded_and_lock_is_freed(kind: Kind) {
     // Another migrator (a plain connection) holds the lock.
     let holder = f.raw().await;
     match kind {
-        Kind::Sqlite => holder.exec("BEGIN IMMEDIATE").await,
-        Kind::Postgres => {
+        Backend::Sqlite => holder.exec("BEGIN IMMEDIATE").await,
+        Backend::Postgres => {
             holder
                 .exec(&format!("SELECT pg_advisory_lock({PG_LOCK_KEY})"))
                 .await
@@ -815,7 +778,7 @@ fn gaps_duplicates_and_bad_versions_are_refused_naming_them() {
 /// data is intact, cascades and the sweep still work, and the schema equals
 /// the one a fresh database migrates to (on SQLite: `sessions` is now
 /// WITHOUT ROWID).
-async fn upgrade_from_0001_keeps_every_session_and_reaches_the_fresh_schema(kind: Kind) {
+async fn upgrade_from_0001_keeps_every_session_and_reaches_the_fresh_schema(kind: Backend) {
     let f = fresh(kind).await;
     let db = f.open().await;
     let first: Vec<Migration> = embedded(kind).iter().take(1).cloned().collect();
@@ -889,7 +852,7 @@ async fn upgrade_from_0001_keeps_every_session_and_reaches_the_fresh_schema(kind
     let clean = g.open().await;
     clean.migrate().await.unwrap();
     assert_eq!(upgraded, persist::read_schema(&clean).await.unwrap());
-    if kind == Kind::Sqlite {
+    if kind == Backend::Sqlite {
         assert!(
             upgraded.tables["sessions"]
                 .options

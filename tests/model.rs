@@ -1056,23 +1056,16 @@ impl Backend<'_> {
                 commit,
             } => {
                 let tx = db.begin().await?;
-                let a = tx
-                    .accounts()
-                    .create(&NewAccount {
+                let a = common::register_in(
+                    &tx,
+                    &NewAccount {
                         email: email_of(*email),
                         username: username_of(*username),
                         pass_hash: &hash_bytes(1),
                         created_at: 1,
-                    })
-                    .await?;
-                tx.progression()
-                    .set(&Progression {
-                        user_id: a.user_id,
-                        level: 1,
-                        xp: 0,
-                    })
-                    .await?;
-                tx.loadouts().save(&Loadout::empty(a.user_id, 1)).await?;
+                    },
+                )
+                .await?;
                 if *commit {
                     tx.commit().await?;
                     self.rev.insert(a.user_id.0, self.ids.len());
@@ -1255,18 +1248,17 @@ fn ops() -> impl Strategy<Value = Vec<Op>> {
         })
 }
 
-fn check_backend(name: &'static str, pg: bool) {
+/// Random operation sequences on `backend` give what the in-memory model
+/// gives.
+fn matches_model(backend: common::Backend) {
+    let name = backend.name();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
     let (t, raw) = rt.block_on(async {
-        let t = if pg {
-            common::postgres().await
-        } else {
-            common::sqlite().await
-        };
+        let t = backend.fresh().await;
         let raw = Raw::open(&t.db).await;
         (t, raw)
     });
@@ -1283,14 +1275,8 @@ fn check_backend(name: &'static str, pg: bool) {
     }
 }
 
-#[test]
-fn sqlite_matches_model() {
-    check_backend("sqlite", false);
-}
-
-#[test]
-fn postgres_matches_model() {
-    check_backend("postgres", true);
+both_backends! {
+    blocking matches_model,
 }
 
 /// The model itself: a hand-written sequence with known results, so a model

@@ -17,6 +17,7 @@
 //!
 //! Short setting (CI): 3 rounds; `PERSIST_RELIABILITY_LONG=1`: 30.
 
+mod common;
 #[path = "reliability_support/mod.rs"]
 mod support;
 

@@ -32,8 +32,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::PgDatabase;
-use persist::{BackendKind, Config, Error, Migration, Migrations};
+use common::{Backend, PgDatabase, Place};
+use persist::{Config, BackendKind, Error, Migration, Migrations};
 use support::{integrity_check, killed_by_sigkill, say, scale, spawn_self, Bound, ChildProc, Rng};
 
 const BIN: &str = env!("CARGO_BIN_EXE_persist");
@@ -97,10 +97,9 @@ fn dialect_name(d: BackendKind) -> &'static str {
 /// Runs only as a child (`PERSIST_MIGRATOR_CHILD` set to the database URL):
 /// migrates with the slow set, which never ends before the parent kills it.
 #[test]
+#[ignore = "child-process entry point: the migrator_killed_* tests run it"]
 fn migrator_child() {
-    let Ok(url) = std::env::var(CHILD_ENV) else {
-        return;
-    };
+    let url = common::child_env(CHILD_ENV);
     let dialect = match std::env::var(DIALECT_ENV).as_deref() {
         Ok("sqlite") => BackendKind::Sqlite,
         Ok("postgres") => BackendKind::Postgres,
@@ -226,8 +225,7 @@ fn multi_thread_runtime() -> tokio::runtime::Runtime {
 // ---------------------------------------------------------------------------
 // (a) SQLite: killed while holding the lock, the next one proceeds
 
-#[test]
-fn sqlite_migrator_killed_holding_the_lock_next_one_proceeds() {
+fn killed_holding_the_lock_sqlite() {
     let rt = multi_thread_runtime();
     let seed = Rng::seed_from_clock();
     let mut rng = Rng::new(seed);
@@ -313,8 +311,7 @@ fn sqlite_migrator_killed_holding_the_lock_next_one_proceeds() {
 // ---------------------------------------------------------------------------
 // (b) SQLite: killed mid-migration, no partial schema, the rerun completes
 
-#[test]
-fn sqlite_migrator_killed_mid_migration_leaves_no_partial_schema_and_rerun_completes() {
+fn killed_mid_migration_sqlite() {
     let rt = support::runtime();
     let seed = Rng::seed_from_clock();
     let mut rng = Rng::new(seed);
@@ -521,8 +518,7 @@ async fn pg_wait_lock_free(watch: &tokio_postgres::Client, within: Duration) -> 
 /// the database (an operator setting), the backend notices the dead client
 /// during the statement (`pg_sleep(30)`) and the lock is freed at once.
 /// Either way the next migrator, waiting with a 60 s lock timeout, succeeds.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_migrator_killed_holding_the_lock_next_one_proceeds() {
+async fn killed_holding_the_lock_postgres() {
     let seed = Rng::seed_from_clock();
     let mut rng = Rng::new(seed);
     let mut bound = Bound::new(
@@ -622,8 +618,7 @@ async fn postgres_migrator_killed_holding_the_lock_next_one_proceeds() {
 // ---------------------------------------------------------------------------
 // (b) PostgreSQL: killed mid-migration, no partial schema, the rerun completes
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_migrator_killed_mid_migration_leaves_no_partial_schema_and_rerun_completes() {
+async fn killed_mid_migration_postgres() {
     let seed = Rng::seed_from_clock();
     let mut rng = Rng::new(seed);
     let mut bound = Bound::new(
@@ -806,9 +801,11 @@ fn check_round(
     v
 }
 
-#[test]
-fn sqlite_eight_concurrent_migrator_processes_per_round() {
-    let shipped = Migrations::embedded(BackendKind::Sqlite).unwrap();
+/// Eight migrator processes at once on a fresh database, round after round:
+/// each migration applied exactly once, by one of them, and the schema
+/// complete (SQLite: the file passes `integrity_check`).
+async fn eight_concurrent_migrator_processes_per_round(backend: Backend) {
+    let shipped = Migrations::embedded(backend.dialect()).unwrap();
     let mut bound = Bound::new(
         scale(3, 50),
         scale(Duration::from_secs(25), Duration::from_secs(240)),
@@ -817,55 +814,28 @@ fn sqlite_eight_concurrent_migrator_processes_per_round() {
     let mut double_applies = 0;
     let mut processes = 0;
     while bound.next() {
-        let f = lite_file();
-        assert!(!f.path.exists());
-        let outputs = eight_migrators(&f.url);
-        processes += outputs.len();
-        let ic = integrity_check(&f.path);
-        if ic != ["ok"] {
-            violations.push(format!("round {}: integrity_check {ic:?}", bound.done()));
+        let (url, place) = backend.empty().await;
+        if let Place::Sqlite(dir) = &place {
+            assert!(!dir.path().join("test.db").exists());
         }
-        violations.extend(check_round(
-            bound.done(),
-            &outputs,
-            &lite_rows(&f.path),
-            &lite_tables(&f.path),
-            &shipped,
-            &mut double_applies,
-        ));
-    }
-    eprintln!(
-        "reliability migrations dialect=sqlite case=concurrent_processes rounds={} \
-         processes_per_round={PROCESSES} migrator_runs={processes} \
-         double_applies={double_applies} elapsed_s={:.1} violations={}",
-        bound.done(),
-        bound.elapsed().as_secs_f64(),
-        violations.len()
-    );
-    assert!(violations.is_empty(), "{}", violations.join("\n"));
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_eight_concurrent_migrator_processes_per_round() {
-    let shipped = Migrations::embedded(BackendKind::Postgres).unwrap();
-    let mut bound = Bound::new(
-        scale(3, 50),
-        scale(Duration::from_secs(25), Duration::from_secs(240)),
-    );
-    let mut violations = Vec::new();
-    let mut double_applies = 0;
-    let mut processes = 0;
-    while bound.next() {
-        let pg = PgDatabase::create().await;
-        let url = pg.url.clone();
         let outputs = tokio::task::spawn_blocking(move || eight_migrators(&url))
             .await
             .unwrap();
         processes += outputs.len();
-        let c = pg_client(&pg.url).await;
-        let rows = pg_rows(&c).await;
-        let tables = pg_tables(&c).await;
-        drop(c);
+        let (rows, tables) = match &place {
+            Place::Sqlite(dir) => {
+                let path = dir.path().join("test.db");
+                let ic = integrity_check(&path);
+                if ic != ["ok"] {
+                    violations.push(format!("round {}: integrity_check {ic:?}", bound.done()));
+                }
+                (lite_rows(&path), lite_tables(&path))
+            }
+            Place::Postgres(pg) => {
+                let c = pg_client(&pg.url).await;
+                (pg_rows(&c).await, pg_tables(&c).await)
+            }
+        };
         violations.extend(check_round(
             bound.done(),
             &outputs,
@@ -874,15 +844,44 @@ async fn postgres_eight_concurrent_migrator_processes_per_round() {
             &shipped,
             &mut double_applies,
         ));
-        drop(pg);
+        drop(place);
     }
     eprintln!(
-        "reliability migrations dialect=postgres case=concurrent_processes rounds={} \
+        "reliability migrations dialect={} case=concurrent_processes rounds={} \
          processes_per_round={PROCESSES} migrator_runs={processes} \
          double_applies={double_applies} elapsed_s={:.1} violations={}",
+        backend.name(),
         bound.done(),
         bound.elapsed().as_secs_f64(),
         violations.len()
     );
     assert!(violations.is_empty(), "{}", violations.join("\n"));
+}
+
+// ---------------------------------------------------------------------------
+// Each case on both backends
+
+/// A migrator killed while it holds the migration lock: the next one, waiting
+/// for the lock, proceeds. How the lock is held and watched is the
+/// backend's own (SQLite: a write transaction; PostgreSQL: an advisory lock).
+fn migrator_killed_holding_the_lock_next_one_proceeds(backend: Backend) {
+    match backend {
+        Backend::Sqlite => killed_holding_the_lock_sqlite(),
+        Backend::Postgres => multi_thread_runtime().block_on(killed_holding_the_lock_postgres()),
+    }
+}
+
+/// A migrator killed in the middle of a migration leaves no partial schema,
+/// and a rerun completes.
+fn migrator_killed_mid_migration_leaves_no_partial_schema_and_rerun_completes(backend: Backend) {
+    match backend {
+        Backend::Sqlite => killed_mid_migration_sqlite(),
+        Backend::Postgres => multi_thread_runtime().block_on(killed_mid_migration_postgres()),
+    }
+}
+
+both_backends! {
+    blocking migrator_killed_holding_the_lock_next_one_proceeds,
+    blocking migrator_killed_mid_migration_leaves_no_partial_schema_and_rerun_completes,
+    backend eight_concurrent_migrator_processes_per_round,
 }

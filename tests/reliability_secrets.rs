@@ -24,9 +24,9 @@ mod common;
 use std::path::Path;
 
 use common::raw::TABLES;
+use common::Backend;
 use persist::{
-    Account, BackendKind, Config, CopyOptions, Db, Error, Loadout, NewAccount, Progression,
-    SessionId, UniqueKey, UserId,
+    Account, BackendKind, Config, CopyOptions, Db, Error, NewAccount, SessionId, UniqueKey, UserId,
 };
 use sha2::{Digest, Sha256};
 
@@ -55,30 +55,17 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 /// Register (one unit of work), log in twice (web, phone) with lookups and
 /// a miss, log the web session out. Returns the user.
 async fn register_login_logout(db: &Db) -> UserId {
-    let tx = db.begin().await.unwrap();
-    let a = tx
-        .accounts()
-        .create(&NewAccount {
+    let a = common::register(
+        db,
+        &NewAccount {
             email: EMAIL,
             username: USERNAME,
             pass_hash: HASH.as_bytes(),
             created_at: T0,
-        })
-        .await
-        .unwrap();
-    tx.progression()
-        .set(&Progression {
-            user_id: a.user_id,
-            level: 1,
-            xp: 0,
-        })
-        .await
-        .unwrap();
-    tx.loadouts()
-        .save(&Loadout::empty(a.user_id, T0))
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
+        },
+    )
+    .await
+    .unwrap();
 
     let found = db.accounts().find_by_email(EMAIL).await.unwrap();
     assert_eq!(found.pass_hash, HASH.as_bytes());
@@ -151,8 +138,9 @@ fn sqlite_files(db_path: &Path) -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_storage_holds_no_bearer_token() {
+/// The SQLite side of [`storage_holds_no_bearer_token`]: every value of
+/// every table, then the raw file bytes (main file, WAL, shared memory).
+async fn storage_on_sqlite() {
     let t = common::sqlite().await;
     let user = register_login_logout(&t.db).await;
     let path = t.db.config().sqlite_path().unwrap().to_path_buf();
@@ -209,8 +197,9 @@ async fn pg_client(url: &str) -> tokio_postgres::Client {
     c
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_storage_holds_no_bearer_token() {
+/// The PostgreSQL side of [`storage_holds_no_bearer_token`]: every value of
+/// every table, then the heap and index files and the WAL written meanwhile.
+async fn storage_on_postgres() {
     let t = common::postgres().await;
     let raw = pg_client(&t.url).await;
     let wal_start: String = raw
@@ -693,4 +682,18 @@ async fn input_errors_name_the_rule_never_the_value() {
     assert_eq!(e.to_string(), "email is already taken");
     assert_eq!(format!("{e:?}"), "Conflict(Email)");
     db.close().await;
+}
+
+/// After register, two logins and a logout, neither the tables nor the raw
+/// storage hold any bearer token; the live session is there as its digest.
+/// Where raw storage lives is each backend's own.
+async fn storage_holds_no_bearer_token(backend: Backend) {
+    match backend {
+        Backend::Sqlite => storage_on_sqlite().await,
+        Backend::Postgres => storage_on_postgres().await,
+    }
+}
+
+both_backends! {
+    backend storage_holds_no_bearer_token,
 }

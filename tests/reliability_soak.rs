@@ -683,25 +683,16 @@ impl Player<'_> {
         let db = &self.ctx.db;
         let hash = hash_for(&self.name);
         let r = async {
-            let tx = db.begin().await?;
-            let a = tx
-                .accounts()
-                .create(&NewAccount {
+            let a = common::register(
+                db,
+                &NewAccount {
                     email: &self.email,
                     username: &self.name,
                     pass_hash: &hash,
                     created_at: at,
-                })
-                .await?;
-            tx.progression()
-                .set(&Progression {
-                    user_id: a.user_id,
-                    level: 1,
-                    xp: 0,
-                })
-                .await?;
-            tx.loadouts().save(&Loadout::empty(a.user_id, at)).await?;
-            tx.commit().await?;
+                },
+            )
+            .await?;
             Ok(a.user_id)
         }
         .await;
@@ -1201,13 +1192,12 @@ impl Drop for ChildGuard {
 }
 
 /// The child: runs the workload against the SQLite file named in the
-/// environment and streams its log on stdout. Returns at once unless run by
+/// environment and streams its log on stdout. Run only by
 /// `soak_sqlite_with_child_kills`.
 #[test]
+#[ignore = "child-process entry point: soak_sqlite_with_child_kills runs it"]
 fn soak_child() {
-    let Ok(path) = std::env::var(CHILD_ENV) else {
-        return;
-    };
+    let path = common::child_env(CHILD_ENV);
     let env = |k: &str| -> u64 {
         std::env::var(k)
             .unwrap_or_else(|_| panic!("{k} unset"))
@@ -1264,7 +1254,7 @@ fn spawn_child(
         _ => std::env::current_exe().expect("current exe"),
     };
     let mut child = Command::new(exe)
-        .args(["--exact", "soak_child", "--nocapture"])
+        .args(common::child_test_args("soak_child"))
         .env(CHILD_ENV, path)
         .env("PERSIST_SOAK_GENERATION", generation.to_string())
         .env("PERSIST_SOAK_MILLIS", millis.to_string())

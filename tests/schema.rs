@@ -7,50 +7,17 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use common::TestDb;
+use common::{Backend, TestDb};
 use persist::{canonical_key, Error, NewAccount, TypeClass, UniqueKey, UserId};
 use sha2::{Digest, Sha256};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Sqlite,
-    Postgres,
+both_backends! {
+    test_db user_id_is_never_reused,
+    test_db uniqueness_is_case_and_unicode_insensitive,
+    test_db sessions_store_the_token_digest_never_the_token,
+    test_db check_constraints_reject_bad_rows,
+    test_db deleting_an_account_cascades_to_every_child_table,
 }
-
-/// Stamps `sqlite::case` and `postgres::case` for each `async fn case(&TestDb, Kind)`,
-/// run on a fresh migrated database of that backend.
-macro_rules! both {
-    ($($case:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    let t = $crate::common::sqlite().await;
-                    super::$case(&t, super::Kind::Sqlite).await;
-                    t.close().await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    let t = $crate::common::postgres().await;
-                    super::$case(&t, super::Kind::Postgres).await;
-                    t.close().await;
-                }
-            )*
-        }
-    };
-}
-
-both!(
-    user_id_is_never_reused,
-    uniqueness_is_case_and_unicode_insensitive,
-    sessions_store_the_token_digest_never_the_token,
-    check_constraints_reject_bad_rows,
-    deleting_an_account_cascades_to_every_child_table,
-);
 
 // ---------------------------------------------------------------------------
 // Catalog introspection: the library's (`persist::read_schema`), reduced to
@@ -387,7 +354,7 @@ fn account<'a>(email: &'a str, username: &'a str) -> NewAccount<'a> {
     }
 }
 
-async fn user_id_is_never_reused(t: &TestDb, _kind: Kind) {
+async fn user_id_is_never_reused(t: &TestDb) {
     let db = &t.db;
     let a = db
         .accounts()
@@ -436,18 +403,18 @@ async fn user_id_is_never_reused(t: &TestDb, _kind: Kind) {
 }
 
 /// The stored (display, key) pairs of an account, read with a plain connection.
-async fn stored_names(t: &TestDb, kind: Kind, id: UserId) -> (String, String, String, String) {
+async fn stored_names(t: &TestDb, kind: Backend, id: UserId) -> (String, String, String, String) {
     const SQL: &str =
         "SELECT email, email_key, username, username_key FROM accounts WHERE user_id = ";
     match kind {
-        Kind::Sqlite => {
+        Backend::Sqlite => {
             let c = rusqlite::Connection::open(sqlite_path(&t.url)).unwrap();
             c.query_row(&format!("{SQL}{}", id.0), [], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
             })
             .unwrap()
         }
-        Kind::Postgres => {
+        Backend::Postgres => {
             let c = pg_connect(&t.url).await;
             let r = c.query_one(&format!("{SQL}{}", id.0), &[]).await.unwrap();
             (r.get(0), r.get(1), r.get(2), r.get(3))
@@ -455,7 +422,8 @@ async fn stored_names(t: &TestDb, kind: Kind, id: UserId) -> (String, String, St
     }
 }
 
-async fn uniqueness_is_case_and_unicode_insensitive(t: &TestDb, kind: Kind) {
+async fn uniqueness_is_case_and_unicode_insensitive(t: &TestDb) {
+    let kind = t.backend();
     let db = &t.db;
     let bob = db
         .accounts()
@@ -560,7 +528,8 @@ async fn uniqueness_is_case_and_unicode_insensitive(t: &TestDb, kind: Kind) {
     ));
 }
 
-async fn sessions_store_the_token_digest_never_the_token(t: &TestDb, kind: Kind) {
+async fn sessions_store_the_token_digest_never_the_token(t: &TestDb) {
+    let kind = t.backend();
     let db = &t.db;
     let user = db
         .accounts()
@@ -577,7 +546,7 @@ async fn sessions_store_the_token_digest_never_the_token(t: &TestDb, kind: Kind)
     assert_eq!(session.id.as_bytes(), &digest[..16]);
 
     match kind {
-        Kind::Sqlite => {
+        Backend::Sqlite => {
             let path = sqlite_path(&t.url);
             {
                 let c = rusqlite::Connection::open(&path).unwrap();
@@ -606,7 +575,7 @@ async fn sessions_store_the_token_digest_never_the_token(t: &TestDb, kind: Kind)
             assert!(contains(&bytes, &digest), "the digest is stored");
             assert!(!contains(&bytes, token.as_bytes()), "the token is stored");
         }
-        Kind::Postgres => {
+        Backend::Postgres => {
             let c = pg_connect(&t.url).await;
             let rows = c
                 .query(
@@ -637,9 +606,9 @@ enum Outcome {
     Other(String),
 }
 
-async fn raw_exec(t: &TestDb, kind: Kind, sql: &str) -> Outcome {
+async fn raw_exec(t: &TestDb, kind: Backend, sql: &str) -> Outcome {
     match kind {
-        Kind::Sqlite => {
+        Backend::Sqlite => {
             let c = rusqlite::Connection::open(sqlite_path(&t.url)).unwrap();
             c.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
             match c.execute_batch(sql) {
@@ -652,7 +621,7 @@ async fn raw_exec(t: &TestDb, kind: Kind, sql: &str) -> Outcome {
                 },
             }
         }
-        Kind::Postgres => {
+        Backend::Postgres => {
             let c = pg_connect(&t.url).await;
             match c.batch_execute(sql).await {
                 Ok(()) => Outcome::Ok,
@@ -665,7 +634,8 @@ async fn raw_exec(t: &TestDb, kind: Kind, sql: &str) -> Outcome {
     }
 }
 
-async fn check_constraints_reject_bad_rows(t: &TestDb, kind: Kind) {
+async fn check_constraints_reject_bad_rows(t: &TestDb) {
+    let kind = t.backend();
     let user =
         t.db.accounts()
             .create(&account("c@example.com", "c"))
@@ -675,8 +645,8 @@ async fn check_constraints_reject_bad_rows(t: &TestDb, kind: Kind) {
             .0;
     // A blob literal of `n` bytes, each `byte` (two hex digits).
     let blob_of = |n: usize, byte: &str| match kind {
-        Kind::Sqlite => format!("X'{}'", byte.repeat(n)),
-        Kind::Postgres => format!("'\\x{}'::bytea", byte.repeat(n)),
+        Backend::Sqlite => format!("X'{}'", byte.repeat(n)),
+        Backend::Postgres => format!("'\\x{}'::bytea", byte.repeat(n)),
     };
     let blob = |n: usize| blob_of(n, "ab");
     let account_row = |email: &str, username: &str, hash: usize, created: i64, login: i64| {
@@ -770,7 +740,8 @@ async fn check_constraints_reject_bad_rows(t: &TestDb, kind: Kind) {
     }
 }
 
-async fn deleting_an_account_cascades_to_every_child_table(t: &TestDb, kind: Kind) {
+async fn deleting_an_account_cascades_to_every_child_table(t: &TestDb) {
+    let kind = t.backend();
     let db = &t.db;
     let keep = db
         .accounts()
@@ -815,11 +786,11 @@ async fn deleting_an_account_cascades_to_every_child_table(t: &TestDb, kind: Kin
         let sql = format!("SELECT count(*) FROM {table} WHERE user_id = {}", user.0);
         async move {
             match kind {
-                Kind::Sqlite => rusqlite::Connection::open(sqlite_path(&t.url))
+                Backend::Sqlite => rusqlite::Connection::open(sqlite_path(&t.url))
                     .unwrap()
                     .query_row(&sql, [], |r| r.get::<_, i64>(0))
                     .unwrap(),
-                Kind::Postgres => pg_connect(&t.url)
+                Backend::Postgres => pg_connect(&t.url)
                     .await
                     .query_one(&sql, &[])
                     .await

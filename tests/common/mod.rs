@@ -16,7 +16,11 @@ use persist::{Config, Db};
 
 pub mod cluster;
 pub mod demo;
+pub mod fixtures;
 pub mod raw;
+
+#[allow(unused_imports)] // not every test file registers players
+pub use fixtures::{register, register_in};
 pub const DEFAULT_PG_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
 /// The admin URL of the test server.
@@ -173,33 +177,184 @@ pub async fn open_migrated(url: &str) -> Db {
     db
 }
 
+/// The two backends every repository behaviour is tested on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    /// Both, SQLite first.
+    pub const ALL: [Backend; 2] = [Backend::Sqlite, Backend::Postgres];
+
+    /// `sqlite` or `postgres`, as in test names and messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+
+    /// The migration dialect of this backend.
+    pub fn dialect(self) -> persist::BackendKind {
+        match self {
+            Backend::Sqlite => persist::BackendKind::Sqlite,
+            Backend::Postgres => persist::BackendKind::Postgres,
+        }
+    }
+
+    /// A fresh, migrated database of this backend.
+    pub async fn fresh(self) -> TestDb {
+        match self {
+            Backend::Sqlite => sqlite().await,
+            Backend::Postgres => postgres().await,
+        }
+    }
+
+    /// The URL of a fresh, empty (not migrated) database of this backend,
+    /// and the guard that removes it.
+    pub async fn empty(self) -> (String, Place) {
+        match self {
+            Backend::Sqlite => {
+                let (url, dir) = sqlite_url();
+                (url, Place::Sqlite(dir))
+            }
+            Backend::Postgres => {
+                let pg = PgDatabase::create().await;
+                (pg.url.clone(), Place::Postgres(pg))
+            }
+        }
+    }
+
+    /// [`Backend::empty`] outside any async runtime (for plain `#[test]`s).
+    pub fn empty_blocking(self) -> (String, Place) {
+        block_on(self.empty())
+    }
+}
+
+/// Runs a future to completion on a runtime of its own; for plain
+/// `#[test]` functions (not inside another runtime).
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(f)
+}
+
+impl Place {
+    /// The backend this database lives on.
+    pub fn backend(&self) -> Backend {
+        match self {
+            Place::Sqlite(_) => Backend::Sqlite,
+            Place::Postgres(_) => Backend::Postgres,
+        }
+    }
+}
+
+impl TestDb {
+    /// The backend this database lives on.
+    pub fn backend(&self) -> Backend {
+        self.place.backend()
+    }
+}
+
 /// Stamps out one named test per (backend, case): `sqlite::case` and
-/// `postgres::case`. Each case is an `async fn(&persist::Db)` in the calling
-/// file, run on a fresh migrated database of that backend.
+/// `postgres::case`, so a test body is written once and a failure names its
+/// backend. Invoke it once per test file; each entry is a kind and the name
+/// of a function in the calling file:
+///
+/// - `db case`: `async fn case(db: &persist::Db)`, run on a fresh migrated
+///   database (closed afterwards);
+/// - `test_db case`: `async fn case(t: &common::TestDb)`, the same with the
+///   URL and place at hand;
+/// - `backend case`: `async fn case(backend: common::Backend)`, which sets up
+///   what it needs itself (an empty database, a CLI run, ...);
+/// - `blocking case`: `fn case(backend: common::Backend)`, a plain `#[test]`
+///   outside any runtime (for cases that run the binary).
+///
+/// ```ignore
+/// both_backends! {
+///     db account_create_conflicts,
+///     backend sweeps_exactly_the_expired_sessions,
+///     blocking migrate_status_ping,
+/// }
+/// ```
+#[macro_export]
+macro_rules! both_backends {
+    ($($kind:ident $case:ident),* $(,)?) => {
+        mod sqlite {
+            $( $crate::backend_test!($kind $case Sqlite); )*
+        }
+        mod postgres {
+            $( $crate::backend_test!($kind $case Postgres); )*
+        }
+    };
+}
+
+/// One test of [`both_backends!`]: `(kind case Backend-variant)`.
+#[macro_export]
+macro_rules! backend_test {
+    (db $case:ident $b:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $case() {
+            let t = $crate::common::Backend::$b.fresh().await;
+            super::$case(&t.db).await;
+            t.close().await;
+        }
+    };
+    (test_db $case:ident $b:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $case() {
+            let t = $crate::common::Backend::$b.fresh().await;
+            super::$case(&t).await;
+            t.close().await;
+        }
+    };
+    (backend $case:ident $b:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $case() {
+            super::$case($crate::common::Backend::$b).await;
+        }
+    };
+    (blocking $case:ident $b:ident) => {
+        #[test]
+        fn $case() {
+            super::$case($crate::common::Backend::$b);
+        }
+    };
+}
+
+/// [`both_backends!`] with every case of the `db` kind: `async fn
+/// case(&persist::Db)` on a fresh migrated database of each backend.
 #[macro_export]
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    let t = $crate::common::sqlite().await;
-                    super::$case(&t.db).await;
-                    t.close().await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    let t = $crate::common::postgres().await;
-                    super::$case(&t.db).await;
-                    t.close().await;
-                }
-            )*
-        }
+        $crate::both_backends!($(db $case),*);
     };
+}
+
+/// The libtest arguments that run exactly the child-process entry point
+/// `name` of the running test binary. An entry point is an `#[ignore]`d test
+/// (so a plain run never counts it as a test of its own) that its parent
+/// re-executes with these arguments; they mean the same whether the parent
+/// runs under `cargo test` or nextest, since the child is the test binary
+/// run directly.
+pub fn child_test_args(name: &str) -> [&str; 4] {
+    ["--exact", name, "--ignored", "--nocapture"]
+}
+
+/// The value of `var`, which the parent of a child-process entry point sets.
+/// Run any other way (`--ignored` by hand), the entry point fails here
+/// instead of passing while doing nothing.
+pub fn child_env(var: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| {
+        panic!(
+            "this is a child-process entry point, not a test: its parent test \
+             runs it with {var} set"
+        )
+    })
 }
 
 /// Standard output of a finished command, as text.

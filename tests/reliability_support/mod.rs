@@ -4,10 +4,11 @@
 //! deterministic PRNG and raw SQLite checks.
 //!
 //! Child processes re-execute the running test binary with
-//! `--exact <child test> --nocapture` and an environment variable that turns
-//! that (otherwise empty) test into the child's work loop. The arguments mean
-//! the same to libtest (`cargo test`) and to nextest, which runs each test by
-//! executing the binary with exactly these arguments.
+//! `--exact <child test> --ignored --nocapture` (`common::child_test_args`)
+//! and an environment variable that carries the child's work. The child test
+//! is `#[ignore]`d, so a plain run (libtest or nextest) never counts it as a
+//! test; the parent asserts on what the child reports, so a child that did
+//! nothing fails its parent.
 
 #![allow(dead_code)]
 
@@ -142,7 +143,7 @@ pub struct ChildProc {
 pub fn spawn_self(child_test: &str, env: &[(&str, String)]) -> ChildProc {
     let exe = std::env::current_exe().expect("current test binary");
     let mut cmd = Command::new(exe);
-    cmd.args(["--exact", child_test, "--nocapture"])
+    cmd.args(crate::common::child_test_args(child_test))
         .env_remove(LONG_ENV)
         .env_remove("RUST_LOG")
         .stdin(Stdio::piped())
