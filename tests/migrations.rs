@@ -12,7 +12,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{Backend, PgDatabase, Place};
-use persist::{Config, Db, BackendKind, Error, Migration, MigrationState, Migrations};
+use persist::{BackendKind, Config, Db, Error, Migration, MigrationState, Migrations};
 
 const BIN: &str = env!("CARGO_BIN_EXE_persist");
 

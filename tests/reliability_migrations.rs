@@ -33,7 +33,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{Backend, PgDatabase, Place};
-use persist::{Config, BackendKind, Error, Migration, Migrations};
+use persist::{BackendKind, Config, Error, Migration, Migrations};
 use support::{integrity_check, killed_by_sigkill, say, scale, spawn_self, Bound, ChildProc, Rng};
 
 const BIN: &str = env!("CARGO_BIN_EXE_persist");
