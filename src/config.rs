@@ -5,29 +5,12 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
+pub use crate::backend::BackendKind;
 use crate::error::{Error, Result};
 
 /// The URL used when neither a URL nor `DATABASE_URL` is given: a SQLite file
 /// in the working directory.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://persist.db";
-
-/// Which database a [`Config`] (and the [`Db`](crate::Db) opened from it) uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum BackendKind {
-    /// SQLite, a local file or an in-memory database.
-    Sqlite,
-    /// PostgreSQL.
-    Postgres,
-}
-
-impl fmt::Display for BackendKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            BackendKind::Sqlite => "sqlite",
-            BackendKind::Postgres => "postgres",
-        })
-    }
-}
 
 /// SQLite durability level (`PRAGMA synchronous`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]

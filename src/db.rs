@@ -4,7 +4,8 @@ use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use crate::config::{BackendKind, Config};
+use crate::backend::BackendKind;
+use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::migrate::{self, MigrationReport, MigrationStatus, Migrations};
 use crate::{postgres, sqlite};

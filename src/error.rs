@@ -3,7 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::config::BackendKind;
+use crate::backend::BackendKind;
 
 /// Boxed source error, for variants that wrap whatever a driver returned.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -137,7 +137,7 @@ pub enum Error {
     /// [`CopyRefusal`](crate::CopyRefusal) says why (target holds data, source
     /// and target are one database, a schema not at this binary's version).
     #[error("copy refused: {0}")]
-    CopyRefused(crate::types::copy::CopyRefusal),
+    CopyRefused(CopyRefusal),
 
     /// [`copy`](crate::copy()) wrote every batch, but the row counts or content
     /// checksums of source and target differ afterwards (the source changed
@@ -289,6 +289,51 @@ impl std::error::Error for DatabaseError {
     }
 }
 
+/// Why [`copy`](crate::copy()) refused to start ([`Error::CopyRefused`]). Nothing was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CopyRefusal {
+    /// Source and target are the same database (copying would delete it with
+    /// `force`, or duplicate it).
+    SameDatabase,
+    /// The target holds rows in these tables and `force` is off.
+    TargetNotEmpty {
+        /// The non-empty tables, in copy order.
+        tables: Vec<String>,
+    },
+    /// The source is not exactly at this binary's schema version.
+    SourceSchema {
+        /// The migrations that are not applied as shipped, e.g. `0002_x pending`.
+        detail: String,
+    },
+    /// The target cannot be brought to this binary's schema version.
+    TargetSchema {
+        /// The migrations in the way, e.g. `0001_init drifted`.
+        detail: String,
+    },
+}
+
+impl fmt::Display for CopyRefusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CopyRefusal::SameDatabase => f.write_str("source and target are the same database"),
+            CopyRefusal::TargetNotEmpty { tables } => write!(
+                f,
+                "the target already holds data (in {}); copy with force (--force) to delete it first",
+                tables.join(", ")
+            ),
+            CopyRefusal::SourceSchema { detail } => write!(
+                f,
+                "the source is not at this binary's schema version ({detail}); migrate it first"
+            ),
+            CopyRefusal::TargetSchema { detail } => write!(
+                f,
+                "the target cannot be migrated to this binary's schema version ({detail})"
+            ),
+        }
+    }
+}
+
 /// The kinds of row [`Error::NotFound`] speaks of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -393,4 +438,21 @@ impl fmt::Display for Violation {
 /// Formats a wait bound for [`Error::Timeout`] messages.
 pub(crate) fn after(what: &str, d: Duration) -> String {
     format!("{what} after {} ms", d.as_millis())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_explain_themselves() {
+        let r = CopyRefusal::TargetNotEmpty {
+            tables: vec!["accounts".into(), "sessions".into()],
+        };
+        assert_eq!(
+            Error::CopyRefused(r).to_string(),
+            "copy refused: the target already holds data (in accounts, sessions); \
+             copy with force (--force) to delete it first"
+        );
+    }
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use rusqlite::Connection;
 use tracing::Instrument;
 
-use crate::config::BackendKind;
+use crate::backend::BackendKind;
 use crate::db::{Backend, Db};
 use crate::error::{Error, Result};
 use crate::postgres::Client;

@@ -36,6 +36,7 @@
 
 #![warn(missing_docs)]
 
+mod backend;
 mod config;
 mod db;
 mod error;
@@ -51,9 +52,10 @@ mod tx;
 mod types;
 mod validate;
 
-pub use config::{BackendKind, Config, Durability, SslMode, DEFAULT_DATABASE_URL};
+pub use backend::BackendKind;
+pub use config::{Config, Durability, SslMode, DEFAULT_DATABASE_URL};
 pub use db::{open, DatabaseSize, Db};
-pub use error::{DatabaseError, Entity, Error, Result, UniqueKey, Violation};
+pub use error::{CopyRefusal, DatabaseError, Entity, Error, Result, UniqueKey, Violation};
 pub use keys::canonical_key;
 pub use migrate::{
     AppliedMigration, Migration, MigrationReport, MigrationState, MigrationStatus, Migrations,
@@ -62,15 +64,13 @@ pub use models::{
     Account, ArmyAbilities, Items, Loadout, NewAccount, PieceAbilities, Progression, Session,
     SessionId, Unlock, UserId,
 };
-pub use repo::{Accounts, Loadouts, ProgressionRepo, Sessions, Unlocks};
+pub use repo::{AccountsRepo, LoadoutsRepo, ProgressionRepo, SessionsRepo, UnlocksRepo};
 pub use tools::checksum::content_checksum;
 pub use tools::compare::compare;
 pub use tools::copy::{copy, open_copy_source};
 pub use tools::introspect::read_schema;
 pub use tools::verify::verify;
 pub use tx::Tx;
-pub use types::copy::{
-    ContentChecksum, CopyEvent, CopyOptions, CopyRefusal, CopyReport, TableChecksum,
-};
+pub use types::copy::{ContentChecksum, CopyEvent, CopyOptions, CopyReport, TableChecksum};
 pub use types::schema::{Check, Column, ForeignKey, Index, Schema, Table, TypeClass};
 pub use types::verify::{Difference, DifferenceKind, VerifyReport};

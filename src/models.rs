@@ -49,7 +49,7 @@ impl fmt::Debug for Account {
     }
 }
 
-/// The input of [`Accounts::create`](crate::Accounts::create).
+/// The input of [`AccountsRepo::create`](crate::AccountsRepo::create).
 #[derive(Clone, Copy)]
 pub struct NewAccount<'a> {
     /// Email: 1 to 254 characters, no control characters. Unique through

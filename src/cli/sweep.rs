@@ -1,6 +1,6 @@
 //! `persist sweep-sessions`: delete expired sessions in short batches.
 //!
-//! Runs [`Sessions::delete_expired`](persist::Sessions::delete_expired): each
+//! Runs [`SessionsRepo::delete_expired`](persist::SessionsRepo::delete_expired): each
 //! batch of at most `--batch-size` rows is its own short transaction, so the
 //! server keeps serving while it runs (SQLite: the writer is released between
 //! batches; PostgreSQL: rows locked by others are skipped). A session expiring

@@ -10,7 +10,7 @@ use std::fmt;
 
 use sha2::{Digest, Sha256};
 
-use crate::config::BackendKind;
+use crate::backend::BackendKind;
 use crate::error::{Error, Result};
 
 mod runner;

@@ -194,7 +194,7 @@ pub(crate) fn failed(m: &Migration, message: String, source: crate::error::BoxEr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::BackendKind;
+    use crate::backend::BackendKind;
 
     fn set(versions: &[i64]) -> Result<Migrations> {
         Migrations::new(

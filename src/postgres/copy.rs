@@ -51,6 +51,30 @@ fn cast(k: Kind) -> &'static str {
     }
 }
 
+/// The `SELECT` of one batch of `t` in primary-key order: after the first
+/// `after` key values when given (`$1::int8`, ..., typed by the key column),
+/// then the limit.
+fn batch_sql(t: &TableSpec, after: Option<usize>) -> String {
+    let (cols, keys, name) = (t.column_list(), t.key_list(), t.name);
+    match after {
+        None => format!("SELECT {cols} FROM {name} ORDER BY {keys} LIMIT $1"),
+        Some(n) => {
+            let marks: Vec<String> = t
+                .key_columns()
+                .iter()
+                .take(n)
+                .enumerate()
+                .map(|(i, (_, kind))| format!("${}::{}", i + 1, cast(*kind)))
+                .collect();
+            format!(
+                "SELECT {cols} FROM {name} WHERE ({keys}) > ({}) ORDER BY {keys} LIMIT ${}",
+                marks.join(", "),
+                n + 1
+            )
+        }
+    }
+}
+
 /// Up to `limit` rows of `t` in primary-key order, after `after` when given.
 pub(crate) async fn read_batch(
     c: &Client,
@@ -59,10 +83,7 @@ pub(crate) async fn read_batch(
     limit: usize,
 ) -> Result<Batch> {
     let limit_i64 = i64::try_from(limit).unwrap_or(i64::MAX);
-    let sql = t.batch_sql(after.map(<[KeyValue]>::len), |i, kind| match kind {
-        Some(k) => format!("${i}::{}", cast(k)),
-        None => format!("${i}"),
-    });
+    let sql = batch_sql(t, after.map(<[KeyValue]>::len));
     // Key values (token digests, emails' keys) never reach the driver's logs.
     let keys: Vec<Box<dyn ToSql + Sync + '_>> = after
         .iter()
@@ -241,4 +262,28 @@ pub(crate) async fn fingerprint(c: &Client) -> Result<String> {
     .map_err(map)?
     .try_get(0)
     .map_err(map)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_queries_bind_typed_keys_and_the_limit() {
+        let unlocks = &TABLES[4];
+        let cols = unlocks.column_list();
+        assert_eq!(
+            batch_sql(unlocks, None),
+            format!("SELECT {cols} FROM user_unlocks ORDER BY user_id, flag_id LIMIT $1")
+        );
+        assert_eq!(
+            batch_sql(unlocks, Some(2)),
+            format!(
+                "SELECT {cols} FROM user_unlocks WHERE (user_id, flag_id) > ($1::int8, $2::int8) \
+                 ORDER BY user_id, flag_id LIMIT $3"
+            )
+        );
+        let sessions = &TABLES[1];
+        assert!(batch_sql(sessions, Some(1)).contains("(token) > ($1::bytea)"));
+    }
 }

@@ -157,7 +157,7 @@ mod tests {
         let names: Vec<&str> = UNIQUE_KEYS.iter().map(|(n, _)| *n).collect();
         // The constraint names must exist in the PostgreSQL schema.
         let all_sql: String =
-            crate::migrate::Migrations::embedded(crate::config::BackendKind::Postgres)
+            crate::migrate::Migrations::embedded(crate::backend::BackendKind::Postgres)
                 .unwrap()
                 .iter()
                 .map(|m| m.sql().to_string())

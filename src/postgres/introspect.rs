@@ -87,6 +87,14 @@ fn rule(code: &str) -> String {
 /// The schema of `current_schema()` on `c`.
 pub(crate) async fn schema(c: &Client) -> Result<Schema> {
     let mut schema = Schema::default();
+    tables(c, &mut schema).await?;
+    constraints(c, &mut schema).await?;
+    indexes_views_triggers(c, &mut schema).await?;
+    Ok(schema)
+}
+
+/// Tables with their options, and their columns.
+async fn tables(c: &Client, schema: &mut Schema) -> Result<()> {
     for r in c.query(TABLES, &[]).await.map_err(map)? {
         let name: String = r.try_get(0).map_err(map)?;
         let kind: String = r.try_get(1).map_err(map)?;
@@ -120,6 +128,11 @@ pub(crate) async fn schema(c: &Client) -> Result<Schema> {
             t.columns.push(column);
         }
     }
+    Ok(())
+}
+
+/// Primary keys, unique constraints, foreign keys and checks.
+async fn constraints(c: &Client, schema: &mut Schema) -> Result<()> {
     for r in c.query(CONSTRAINTS, &[]).await.map_err(map)? {
         let table: String = r.try_get(0).map_err(map)?;
         let Some(t) = schema.tables.get_mut(&table) else {
@@ -153,6 +166,11 @@ pub(crate) async fn schema(c: &Client) -> Result<Schema> {
             }
         }
     }
+    Ok(())
+}
+
+/// Indexes (per table), views and triggers.
+async fn indexes_views_triggers(c: &Client, schema: &mut Schema) -> Result<()> {
     for r in c.query(INDEXES, &[]).await.map_err(map)? {
         let table: String = r.try_get(0).map_err(map)?;
         let Some(t) = schema.tables.get_mut(&table) else {
@@ -173,7 +191,7 @@ pub(crate) async fn schema(c: &Client) -> Result<Schema> {
     for r in c.query(TRIGGERS, &[]).await.map_err(map)? {
         schema.triggers.insert(r.try_get(0).map_err(map)?);
     }
-    Ok(schema)
+    Ok(())
 }
 
 /// The type class of a PostgreSQL type as `format_type` prints it.

@@ -8,17 +8,17 @@ use crate::{postgres, sqlite};
 
 /// `accounts`: create, read by id / email / username, update, delete.
 #[derive(Clone, Copy)]
-pub struct Accounts<'a> {
+pub struct AccountsRepo<'a> {
     ex: Exec<'a>,
 }
 
-impl<'a> Accounts<'a> {
+impl<'a> AccountsRepo<'a> {
     pub(super) fn new(ex: Exec<'a>) -> Self {
-        Accounts { ex }
+        AccountsRepo { ex }
     }
 }
 
-impl Accounts<'_> {
+impl AccountsRepo<'_> {
     /// Creates an account and returns it with its new `user_id`.
     ///
     /// # Errors

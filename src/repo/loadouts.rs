@@ -8,17 +8,17 @@ use crate::{postgres, sqlite};
 
 /// `army_loadouts`: the whole loadout is read and saved at once.
 #[derive(Clone, Copy)]
-pub struct Loadouts<'a> {
+pub struct LoadoutsRepo<'a> {
     ex: Exec<'a>,
 }
 
-impl<'a> Loadouts<'a> {
+impl<'a> LoadoutsRepo<'a> {
     pub(super) fn new(ex: Exec<'a>) -> Self {
-        Loadouts { ex }
+        LoadoutsRepo { ex }
     }
 }
 
-impl Loadouts<'_> {
+impl LoadoutsRepo<'_> {
     /// A user's loadout.
     ///
     /// # Errors

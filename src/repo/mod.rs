@@ -10,11 +10,11 @@ mod progression;
 mod sessions;
 mod unlocks;
 
-pub use accounts::Accounts;
-pub use loadouts::Loadouts;
+pub use accounts::AccountsRepo;
+pub use loadouts::LoadoutsRepo;
 pub use progression::ProgressionRepo;
-pub use sessions::Sessions;
-pub use unlocks::Unlocks;
+pub use sessions::SessionsRepo;
+pub use unlocks::UnlocksRepo;
 
 use crate::db::Db;
 use crate::exec::Exec;
@@ -22,47 +22,47 @@ use crate::tx::Tx;
 
 impl Db {
     /// The accounts repository.
-    pub fn accounts(&self) -> Accounts<'_> {
-        Accounts::new(Exec::Db(self))
+    pub fn accounts(&self) -> AccountsRepo<'_> {
+        AccountsRepo::new(Exec::Db(self))
     }
     /// The sessions repository.
-    pub fn sessions(&self) -> Sessions<'_> {
-        Sessions::new(Exec::Db(self))
+    pub fn sessions(&self) -> SessionsRepo<'_> {
+        SessionsRepo::new(Exec::Db(self))
     }
     /// The loadouts repository.
-    pub fn loadouts(&self) -> Loadouts<'_> {
-        Loadouts::new(Exec::Db(self))
+    pub fn loadouts(&self) -> LoadoutsRepo<'_> {
+        LoadoutsRepo::new(Exec::Db(self))
     }
     /// The progression repository.
     pub fn progression(&self) -> ProgressionRepo<'_> {
         ProgressionRepo::new(Exec::Db(self))
     }
     /// The unlocks repository.
-    pub fn unlocks(&self) -> Unlocks<'_> {
-        Unlocks::new(Exec::Db(self))
+    pub fn unlocks(&self) -> UnlocksRepo<'_> {
+        UnlocksRepo::new(Exec::Db(self))
     }
 }
 
 impl Tx {
     /// The accounts repository, inside this unit of work.
-    pub fn accounts(&self) -> Accounts<'_> {
-        Accounts::new(self.exec())
+    pub fn accounts(&self) -> AccountsRepo<'_> {
+        AccountsRepo::new(self.exec())
     }
     /// The sessions repository, inside this unit of work.
-    pub fn sessions(&self) -> Sessions<'_> {
-        Sessions::new(self.exec())
+    pub fn sessions(&self) -> SessionsRepo<'_> {
+        SessionsRepo::new(self.exec())
     }
     /// The loadouts repository, inside this unit of work.
-    pub fn loadouts(&self) -> Loadouts<'_> {
-        Loadouts::new(self.exec())
+    pub fn loadouts(&self) -> LoadoutsRepo<'_> {
+        LoadoutsRepo::new(self.exec())
     }
     /// The progression repository, inside this unit of work.
     pub fn progression(&self) -> ProgressionRepo<'_> {
         ProgressionRepo::new(self.exec())
     }
     /// The unlocks repository, inside this unit of work.
-    pub fn unlocks(&self) -> Unlocks<'_> {
-        Unlocks::new(self.exec())
+    pub fn unlocks(&self) -> UnlocksRepo<'_> {
+        UnlocksRepo::new(self.exec())
     }
 }
 

@@ -19,17 +19,17 @@ pub(crate) fn token_digest(token: &str) -> Result<[u8; 32]> {
 /// `sessions`: keyed by the SHA-256 digest of the bearer token; the token
 /// itself is never stored.
 #[derive(Clone, Copy)]
-pub struct Sessions<'a> {
+pub struct SessionsRepo<'a> {
     ex: Exec<'a>,
 }
 
-impl<'a> Sessions<'a> {
+impl<'a> SessionsRepo<'a> {
     pub(super) fn new(ex: Exec<'a>) -> Self {
-        Sessions { ex }
+        SessionsRepo { ex }
     }
 }
 
-impl Sessions<'_> {
+impl SessionsRepo<'_> {
     /// Stores a session for the bearer token the caller issued.
     ///
     /// # Errors

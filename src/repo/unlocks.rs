@@ -8,17 +8,17 @@ use crate::{postgres, sqlite};
 
 /// `user_unlocks`: unlock flags held by users.
 #[derive(Clone, Copy)]
-pub struct Unlocks<'a> {
+pub struct UnlocksRepo<'a> {
     ex: Exec<'a>,
 }
 
-impl<'a> Unlocks<'a> {
+impl<'a> UnlocksRepo<'a> {
     pub(super) fn new(ex: Exec<'a>) -> Self {
-        Unlocks { ex }
+        UnlocksRepo { ex }
     }
 }
 
-impl Unlocks<'_> {
+impl UnlocksRepo<'_> {
     /// Grants a flag; granting one already held is not an error. Returns
     /// whether it was new.
     ///
@@ -43,7 +43,7 @@ impl Unlocks<'_> {
     /// nothing). Returns the flags that were new, ascending.
     ///
     /// # Errors
-    /// As [`Unlocks::grant`]; nothing is granted on error.
+    /// As [`UnlocksRepo::grant`]; nothing is granted on error.
     pub async fn grant_many(&self, user: UserId, flag_ids: &[i32], at: i64) -> Result<Vec<i32>> {
         validate::user_id(user)?;
         for f in flag_ids {

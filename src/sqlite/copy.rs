@@ -65,6 +65,23 @@ impl ToSql for KeyValue {
     }
 }
 
+/// The `SELECT` of one batch of `t` in primary-key order: after the first
+/// `after` key values when given (`?1`, `?2`, ...), then the limit.
+fn batch_sql(t: &TableSpec, after: Option<usize>) -> String {
+    let (cols, keys, name) = (t.column_list(), t.key_list(), t.name);
+    match after {
+        None => format!("SELECT {cols} FROM {name} ORDER BY {keys} LIMIT ?1"),
+        Some(n) => {
+            let marks: Vec<String> = (1..=n).map(|i| format!("?{i}")).collect();
+            format!(
+                "SELECT {cols} FROM {name} WHERE ({keys}) > ({}) ORDER BY {keys} LIMIT ?{}",
+                marks.join(", "),
+                n + 1
+            )
+        }
+    }
+}
+
 /// Up to `limit` rows of `t` in primary-key order, after `after` when given.
 pub(crate) fn read_batch(
     c: &Connection,
@@ -73,7 +90,7 @@ pub(crate) fn read_batch(
     limit: usize,
 ) -> Result<Batch> {
     let limit_i64 = i64::try_from(limit).unwrap_or(i64::MAX);
-    let sql = t.batch_sql(after.map(<[KeyValue]>::len), |i, _| format!("?{i}"));
+    let sql = batch_sql(t, after.map(<[KeyValue]>::len));
     let mut params: Vec<&dyn ToSql> = Vec::new();
     if let Some(k) = after {
         params.extend(k.iter().map(|v| v as &dyn ToSql));
@@ -220,4 +237,26 @@ pub(crate) fn set_id_counter(c: &Connection, value: i64) -> Result<()> {
         }
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_queries_bind_the_keys_and_the_limit() {
+        let unlocks = &TABLES[4];
+        let cols = unlocks.column_list();
+        assert_eq!(
+            batch_sql(unlocks, None),
+            format!("SELECT {cols} FROM user_unlocks ORDER BY user_id, flag_id LIMIT ?1")
+        );
+        assert_eq!(
+            batch_sql(unlocks, Some(2)),
+            format!(
+                "SELECT {cols} FROM user_unlocks WHERE (user_id, flag_id) > (?1, ?2) \
+                 ORDER BY user_id, flag_id LIMIT ?3"
+            )
+        );
+    }
 }

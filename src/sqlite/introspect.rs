@@ -61,7 +61,16 @@ pub(crate) fn schema(c: &Connection) -> Result<Schema> {
 fn table(c: &Connection, name: &str, sql: &str, index_sql: &BTreeMap<&str, &str>) -> Result<Table> {
     let mut t = Table::default();
     let toks = tokens(sql);
+    options(c, name, &toks, &mut t)?;
+    columns(c, name, &mut t)?;
+    indexes(c, name, index_sql, &mut t)?;
+    foreign_keys(c, name, &mut t)?;
+    t.checks = checks(&toks).into_iter().collect();
+    Ok(t)
+}
 
+/// `STRICT`, `WITHOUT ROWID` and `AUTOINCREMENT`.
+fn options(c: &Connection, name: &str, toks: &[Tok<'_>], t: &mut Table) -> Result<()> {
     let opts: Option<(i64, i64)> = c
         .query_row(
             "SELECT \"strict\", wr FROM pragma_table_list WHERE schema = 'main' AND name = ?1",
@@ -84,7 +93,11 @@ fn table(c: &Connection, name: &str, sql: &str, index_sql: &BTreeMap<&str, &str>
     {
         t.options.insert("AUTOINCREMENT".into());
     }
+    Ok(())
+}
 
+/// Columns and the primary key.
+fn columns(c: &Connection, name: &str, t: &mut Table) -> Result<()> {
     let mut st = c
         .prepare(
             "SELECT name, type, \"notnull\", dflt_value, pk FROM pragma_table_info(?1) ORDER BY cid",
@@ -119,7 +132,17 @@ fn table(c: &Connection, name: &str, sql: &str, index_sql: &BTreeMap<&str, &str>
     }
     pk.sort();
     t.primary_key = pk.into_iter().map(|(_, n)| n).collect();
+    Ok(())
+}
 
+/// Unique constraints and indexes (partial-index predicates from the stored
+/// `CREATE INDEX` text).
+fn indexes(
+    c: &Connection,
+    name: &str,
+    index_sql: &BTreeMap<&str, &str>,
+    t: &mut Table,
+) -> Result<()> {
     let mut st = c
         .prepare("SELECT name, \"unique\", origin FROM pragma_index_list(?1) ORDER BY name")
         .map_err(map)?;
@@ -155,7 +178,12 @@ fn table(c: &Connection, name: &str, sql: &str, index_sql: &BTreeMap<&str, &str>
             }
         }
     }
+    Ok(())
+}
 
+/// Foreign keys, with the referenced primary key filled in for
+/// `REFERENCES t` without columns.
+fn foreign_keys(c: &Connection, name: &str, t: &mut Table) -> Result<()> {
     let mut st = c
         .prepare(
             "SELECT id, \"table\", \"from\", \"to\", on_update, on_delete \
@@ -203,9 +231,7 @@ fn table(c: &Connection, name: &str, sql: &str, index_sql: &BTreeMap<&str, &str>
         }
         t.foreign_keys.insert(fk);
     }
-
-    t.checks = checks(&toks).into_iter().collect();
-    Ok(t)
+    Ok(())
 }
 
 fn index_columns(c: &Connection, index: &str) -> Result<Vec<String>> {

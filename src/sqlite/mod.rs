@@ -8,12 +8,15 @@
 //! held by *other processes* use SQLite's busy timeout.
 
 pub(crate) mod accounts;
+mod busy;
+mod connect;
 pub(crate) mod copy;
 mod ddl;
 pub(crate) mod error;
 pub(crate) mod introspect;
 pub(crate) mod loadouts;
 pub(crate) mod migrate;
+mod pagecache;
 pub(crate) mod progression;
 pub(crate) mod sessions;
 pub(crate) mod size;
@@ -22,16 +25,16 @@ pub(crate) mod unlocks;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::Connection;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
 use crate::config::{Config, Durability, Target};
 use crate::error::{after, Error, Result};
 
-/// Statements cached per connection (the repositories use fewer than this).
-const STATEMENT_CACHE: usize = 64;
+pub(crate) use busy::set_busy_timeout;
+use connect::{configure, open_reader, open_writer};
 
 #[derive(Clone, Copy)]
 struct Settings {
@@ -244,250 +247,6 @@ impl Pool {
     }
 }
 
-fn open_failed(path: &Path, e: rusqlite::Error) -> Error {
-    Error::unavailable(
-        format!("cannot open SQLite database {}: {e}", path.display()),
-        Some(e.into()),
-    )
-}
-
-fn open_conn(path: &Path) -> Result<Connection> {
-    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
-        | OpenFlags::SQLITE_OPEN_CREATE
-        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    Connection::open_with_flags(path, flags).map_err(|e| open_failed(path, e))
-}
-
-/// Applies and verifies the per-connection settings.
-fn configure(c: &Connection, s: Settings, wal: bool, path: &Path) -> Result<()> {
-    let fail = |e| open_failed(path, e);
-    set_busy_timeout(c, s.busy_timeout).map_err(fail)?;
-    c.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
-    let sync = match s.durability {
-        Durability::Full => 2,
-        Durability::Normal => 1,
-    };
-    c.pragma_update(None, "synchronous", sync).map_err(fail)?;
-    c.pragma_update(None, "foreign_keys", true).map_err(fail)?;
-    let got_sync: i64 = c
-        .pragma_query_value(None, "synchronous", |r| r.get(0))
-        .map_err(fail)?;
-    let got_fk: i64 = c
-        .pragma_query_value(None, "foreign_keys", |r| r.get(0))
-        .map_err(fail)?;
-    let mode: String = c
-        .pragma_query_value(None, "journal_mode", |r| r.get(0))
-        .map_err(fail)?;
-    if got_sync != sync || got_fk != 1 || (wal && !mode.eq_ignore_ascii_case("wal")) {
-        return Err(Error::unavailable(
-            format!(
-                "SQLite database {}: settings did not take effect \
-                 (synchronous={got_sync}, foreign_keys={got_fk}, journal_mode={mode})",
-                path.display()
-            ),
-            None,
-        ));
-    }
-    if let Some(bytes) = s.max_size {
-        cap_size(c, bytes, path)?;
-    }
-    Ok(())
-}
-
-/// SQLite's largest page number (`max_page_count` cannot go higher).
-const MAX_PAGE_COUNT: u64 = 4_294_967_294;
-
-/// Applies the size cap as `PRAGMA max_page_count` and checks it took. SQLite
-/// never sets the cap below the database's current page count: a database
-/// already larger than the cap is held at its size, which is logged.
-fn cap_size(c: &Connection, bytes: u64, path: &Path) -> Result<()> {
-    let fail = |e| open_failed(path, e);
-    let page_size: i64 = c
-        .pragma_query_value(None, "page_size", |r| r.get(0))
-        .map_err(fail)?;
-    let page_size = u64::try_from(page_size).unwrap_or(1).max(1);
-    let want = (bytes / page_size).clamp(1, MAX_PAGE_COUNT);
-    let want = i64::try_from(want).unwrap_or(i64::MAX);
-    // `PRAGMA max_page_count = N` answers with the cap now in force.
-    let got: i64 = c
-        .pragma_update_and_check(None, "max_page_count", want, |r| r.get(0))
-        .map_err(fail)?;
-    if got < want {
-        return Err(Error::unavailable(
-            format!(
-                "SQLite database {}: size cap did not take effect \
-                 (max_page_count={got}, wanted {want})",
-                path.display()
-            ),
-            None,
-        ));
-    }
-    if got > want {
-        tracing::warn!(
-            path = %path.display(),
-            cap_pages = want,
-            pages = got,
-            "SQLite database is already larger than its size cap; held at its current size"
-        );
-    }
-    Ok(())
-}
-
-async fn open_writer(path: &Path, s: Settings) -> Result<Connection> {
-    let c = open_conn(path)?;
-    set_busy_timeout(&c, s.busy_timeout).map_err(|e| open_failed(path, e))?;
-    // Switching to WAL needs a moment of exclusive access; another process
-    // opening the same new file at once can make the switch report the old
-    // mode, or fail with SQLITE_BUSY without calling the busy handler (lock
-    // upgrade deadlock avoidance), instead of waiting, so retry within the
-    // busy timeout.
-    let deadline = Instant::now() + s.busy_timeout;
-    loop {
-        let mode: String =
-            match c.pragma_update_and_check(None, "journal_mode", "wal", |r| r.get(0)) {
-                Ok(mode) => mode,
-                Err(e) if is_busy(&e) && Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-                Err(e) => return Err(open_failed(path, e)),
-            };
-        if mode.eq_ignore_ascii_case("wal") {
-            break;
-        }
-        if Instant::now() >= deadline {
-            return Err(Error::unavailable(
-                format!(
-                    "cannot switch SQLite database {} to WAL mode (journal_mode stays {mode})",
-                    path.display()
-                ),
-                None,
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    configure(&c, s, true, path)?;
-    warn_if_shared_page_cache(&c);
-    Ok(c)
-}
-
-/// Logs once per process when the linked SQLite shares one page cache across
-/// all connections (built with `SQLITE_ENABLE_MEMORY_MANAGEMENT`, the
-/// `bundled` default): identical connections then read at different speeds
-/// for their whole life (D-047). Builds in this repository undefine it.
-fn warn_if_shared_page_cache(c: &Connection) {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        if let Ok(options) = compile_options(c) {
-            if shares_page_cache(&options) {
-                tracing::warn!(
-                    "SQLite was built with SQLITE_ENABLE_MEMORY_MANAGEMENT: all connections \
-                     share one page cache and some read much slower than others; build with \
-                     LIBSQLITE3_FLAGS=-USQLITE_ENABLE_MEMORY_MANAGEMENT (see the README)"
-                );
-            }
-        }
-    });
-}
-
-/// The options the linked SQLite was compiled with (`PRAGMA compile_options`).
-fn compile_options(c: &Connection) -> rusqlite::Result<Vec<String>> {
-    c.prepare("PRAGMA compile_options")?
-        .query_map([], |r| r.get(0))?
-        .collect()
-}
-
-/// Whether SQLite's compile options make its page cache process-wide.
-fn shares_page_cache(options: &[String]) -> bool {
-    options.iter().any(|o| o == "ENABLE_MEMORY_MANAGEMENT")
-}
-
-/// Longest sleep between two tries for a lock another process holds.
-const BUSY_POLL: Duration = Duration::from_millis(1);
-
-/// Makes `c` wait up to `timeout` for a lock another process holds, trying
-/// again every millisecond (SQLite's busy timeout, polled finely).
-///
-/// SQLite's own handler (`sqlite3_busy_timeout`) backs off to 100 ms between
-/// tries. A process whose writers commit back to back frees the write lock
-/// only for microseconds between two transactions, so tries that sparse can
-/// miss every such moment for the whole timeout: the waiter then fails with
-/// `SQLITE_BUSY` although the lock was free hundreds of times
-/// (`tests/reliability_writers.rs` saw it with 16 tasks and 4 processes).
-pub(crate) fn set_busy_timeout(c: &Connection, timeout: Duration) -> rusqlite::Result<()> {
-    let ms = usize::try_from(timeout.as_millis()).unwrap_or(usize::MAX);
-    // SAFETY: `c.handle()` is this open connection's handle, used for this
-    // call only. The handler is a plain function, and its context argument
-    // carries the timeout as an integer that is never dereferenced, so it
-    // cannot dangle.
-    let rc = unsafe {
-        rusqlite::ffi::sqlite3_busy_handler(
-            c.handle(),
-            Some(busy_wait),
-            std::ptr::without_provenance_mut(ms),
-        )
-    };
-    if rc == rusqlite::ffi::SQLITE_OK {
-        Ok(())
-    } else {
-        Err(rusqlite::Error::SqliteFailure(
-            rusqlite::ffi::Error::new(rc),
-            None,
-        ))
-    }
-}
-
-/// The busy handler: `ctx` is the timeout in milliseconds, `tries` how many
-/// times it was called before for this wait (0 on the first call, when the
-/// wait starts). Returns nonzero to try again.
-extern "C" fn busy_wait(ctx: *mut std::ffi::c_void, tries: std::ffi::c_int) -> std::ffi::c_int {
-    thread_local! {
-        static SINCE: std::cell::Cell<Option<Instant>> = const { std::cell::Cell::new(None) };
-    }
-    let timeout = Duration::from_millis(u64::try_from(ctx.addr()).unwrap_or(u64::MAX));
-    let now = Instant::now();
-    // One wait runs on one thread: the statement's step blocks in here.
-    let since = SINCE
-        .try_with(|s| {
-            if tries == 0 || s.get().is_none() {
-                s.set(Some(now));
-            }
-            s.get()
-        })
-        .ok()
-        .flatten()
-        .unwrap_or(now);
-    let left = timeout.saturating_sub(now.saturating_duration_since(since));
-    if left.is_zero() {
-        return 0;
-    }
-    std::thread::sleep(left.min(BUSY_POLL));
-    1
-}
-
-fn is_busy(e: &rusqlite::Error) -> bool {
-    matches!(
-        e.sqlite_error_code(),
-        Some(rusqlite::ErrorCode::DatabaseBusy)
-    )
-}
-
-/// Page cache of one reader connection, in KiB: half of SQLite's default
-/// (D-045). Readers cache the same hot pages (the B-trees' upper levels) side
-/// by side, and the OS page cache behind them is shared, so two readers at
-/// half size hold what one connection holds at the default.
-const READER_CACHE_KIB: i64 = 1000;
-
-fn open_reader(path: &Path, s: Settings) -> Result<Connection> {
-    let c = open_conn(path)?;
-    configure(&c, s, true, path)?;
-    c.pragma_update(None, "query_only", true)
-        .map_err(|e| open_failed(path, e))?;
-    c.pragma_update(None, "cache_size", -READER_CACHE_KIB)
-        .map_err(|e| open_failed(path, e))?;
-    Ok(c)
-}
-
 /// Whether a table named `name` exists in the database.
 pub(crate) fn table_exists(c: &Connection, name: &str) -> Result<bool> {
     c.prepare_cached("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?1")
@@ -497,35 +256,8 @@ pub(crate) fn table_exists(c: &Connection, name: &str) -> Result<bool> {
 
 #[cfg(test)]
 mod tests {
+    use super::connect::READER_CACHE_KIB;
     use super::*;
-
-    /// Built with one page cache per connection (.cargo/config.toml, D-047):
-    /// with SQLITE_ENABLE_MEMORY_MANAGEMENT, libsqlite3-sys's bundled default,
-    /// every connection of the process shares one page-cache pool.
-    #[test]
-    fn sqlite_is_built_with_a_page_cache_per_connection() {
-        let options = compile_options(&Connection::open_in_memory().unwrap()).unwrap();
-        assert!(
-            options.iter().any(|o| o.starts_with("THREADSAFE")),
-            "{options:?}"
-        );
-        assert!(
-            !shares_page_cache(&options),
-            "built with a process-wide page cache: {options:?}"
-        );
-    }
-
-    #[test]
-    fn a_process_wide_page_cache_is_recognised_from_the_compile_options() {
-        let opts = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert!(shares_page_cache(&opts(&[
-            "ENABLE_FTS5",
-            "ENABLE_MEMORY_MANAGEMENT",
-            "THREADSAFE=1"
-        ])));
-        assert!(!shares_page_cache(&opts(&["ENABLE_FTS5", "THREADSAFE=1"])));
-        assert!(!shares_page_cache(&opts(&["ENABLE_MEMORY_MANAGEMENT_X"])));
-    }
 
     #[tokio::test]
     async fn readers_use_half_the_default_page_cache_and_the_writer_the_default() {

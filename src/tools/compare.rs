@@ -254,7 +254,7 @@ mod tests {
 
     use serde_json::Value;
 
-    use crate::config::BackendKind;
+    use crate::backend::BackendKind;
     use crate::types::schema::{Check, Column, ForeignKey, Index, TypeClass};
     use crate::types::verify::VerifyReport;
 

@@ -8,10 +8,11 @@ use super::checksum::{checksum_with, content_checksum_with};
 use super::copy_io::{Reader, Writer};
 use crate::config::Config;
 use crate::db::{Backend, Db};
+use crate::error::CopyRefusal;
 use crate::error::{Error, Result, Violation};
 use crate::migrate::{MigrationState, MigrationStatus};
-use crate::types::copy::{CopyEvent, CopyOptions, CopyRefusal, CopyReport};
-use crate::types::tables::{KeyValue, TABLES};
+use crate::types::copy::{ContentChecksum, CopyEvent, CopyOptions, CopyReport};
+use crate::types::tables::{KeyValue, TableSpec, TABLES};
 use crate::{postgres, sqlite};
 
 /// The largest accepted [`CopyOptions::batch_size`].
@@ -93,6 +94,78 @@ pub async fn copy(
             },
         ));
     }
+    let Checked {
+        occupied,
+        target_pending,
+        source_status,
+    } = check(from, to, options).await?;
+    let mut target_migrated = Vec::new();
+    if target_pending {
+        let report = to.migrate().await?;
+        target_migrated = report
+            .applied
+            .iter()
+            .map(|m| format!("{:04}_{}", m.version, m.name))
+            .collect();
+        on_event(&CopyEvent::TargetMigrated {
+            applied: target_migrated.clone(),
+            version: report.version,
+        });
+    }
+    check_target_matches(to, &source_status).await?;
+    let schema_version = source_status.iter().map(|s| s.version).max().unwrap_or(0);
+
+    let mut writer = Writer::open(to).await?;
+    let mut target_emptied = Vec::new();
+    if !occupied.is_empty() {
+        writer.empty().await?;
+        target_emptied = occupied;
+        on_event(&CopyEvent::TargetEmptied {
+            tables: target_emptied.clone(),
+        });
+    }
+
+    let mut reader = Reader::open(from).await?;
+    let limit = options.batch_size;
+    for spec in &TABLES {
+        copy_table(&mut reader, &mut writer, spec, limit, &mut on_event).await?;
+    }
+    let counter = reader
+        .id_counter()
+        .await?
+        .max(reader.max_user_id().await?)
+        .max(writer.id_counter().await?);
+    writer.set_id_counter(counter).await?;
+    on_event(&CopyEvent::IdCounterSet { user_id: counter });
+    drop(writer);
+
+    on_event(&CopyEvent::Verifying);
+    let source = checksum_with(&mut reader, limit).await?;
+    reader.finish().await?;
+    let target = content_checksum_with(to, limit).await?;
+    compare_checksums(&source, &target)?;
+    Ok(CopyReport {
+        schema_version,
+        target_migrated,
+        target_emptied,
+        user_id_counter: counter,
+        source,
+        target,
+    })
+}
+
+/// What the checks before a copy found.
+struct Checked {
+    /// The target's tables that hold rows.
+    occupied: Vec<String>,
+    /// The target has pending migrations.
+    target_pending: bool,
+    /// The source's migration status.
+    source_status: Vec<MigrationStatus>,
+}
+
+/// Step 1: the refusals, before anything is written.
+async fn check(from: &Db, to: &Db, options: &CopyOptions) -> Result<Checked> {
     if same_database(from, to).await? {
         return Err(Error::CopyRefused(CopyRefusal::SameDatabase));
     }
@@ -122,27 +195,21 @@ pub async fn copy(
             tables: occupied,
         }));
     }
-
-    let mut target_migrated = Vec::new();
-    if target_status
-        .iter()
-        .any(|s| s.state == MigrationState::Pending)
-    {
-        let report = to.migrate().await?;
-        target_migrated = report
-            .applied
+    Ok(Checked {
+        occupied,
+        target_pending: target_status
             .iter()
-            .map(|m| format!("{:04}_{}", m.version, m.name))
-            .collect();
-        on_event(&CopyEvent::TargetMigrated {
-            applied: target_migrated.clone(),
-            version: report.version,
-        });
-    }
+            .any(|s| s.state == MigrationState::Pending),
+        source_status,
+    })
+}
+
+/// After migrating the target: both sides are at the same version.
+async fn check_target_matches(to: &Db, source_status: &[MigrationStatus]) -> Result<()> {
     let versions = |st: &[MigrationStatus]| -> Vec<i64> { st.iter().map(|s| s.version).collect() };
     let target_status = to.migration_status().await?;
     let not_applied = describe_states(&target_status, |s| s != MigrationState::Applied);
-    if !not_applied.is_empty() || versions(&target_status) != versions(&source_status) {
+    if !not_applied.is_empty() || versions(&target_status) != versions(source_status) {
         return Err(Error::CopyRefused(CopyRefusal::TargetSchema {
             detail: if not_applied.is_empty() {
                 "its migrations differ from the source's".into()
@@ -151,60 +218,47 @@ pub async fn copy(
             },
         }));
     }
-    let schema_version = source_status.iter().map(|s| s.version).max().unwrap_or(0);
+    Ok(())
+}
 
-    let mut writer = Writer::open(to).await?;
-    let mut target_emptied = Vec::new();
-    if !occupied.is_empty() {
-        writer.empty().await?;
-        target_emptied = occupied;
-        on_event(&CopyEvent::TargetEmptied {
-            tables: target_emptied.clone(),
-        });
-    }
-
-    let mut reader = Reader::open(from).await?;
-    let limit = options.batch_size;
-    for spec in &TABLES {
-        let rows = reader.count(spec).await?;
-        on_event(&CopyEvent::TableStarted {
+/// Step 4 for one table: keyset batches from the snapshot, one write
+/// transaction each.
+async fn copy_table(
+    reader: &mut Reader,
+    writer: &mut Writer<'_>,
+    spec: &TableSpec,
+    limit: usize,
+    on_event: &mut impl FnMut(&CopyEvent),
+) -> Result<()> {
+    let rows = reader.count(spec).await?;
+    on_event(&CopyEvent::TableStarted {
+        table: spec.name,
+        rows,
+    });
+    let mut copied = 0u64;
+    let mut after: Option<Vec<KeyValue>> = None;
+    loop {
+        let batch = reader.batch(spec, after.as_deref(), limit).await?;
+        if batch.len == 0 {
+            return Ok(());
+        }
+        writer.write(spec, &batch).await?;
+        copied += batch.len as u64;
+        on_event(&CopyEvent::BatchCopied {
             table: spec.name,
+            copied,
             rows,
         });
-        let mut copied = 0u64;
-        let mut after: Option<Vec<KeyValue>> = None;
-        loop {
-            let batch = reader.batch(spec, after.as_deref(), limit).await?;
-            if batch.len == 0 {
-                break;
-            }
-            writer.write(spec, &batch).await?;
-            copied += batch.len as u64;
-            on_event(&CopyEvent::BatchCopied {
-                table: spec.name,
-                copied,
-                rows,
-            });
-            if batch.len < limit {
-                break;
-            }
-            after = batch.last_key(spec)?;
+        if batch.len < limit {
+            return Ok(());
         }
+        after = batch.last_key(spec)?;
     }
+}
 
-    let counter = reader
-        .id_counter()
-        .await?
-        .max(reader.max_user_id().await?)
-        .max(writer.id_counter().await?);
-    writer.set_id_counter(counter).await?;
-    on_event(&CopyEvent::IdCounterSet { user_id: counter });
-    drop(writer);
-
-    on_event(&CopyEvent::Verifying);
-    let source = checksum_with(&mut reader, limit).await?;
-    reader.finish().await?;
-    let target = content_checksum_with(to, limit).await?;
+/// Step 6: any difference in row counts or checksums is
+/// [`Error::CopyMismatch`].
+fn compare_checksums(source: &ContentChecksum, target: &ContentChecksum) -> Result<()> {
     let mismatched: Vec<String> = source
         .tables
         .iter()
@@ -220,14 +274,7 @@ pub async fn copy(
     if !mismatched.is_empty() || source.sha256 != target.sha256 {
         return Err(Error::CopyMismatch(mismatched.join("; ")));
     }
-    Ok(CopyReport {
-        schema_version,
-        target_migrated,
-        target_emptied,
-        user_id_counter: counter,
-        source,
-        target,
-    })
+    Ok(())
 }
 
 /// `NNNN_name state` of every migration whose state `pick` selects.

@@ -19,7 +19,8 @@
 
 use super::compare::compare;
 use super::introspect::read_schema;
-use crate::config::{BackendKind, Config};
+use crate::backend::BackendKind;
+use crate::config::Config;
 use crate::db::{Backend, Db};
 use crate::error::Result;
 use crate::types::schema::Schema;

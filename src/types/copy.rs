@@ -1,7 +1,5 @@
 //! What `copy` and `content_checksum` take and return.
 
-use std::fmt;
-
 /// Row count and content checksum of one table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableChecksum {
@@ -58,51 +56,6 @@ impl Default for CopyOptions {
         CopyOptions {
             force: false,
             batch_size: 1000,
-        }
-    }
-}
-
-/// Why [`copy`] refused to start ([`Error::CopyRefused`]). Nothing was written.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum CopyRefusal {
-    /// Source and target are the same database (copying would delete it with
-    /// `force`, or duplicate it).
-    SameDatabase,
-    /// The target holds rows in these tables and `force` is off.
-    TargetNotEmpty {
-        /// The non-empty tables, in copy order.
-        tables: Vec<String>,
-    },
-    /// The source is not exactly at this binary's schema version.
-    SourceSchema {
-        /// The migrations that are not applied as shipped, e.g. `0002_x pending`.
-        detail: String,
-    },
-    /// The target cannot be brought to this binary's schema version.
-    TargetSchema {
-        /// The migrations in the way, e.g. `0001_init drifted`.
-        detail: String,
-    },
-}
-
-impl fmt::Display for CopyRefusal {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            CopyRefusal::SameDatabase => f.write_str("source and target are the same database"),
-            CopyRefusal::TargetNotEmpty { tables } => write!(
-                f,
-                "the target already holds data (in {}); copy with force (--force) to delete it first",
-                tables.join(", ")
-            ),
-            CopyRefusal::SourceSchema { detail } => write!(
-                f,
-                "the source is not at this binary's schema version ({detail}); migrate it first"
-            ),
-            CopyRefusal::TargetSchema { detail } => write!(
-                f,
-                "the target cannot be migrated to this binary's schema version ({detail})"
-            ),
         }
     }
 }
@@ -164,22 +117,4 @@ pub struct CopyReport {
     /// Row counts and checksums of the target after the copy; equal to
     /// `source` (else the copy fails with [`Error::CopyMismatch`]).
     pub target: ContentChecksum,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::error::Error;
-
-    #[test]
-    fn refusals_explain_themselves() {
-        let r = CopyRefusal::TargetNotEmpty {
-            tables: vec!["accounts".into(), "sessions".into()],
-        };
-        assert_eq!(
-            Error::CopyRefused(r).to_string(),
-            "copy refused: the target already holds data (in accounts, sessions); \
-             copy with force (--force) to delete it first"
-        );
-    }
 }

@@ -44,38 +44,6 @@ impl TableSpec {
             .collect::<Vec<_>>()
             .join(", ")
     }
-
-    /// The `SELECT` of one batch in primary-key order: after the first
-    /// `after` key values when given, then the limit, all bound.
-    /// `mark(i, kind)` spells placeholder `i` (1-based) in the dialect;
-    /// `kind` is the key column's class, `None` for the limit.
-    pub(crate) fn batch_sql(
-        &self,
-        after: Option<usize>,
-        mark: impl Fn(usize, Option<Kind>) -> String,
-    ) -> String {
-        let (cols, keys, name) = (self.column_list(), self.key_list(), self.name);
-        match after {
-            None => format!(
-                "SELECT {cols} FROM {name} ORDER BY {keys} LIMIT {}",
-                mark(1, None)
-            ),
-            Some(n) => {
-                let marks: Vec<String> = self
-                    .key_columns()
-                    .iter()
-                    .take(n)
-                    .enumerate()
-                    .map(|(i, (_, kind))| mark(i + 1, Some(*kind)))
-                    .collect();
-                format!(
-                    "SELECT {cols} FROM {name} WHERE ({keys}) > ({}) ORDER BY {keys} LIMIT {}",
-                    marks.join(", "),
-                    mark(n + 1, None)
-                )
-            }
-        }
-    }
 }
 
 const I: Kind = Kind::Int;
@@ -261,36 +229,6 @@ mod tests {
         );
         assert_eq!(TABLES[4].key_list(), "user_id, flag_id");
         assert_eq!(TABLES[1].key_list(), "token");
-    }
-
-    #[test]
-    fn batch_queries_bind_the_keys_and_the_limit_in_each_dialect() {
-        let unlocks = &TABLES[4];
-        let cols = unlocks.column_list();
-        let sqlite = |i: usize, _: Option<Kind>| format!("?{i}");
-        assert_eq!(
-            unlocks.batch_sql(None, sqlite),
-            format!("SELECT {cols} FROM user_unlocks ORDER BY user_id, flag_id LIMIT ?1")
-        );
-        assert_eq!(
-            unlocks.batch_sql(Some(2), sqlite),
-            format!(
-                "SELECT {cols} FROM user_unlocks WHERE (user_id, flag_id) > (?1, ?2) \
-                 ORDER BY user_id, flag_id LIMIT ?3"
-            )
-        );
-        let postgres = |i: usize, k: Option<Kind>| match k {
-            Some(Kind::Int) => format!("${i}::int8"),
-            Some(other) => format!("${i}::{other:?}"),
-            None => format!("${i}"),
-        };
-        assert_eq!(
-            unlocks.batch_sql(Some(2), postgres),
-            format!(
-                "SELECT {cols} FROM user_unlocks WHERE (user_id, flag_id) > ($1::int8, $2::int8) \
-                 ORDER BY user_id, flag_id LIMIT $3"
-            )
-        );
     }
 
     #[test]

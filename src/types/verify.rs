@@ -7,7 +7,7 @@ use std::fmt;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::config::BackendKind;
+use crate::backend::BackendKind;
 
 /// What kind of difference a [`Difference`] is. "Missing": the migrations
 /// create it and the live database lacks it; "extra": the reverse;
