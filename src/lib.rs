@@ -69,5 +69,6 @@ pub use models::{
     SessionId, Unlock, UserId,
 };
 pub use repos::{Accounts, Loadouts, ProgressionRepo, Sessions, Unlocks};
+pub use sqlite::sqlite_page_cache_per_connection;
 pub use tx::Tx;
 pub use verify::{compare, verify, Difference, DifferenceKind, VerifyReport};

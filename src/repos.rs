@@ -137,22 +137,30 @@ impl Accounts<'_> {
     /// Creates an account and returns it with its new `user_id`.
     ///
     /// # Errors
-    /// [`Error::InvalidInput`] for an empty, over-long or control-character
-    /// email or username, an empty or over-long hash, or a timestamp out of
-    /// range; [`Error::Conflict`] naming [`UniqueKey::Email`](crate::UniqueKey::Email)
+    /// [`Error::InvalidInput`] for an empty, over-long (counted on the NFC
+    /// form, which is what is stored) or control-character email or
+    /// username, one holding an invisible character
+    /// ([`Violation::InvisibleCharacter`]), an empty or over-long hash, or a
+    /// timestamp out of range; [`Error::Conflict`] naming [`UniqueKey::Email`](crate::UniqueKey::Email)
     /// or [`UniqueKey::Username`](crate::UniqueKey::Username) when the
     /// canonical key is taken (email is reported when both are).
     pub async fn create(&self, a: &NewAccount<'_>) -> Result<Account> {
-        let email_key = validate::keyed_text("email", a.email, EMAIL_MAX)?;
-        let username_key = validate::keyed_text("username", a.username, USERNAME_MAX)?;
+        let email = validate::stored_text("email", a.email, EMAIL_MAX)?;
+        let username = validate::stored_text("username", a.username, USERNAME_MAX)?;
         validate::bytes("pass_hash", a.pass_hash, PASS_HASH_MAX)?;
         validate::timestamp("created_at", a.created_at)?;
+        let (email_key, username_key) = (&email.key, &username.key);
+        let a = &NewAccount {
+            email: &email.display,
+            username: &username.display,
+            ..*a
+        };
         run!(
             self.ex,
             write,
             "accounts.create",
-            |c| sqlite::accounts::create(c, a, &email_key, &username_key),
-            |p| postgres::accounts::create(p, a, &email_key, &username_key)
+            |c| sqlite::accounts::create(c, a, email_key, username_key),
+            |p| postgres::accounts::create(p, a, email_key, username_key)
         )
     }
 
@@ -244,7 +252,8 @@ impl Accounts<'_> {
     /// [`Error::InvalidInput`].
     pub async fn update_email(&self, id: UserId, email: &str) -> Result<()> {
         validate::user_id(id)?;
-        let key = validate::keyed_text("email", email, EMAIL_MAX)?;
+        let validate::Stored { display, key } = validate::stored_text("email", email, EMAIL_MAX)?;
+        let email = display.as_str();
         run!(
             self.ex,
             write,
@@ -261,7 +270,9 @@ impl Accounts<'_> {
     /// account has the key; [`Error::InvalidInput`].
     pub async fn update_username(&self, id: UserId, username: &str) -> Result<()> {
         validate::user_id(id)?;
-        let key = validate::keyed_text("username", username, USERNAME_MAX)?;
+        let validate::Stored { display, key } =
+            validate::stored_text("username", username, USERNAME_MAX)?;
+        let username = display.as_str();
         run!(
             self.ex,
             write,
@@ -300,8 +311,10 @@ impl Sessions<'_> {
     ///
     /// # Errors
     /// [`Error::UnknownUser`]; [`Error::Conflict`]`(SessionToken)` when the
-    /// token is already in use; [`Error::InvalidInput`] for an empty or
-    /// over-long token (512 bytes), timestamps out of range, or `expires_at`
+    /// token is already in use; [`Error::InvalidInput`] for a token shorter
+    /// than 22 characters ([`Violation::TooShort`]: 16 random bytes in
+    /// base64url, the floor below which the stored digest could be reversed)
+    /// or over 512 bytes, timestamps out of range, or `expires_at`
     /// before `created_at`.
     pub async fn create(
         &self,
@@ -310,6 +323,7 @@ impl Sessions<'_> {
         created_at: i64,
         expires_at: i64,
     ) -> Result<Session> {
+        validate::new_token(token)?;
         let digest = token_digest(token)?;
         validate::user_id(user)?;
         validate::timestamp("created_at", created_at)?;

@@ -86,7 +86,7 @@ impl Db {
             Backend::Sqlite(p) => {
                 let guard = p.write_guard().await?;
                 guard.slot().with(|c| {
-                    c.execute_batch("BEGIN IMMEDIATE")
+                    c.execute_batch(sqlite::ids::BEGIN)
                         .map_err(sqlite::error::map)
                 })?;
                 Ok(Tx {
@@ -184,6 +184,7 @@ impl Tx {
 
     async fn finish(&mut self, sql: &str) -> Result<()> {
         match self.conn.take() {
+            Some(Conn::Sqlite(g)) if sql == "ROLLBACK" => g.slot().with(sqlite::ids::rollback),
             Some(Conn::Sqlite(g)) => g.slot().with(|c| {
                 // SQLite may have rolled the transaction back by itself
                 // (SQLITE_FULL or IOERR in a statement without a statement
@@ -198,9 +199,7 @@ impl Tx {
                 match c.execute_batch(sql) {
                     Ok(()) => Ok(()),
                     Err(e) => {
-                        if !c.is_autocommit() {
-                            sqlite::rollback_quietly(c, "ROLLBACK");
-                        }
+                        sqlite::ids::rollback_quietly_keeping_ids(c);
                         Err(sqlite::error::map(e))
                     }
                 }
@@ -225,9 +224,7 @@ impl Drop for Tx {
             Some(Conn::Sqlite(g)) => {
                 // `with` fails only on a closed handle, whose connection is gone.
                 if let Err(e) = g.slot().with(|c| {
-                    if !c.is_autocommit() {
-                        sqlite::rollback_quietly(c, "ROLLBACK");
-                    }
+                    sqlite::ids::rollback_quietly_keeping_ids(c);
                     Ok(())
                 }) {
                     tracing::debug!(error = %e, "no rollback needed");

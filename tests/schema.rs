@@ -784,7 +784,7 @@ async fn deleting_an_account_cascades_to_every_child_table(t: &TestDb, kind: Kin
         .unwrap();
     for u in [keep.user_id, gone.user_id] {
         db.sessions()
-            .create(&format!("token-of-user-{}", u.0), u, 1, 2)
+            .create(&format!("bearer-token-of-user-{}", u.0), u, 1, 2)
             .await
             .unwrap();
         db.loadouts()
@@ -804,7 +804,12 @@ async fn deleting_an_account_cascades_to_every_child_table(t: &TestDb, kind: Kin
     // Foreign keys are enforced.
     let err = db
         .sessions()
-        .create("orphan-token", UserId(gone.user_id.0 + 1000), 1, 2)
+        .create(
+            "orphan-bearer-token-0001",
+            UserId(gone.user_id.0 + 1000),
+            1,
+            2,
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, Error::UnknownUser), "{err:?}");
@@ -848,7 +853,7 @@ async fn deleting_an_account_cascades_to_every_child_table(t: &TestDb, kind: Kin
     }
     assert!(matches!(
         db.sessions()
-            .find_by_token(&format!("token-of-user-{}", gone.user_id.0))
+            .find_by_token(&format!("bearer-token-of-user-{}", gone.user_id.0))
             .await,
         Err(Error::NotFound(persist::Entity::Session))
     ));

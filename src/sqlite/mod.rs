@@ -10,10 +10,12 @@
 pub(crate) mod accounts;
 pub(crate) mod copy;
 pub(crate) mod error;
+pub(crate) mod ids;
 pub(crate) mod introspect;
 pub(crate) mod loadouts;
 pub(crate) mod migrate;
 pub(crate) mod progression;
+pub(crate) mod rekey;
 pub(crate) mod sessions;
 pub(crate) mod unlocks;
 
@@ -387,6 +389,21 @@ fn warn_if_shared_page_cache(c: &Connection) {
     });
 }
 
+/// Whether the SQLite linked into this program gives each connection a page
+/// cache of its own, as persist is meant to run (built with
+/// `LIBSQLITE3_FLAGS=-USQLITE_ENABLE_MEMORY_MANAGEMENT`; see the README). An
+/// application embedding persist can assert it in a test or at start-up,
+/// whatever its log level.
+///
+/// # Errors
+/// [`Error::Sqlite`](crate::Error) when SQLite cannot open an in-memory
+/// database to ask.
+pub fn sqlite_page_cache_per_connection() -> Result<bool> {
+    let c = Connection::open_in_memory().map_err(error::map)?;
+    let options = compile_options(&c).map_err(error::map)?;
+    Ok(!shares_page_cache(&options))
+}
+
 /// The options the linked SQLite was compiled with (`PRAGMA compile_options`).
 fn compile_options(c: &Connection) -> rusqlite::Result<Vec<String>> {
     c.prepare("PRAGMA compile_options")?
@@ -531,6 +548,7 @@ mod tests {
     /// every connection of the process shares one page-cache pool.
     #[test]
     fn sqlite_is_built_with_a_page_cache_per_connection() {
+        assert!(sqlite_page_cache_per_connection().unwrap());
         let options = compile_options(&Connection::open_in_memory().unwrap()).unwrap();
         assert!(
             options.iter().any(|o| o.starts_with("THREADSAFE")),
