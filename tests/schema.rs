@@ -370,6 +370,31 @@ async fn schema_parity_by_catalog_introspection() {
         .get(0);
     assert_eq!(identity, "YES");
 
+    // Both dialects stand at the same schema version with the same history,
+    // 0003 (the key recompute, no schema change) included.
+    const HISTORY: &str = "SELECT version, name FROM schema_migrations ORDER BY version";
+    let lite_history: Vec<(i64, String)> = raw
+        .prepare(HISTORY)
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap();
+    let pg_history: Vec<(i64, String)> = client
+        .query(HISTORY, &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(lite_history, pg_history);
+    assert!(
+        lite_history
+            .iter()
+            .any(|(v, n)| *v == 3 && n == "fold_default_ignorables"),
+        "{lite_history:?}"
+    );
+
     drop(raw);
     lite.close().await;
     pg.close().await;
