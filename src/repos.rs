@@ -244,12 +244,12 @@ impl Accounts<'_> {
         )
     }
 
-    /// Changes the email (display form and canonical key).
+    /// Changes the email (display form, stored NFC, and canonical key).
     ///
     /// # Errors
     /// [`Error::NotFound`]; [`Error::Conflict`]`(Email)` when another account
     /// has the key (changing only the case of one's own email is allowed);
-    /// [`Error::InvalidInput`].
+    /// [`Error::InvalidInput`] under the rules of [`Accounts::create`].
     pub async fn update_email(&self, id: UserId, email: &str) -> Result<()> {
         validate::user_id(id)?;
         let validate::Stored { display, key } = validate::stored_text("email", email, EMAIL_MAX)?;
@@ -263,11 +263,12 @@ impl Accounts<'_> {
         )
     }
 
-    /// Changes the username (display form and canonical key).
+    /// Changes the username (display form, stored NFC, and canonical key).
     ///
     /// # Errors
     /// [`Error::NotFound`]; [`Error::Conflict`]`(Username)` when another
-    /// account has the key; [`Error::InvalidInput`].
+    /// account has the key; [`Error::InvalidInput`] under the rules of
+    /// [`Accounts::create`].
     pub async fn update_username(&self, id: UserId, username: &str) -> Result<()> {
         validate::user_id(id)?;
         let validate::Stored { display, key } =
