@@ -402,6 +402,15 @@ pub enum Violation {
     Nul,
     /// Contains another control character.
     ControlCharacter,
+    /// Contains an invisible character: a default-ignorable code point or a
+    /// format (`Cf`) character other than the two joiners (zero-width spaces,
+    /// soft hyphens, bidi controls, fillers, variation selectors, tags).
+    InvisibleCharacter,
+    /// Shorter than the floor (characters).
+    TooShort {
+        /// The floor.
+        min: usize,
+    },
     /// Negative where only zero or more is allowed.
     Negative,
     /// Outside the allowed range.
@@ -426,6 +435,10 @@ impl fmt::Display for Violation {
             Violation::TooLong { max } => write!(f, "must be at most {max} long"),
             Violation::Nul => f.write_str("must not contain NUL"),
             Violation::ControlCharacter => f.write_str("must not contain control characters"),
+            Violation::InvisibleCharacter => f.write_str(
+                "must not contain invisible or format characters (zero-width, bidi controls, fillers)",
+            ),
+            Violation::TooShort { min } => write!(f, "must be at least {min} long"),
             Violation::Negative => f.write_str("must not be negative"),
             Violation::OutOfRange { min, max } => write!(f, "must be between {min} and {max}"),
             Violation::Overflow => f.write_str("would overflow"),

@@ -65,6 +65,7 @@ pub use models::{
     SessionId, Unlock, UserId,
 };
 pub use repo::{AccountsRepo, LoadoutsRepo, ProgressionRepo, SessionsRepo, UnlocksRepo};
+pub use sqlite::sqlite_page_cache_per_connection;
 pub use tools::checksum::content_checksum;
 pub use tools::compare::compare;
 pub use tools::copy::{copy, open_copy_source};

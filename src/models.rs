@@ -23,9 +23,9 @@ impl fmt::Display for UserId {
 pub struct Account {
     /// Database-assigned id.
     pub user_id: UserId,
-    /// Email, as given at creation (display form).
+    /// Email, as given (display form), NFC-normalised.
     pub email: String,
-    /// Username, as given at creation (display form).
+    /// Username, as given (display form), NFC-normalised.
     pub username: String,
     /// The encoded password hash produced by the auth layer.
     pub pass_hash: Vec<u8>,

@@ -285,7 +285,12 @@ async fn failing_unit_of_work_leaves_nothing(db: &Db) {
             .await
             .unwrap();
             tx.sessions()
-                .create(&format!("fail-tok-{t}"), a.user_id, T0, T0 + 60)
+                .create(
+                    &format!("failing-unit-bearer-token-{t}"),
+                    a.user_id,
+                    T0,
+                    T0 + 60,
+                )
                 .await
                 .unwrap();
             assert!(tx.unlocks().grant(a.user_id, 1, T0).await.unwrap());
@@ -359,7 +364,9 @@ async fn failing_unit_of_work_leaves_nothing(db: &Db) {
     }
     for t in 0..8 {
         assert!(matches!(
-            db.sessions().find_by_token(&format!("fail-tok-{t}")).await,
+            db.sessions()
+                .find_by_token(&format!("failing-unit-bearer-token-{t}"))
+                .await,
             Err(Error::NotFound(Entity::Session))
         ));
     }

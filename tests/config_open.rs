@@ -319,17 +319,26 @@ async fn sqlite_pragmas_are_applied() {
         .await
         .unwrap();
     db.sessions()
-        .create("fk-token", user.user_id, 1, 2)
+        .create("fk-bearer-token-0000001", user.user_id, 1, 2)
         .await
         .unwrap();
     let err = db
         .sessions()
-        .create("fk-orphan", UserId(user.user_id.0 + 100), 1, 2)
+        .create(
+            "fk-orphan-bearer-token-1",
+            UserId(user.user_id.0 + 100),
+            1,
+            2,
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, Error::UnknownUser), "{err:?}");
     db.accounts().delete(user.user_id).await.unwrap();
-    let err = db.sessions().find_by_token("fk-token").await.unwrap_err();
+    let err = db
+        .sessions()
+        .find_by_token("fk-bearer-token-0000001")
+        .await
+        .unwrap_err();
     assert!(
         matches!(err, Error::NotFound(persist::Entity::Session)),
         "{err:?}"

@@ -13,6 +13,7 @@ use persist::{
     UniqueKey, Unlock, UserId, Violation,
 };
 use sha2::{Digest, Sha256};
+use unicode_normalization::UnicodeNormalization;
 
 // ---------------------------------------------------------------------------
 // Helpers
@@ -79,8 +80,17 @@ fn sha256(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
-fn sid(token: &str) -> SessionId {
-    hex::encode(&sha256(token)[..16]).parse().unwrap()
+/// Tokens in these cases are short names padded past the 22-character floor
+/// a session is created with.
+const PAD: &str = "bearer-token-padding-";
+
+fn padded(name: &str) -> String {
+    format!("{PAD}{name}")
+}
+
+/// The session id of the padded token `name`.
+fn sid(name: &str) -> SessionId {
+    hex::encode(&sha256(&padded(name))[..16]).parse().unwrap()
 }
 
 /// Every row of the five tables, read through a raw connection (not the
@@ -135,7 +145,12 @@ async fn populated_user(db: &Db, email: &str, username: &str, tok_prefix: &str) 
     let a = mk(db, email, username).await;
     for i in 0..2 {
         db.sessions()
-            .create(&format!("{tok_prefix}-{i}"), a.user_id, T0 + i, T0 + 3600)
+            .create(
+                &format!("{PAD}{tok_prefix}-{i}"),
+                a.user_id,
+                T0 + i,
+                T0 + 3600,
+            )
             .await
             .unwrap();
     }
@@ -285,14 +300,15 @@ async fn account_lookup_is_case_and_unicode_insensitive(db: &Db) {
             .unwrap(),
         o
     );
-    // The display forms stay exactly as given.
+    // The display forms are stored as given, NFC-normalised (issue 12: one
+    // name has one form and one length).
     assert_eq!(
         db.accounts().get(jose.user_id).await.unwrap().username,
         "Jos\u{e9}"
     );
     assert_eq!(
         db.accounts().get(zoe.user_id).await.unwrap().username,
-        "Zoe\u{308}"
+        "Zo\u{eb}"
     );
 }
 
@@ -580,7 +596,9 @@ async fn account_delete_cascades_every_table(db: &Db) {
     db.accounts().delete(a.user_id).await.unwrap();
     for i in 0..2 {
         assert_err!(
-            db.sessions().find_by_token(&format!("ada-tok-{i}")).await,
+            db.sessions()
+                .find_by_token(&format!("{PAD}ada-tok-{i}"))
+                .await,
             Error::NotFound(Entity::Session)
         );
     }
@@ -606,7 +624,7 @@ async fn account_delete_cascades_every_table(db: &Db) {
     );
     assert_eq!(
         db.sessions()
-            .find_by_token("bob-tok-1")
+            .find_by_token("bearer-token-padding-bob-tok-1")
             .await
             .unwrap()
             .user_id,
@@ -640,7 +658,7 @@ async fn account_delete_cascades_every_table(db: &Db) {
     // Writes for the deleted user are now unknown-user errors.
     assert_err!(
         db.sessions()
-            .create("ada-tok-new", a.user_id, T0, T0 + 1)
+            .create("bearer-token-padding-ada-tok-new", a.user_id, T0, T0 + 1)
             .await,
         Error::UnknownUser
     );
@@ -658,7 +676,13 @@ async fn closed_handle_is_typed(db: &Db) {
         other.accounts().create(&acct("b@example.com", "b")).await,
         Error::Closed
     );
-    assert_err!(other.sessions().find_by_token("tok").await, Error::Closed);
+    assert_err!(
+        other
+            .sessions()
+            .find_by_token("bearer-token-padding-tok")
+            .await,
+        Error::Closed
+    );
     assert_err!(
         other.progression().add_xp(a.user_id, 1).await,
         Error::Closed
@@ -1003,7 +1027,7 @@ fn user_id_refusals() -> Vec<Refusal> {
             Call::UpdateEmail(bad, "x@y.z".into()),
             Call::UpdateUsername(bad, "x".into()),
             Call::DeleteAccount(bad),
-            Call::session("tok-x", bad, T0, T0),
+            Call::session("bearer-token-padding-tok-x", bad, T0, T0),
             Call::DeleteAllSessions(bad),
             Call::ListSessions(bad),
             Call::RevokeSession(bad, sid("ada-0")),
@@ -1106,8 +1130,14 @@ fn timestamp_refusals(u: UserId) -> Vec<Refusal> {
                 "created_at",
             ),
             (Call::UpdateLastLogin(u, bad), "last_login_at"),
-            (Call::session("tok-new", u, bad, T0), "created_at"),
-            (Call::session("tok-new", u, T0, bad), "expires_at"),
+            (
+                Call::session("bearer-token-padding-tok-new", u, bad, T0),
+                "created_at",
+            ),
+            (
+                Call::session("bearer-token-padding-tok-new", u, T0, bad),
+                "expires_at",
+            ),
             (
                 Call::DeleteExpired {
                     now: bad,
@@ -1129,7 +1159,7 @@ fn timestamp_refusals(u: UserId) -> Vec<Refusal> {
 fn session_refusals(u: UserId) -> Vec<Refusal> {
     let too_long = Violation::TooLong { max: 512 };
     let mut t = vec![refusal(
-        Call::session("tok", u, T0, T0 - 1),
+        Call::session("bearer-token-padding-tok", u, T0, T0 - 1),
         "expires_at",
         Violation::OutOfRange {
             min: T0,
@@ -1262,8 +1292,18 @@ async fn input_rules_timestamps(db: &Db) {
         db.accounts().get(c.user_id).await.unwrap().created_at,
         TS_MAX
     );
-    let s = db.sessions().create("tok-max", u, 0, TS_MAX).await.unwrap();
-    assert_eq!(db.sessions().find_by_token("tok-max").await.unwrap(), s);
+    let s = db
+        .sessions()
+        .create("bearer-token-padding-tok-max", u, 0, TS_MAX)
+        .await
+        .unwrap();
+    assert_eq!(
+        db.sessions()
+            .find_by_token("bearer-token-padding-tok-max")
+            .await
+            .unwrap(),
+        s
+    );
     assert!(db.unlocks().grant(u, 9, TS_MAX).await.unwrap());
     assert_eq!(
         db.unlocks().grant_many(u, &[10], 0).await.unwrap(),
@@ -1350,12 +1390,18 @@ async fn injection_payloads_round_trip(db: &Db) {
     );
     // Payloads as tokens.
     let u = made[0].user_id;
-    for tok in ["'; DROP TABLE sessions; --", "\" OR 1=1 --", "' OR ''='"] {
+    for tok in [
+        "'; DROP TABLE sessions; -- padding",
+        "\" OR 1=1 -- to the 22-character floor",
+        "' OR ''=' padded to the floor",
+    ] {
         let s = db.sessions().create(tok, u, T0, T0 + 10).await.unwrap();
         assert_eq!(db.sessions().find_by_token(tok).await.unwrap(), s);
     }
     assert_err!(
-        db.sessions().find_by_token("anything").await,
+        db.sessions()
+            .find_by_token("bearer-token-padding-anything")
+            .await,
         Error::NotFound(Entity::Session)
     );
     // Every table still exists and holds what was written.
@@ -1377,7 +1423,7 @@ async fn unicode_round_trip(db: &Db) {
         ),
         (
             "\u{5e9}\u{5dc}\u{5d5}\u{5dd}@example.com",
-            "\u{202e}\u{5e9}\u{5dc}\u{5d5}\u{5dd}\u{202c}",
+            "\u{5e9}\u{5dc}\u{5d5}\u{5dd}",
         ),
         (
             "zalgo@example.com",
@@ -1388,7 +1434,7 @@ async fn unicode_round_trip(db: &Db) {
             "\u{1f469}\u{200d}\u{1f469}\u{200d}\u{1f467}",
         ),
         ("nfd@example.com", "Jose\u{301}"),
-        ("bom@example.com", "\u{feff}bom"),
+        ("bom@example.com", "bom\u{200c}b"),
         (
             "\u{540d}\u{524d}@\u{4f8b}\u{3048}.jp",
             "\u{540d}\u{524d}\u{540d}\u{524d}",
@@ -1397,14 +1443,37 @@ async fn unicode_round_trip(db: &Db) {
     for (email, username) in cases {
         let a = mk(db, email, username).await;
         let got = db.accounts().get(a.user_id).await.unwrap();
-        assert_eq!(got.email.as_bytes(), email.as_bytes(), "{email:?}");
-        assert_eq!(got.username.as_bytes(), username.as_bytes(), "{username:?}");
+        // Stored as given, NFC-normalised.
+        let nfc = |s: &str| s.nfc().collect::<String>();
+        assert_eq!(got.email.as_bytes(), nfc(email).as_bytes(), "{email:?}");
+        assert_eq!(
+            got.username.as_bytes(),
+            nfc(username).as_bytes(),
+            "{username:?}"
+        );
         assert_eq!(db.accounts().find_by_username(username).await.unwrap(), got);
         assert_eq!(db.accounts().find_by_email(email).await.unwrap(), got);
     }
-    // NFD stored as given, NFC lookup finds it.
-    let got = db.accounts().find_by_username("Jos\u{e9}").await.unwrap();
-    assert_eq!(got.username.as_bytes(), "Jose\u{301}".as_bytes());
+    // NFD stored NFC; either form finds it.
+    let got = db.accounts().find_by_username("Jose\u{301}").await.unwrap();
+    assert_eq!(got.username.as_bytes(), "Jos\u{e9}".as_bytes());
+    // Bidi controls and other invisible characters are refused (issue 12),
+    // and change nothing.
+    for name in [
+        "\u{202e}\u{5e9}\u{5dc}\u{5d5}\u{5dd}\u{202c}",
+        "\u{feff}bom",
+    ] {
+        assert_err!(
+            db.accounts()
+                .create(&acct("refused@example.com", name))
+                .await,
+            Error::InvalidInput {
+                field: "username",
+                violation: Violation::InvisibleCharacter
+            }
+        );
+    }
+    assert_eq!(counts(db).await[0], 8);
     // Unicode tokens.
     let u = db
         .accounts()
@@ -1414,12 +1483,17 @@ async fn unicode_round_trip(db: &Db) {
         .user_id;
     let s = db
         .sessions()
-        .create("\u{1f980}\u{200d}t\u{f6}k\u{e9}n", u, T0, T0)
+        .create(
+            "bearer-token-padding-\u{1f980}\u{200d}t\u{f6}k\u{e9}n",
+            u,
+            T0,
+            T0,
+        )
         .await
         .unwrap();
     assert_eq!(
         db.sessions()
-            .find_by_token("\u{1f980}\u{200d}t\u{f6}k\u{e9}n")
+            .find_by_token("bearer-token-padding-\u{1f980}\u{200d}t\u{f6}k\u{e9}n")
             .await
             .unwrap(),
         s
@@ -1427,7 +1501,7 @@ async fn unicode_round_trip(db: &Db) {
     // Tokens are compared byte-exact, not canonically.
     assert_err!(
         db.sessions()
-            .find_by_token("\u{1f980}\u{200d}to\u{308}ke\u{301}n")
+            .find_by_token("bearer-token-padding-\u{1f980}\u{200d}to\u{308}ke\u{301}n")
             .await,
         Error::NotFound(Entity::Session)
     );
@@ -1502,7 +1576,9 @@ async fn session_create_and_find(db: &Db) {
         Error::NotFound(Entity::Session)
     );
     assert_err!(
-        db.sessions().find_by_token("unknown").await,
+        db.sessions()
+            .find_by_token("bearer-token-padding-unknown")
+            .await,
         Error::NotFound(Entity::Session)
     );
     assert_eq!(counts(db).await, [1, 1, 0, 0, 0]);
@@ -1512,18 +1588,27 @@ async fn session_unknown_user(db: &Db) {
     let a = mk(db, "ada@example.com", "ada").await;
     let before = snapshot(db).await;
     assert_err!(
-        db.sessions().create("tok", NOBODY, T0, T0 + 1).await,
+        db.sessions()
+            .create("bearer-token-padding-tok", NOBODY, T0, T0 + 1)
+            .await,
         Error::UnknownUser
     );
     assert_err!(
         db.sessions()
-            .create("tok", UserId(a.user_id.0 + 1), T0, T0 + 1)
+            .create(
+                "bearer-token-padding-tok",
+                UserId(a.user_id.0 + 1),
+                T0,
+                T0 + 1
+            )
             .await,
         Error::UnknownUser
     );
     assert_eq!(snapshot(db).await, before);
     assert_err!(
-        db.sessions().find_by_token("tok").await,
+        db.sessions()
+            .find_by_token("bearer-token-padding-tok")
+            .await,
         Error::NotFound(Entity::Session)
     );
 }
@@ -1533,37 +1618,54 @@ async fn session_same_token_conflict(db: &Db) {
     let b = mk(db, "bob@example.com", "bob").await;
     let s = db
         .sessions()
-        .create("tok", a.user_id, T0, T0 + 10)
+        .create("bearer-token-padding-tok", a.user_id, T0, T0 + 10)
         .await
         .unwrap();
     let before = snapshot(db).await;
     assert_err!(
         db.sessions()
-            .create("tok", a.user_id, T0 + 5, T0 + 20)
+            .create("bearer-token-padding-tok", a.user_id, T0 + 5, T0 + 20)
             .await,
         Error::Conflict(UniqueKey::SessionToken)
     );
     assert_err!(
-        db.sessions().create("tok", b.user_id, T0, T0 + 10).await,
+        db.sessions()
+            .create("bearer-token-padding-tok", b.user_id, T0, T0 + 10)
+            .await,
         Error::Conflict(UniqueKey::SessionToken)
     );
     // A taken token wins over an unknown user (unique check before FK).
     assert_err!(
-        db.sessions().create("tok", NOBODY, T0, T0 + 10).await,
+        db.sessions()
+            .create("bearer-token-padding-tok", NOBODY, T0, T0 + 10)
+            .await,
         Error::Conflict(UniqueKey::SessionToken)
     );
     assert_eq!(snapshot(db).await, before);
-    assert_eq!(db.sessions().find_by_token("tok").await.unwrap(), s);
+    assert_eq!(
+        db.sessions()
+            .find_by_token("bearer-token-padding-tok")
+            .await
+            .unwrap(),
+        s
+    );
     // After logout the token can be issued again.
-    db.sessions().delete("tok").await.unwrap();
+    db.sessions()
+        .delete("bearer-token-padding-tok")
+        .await
+        .unwrap();
     let s2 = db
         .sessions()
-        .create("tok", b.user_id, T0 + 1, T0 + 2)
+        .create("bearer-token-padding-tok", b.user_id, T0 + 1, T0 + 2)
         .await
         .unwrap();
     assert_eq!(s2.id, s.id);
     assert_eq!(
-        db.sessions().find_by_token("tok").await.unwrap().user_id,
+        db.sessions()
+            .find_by_token("bearer-token-padding-tok")
+            .await
+            .unwrap()
+            .user_id,
         b.user_id
     );
 }
@@ -1571,28 +1673,41 @@ async fn session_same_token_conflict(db: &Db) {
 async fn session_delete_logout(db: &Db) {
     let a = mk(db, "ada@example.com", "ada").await;
     db.sessions()
-        .create("tok-1", a.user_id, T0, T0 + 10)
+        .create("bearer-token-padding-tok-1", a.user_id, T0, T0 + 10)
         .await
         .unwrap();
     let s2 = db
         .sessions()
-        .create("tok-2", a.user_id, T0, T0 + 10)
+        .create("bearer-token-padding-tok-2", a.user_id, T0, T0 + 10)
         .await
         .unwrap();
-    db.sessions().delete("tok-1").await.unwrap();
+    db.sessions()
+        .delete("bearer-token-padding-tok-1")
+        .await
+        .unwrap();
     assert_err!(
-        db.sessions().find_by_token("tok-1").await,
+        db.sessions()
+            .find_by_token("bearer-token-padding-tok-1")
+            .await,
         Error::NotFound(Entity::Session)
     );
     assert_err!(
-        db.sessions().delete("tok-1").await,
+        db.sessions().delete("bearer-token-padding-tok-1").await,
         Error::NotFound(Entity::Session)
     );
     assert_err!(
-        db.sessions().delete("never-issued").await,
+        db.sessions()
+            .delete("bearer-token-padding-never-issued")
+            .await,
         Error::NotFound(Entity::Session)
     );
-    assert_eq!(db.sessions().find_by_token("tok-2").await.unwrap(), s2);
+    assert_eq!(
+        db.sessions()
+            .find_by_token("bearer-token-padding-tok-2")
+            .await
+            .unwrap(),
+        s2
+    );
     assert_eq!(
         db.sessions().list_for_user(a.user_id).await.unwrap(),
         vec![s2]
@@ -1604,7 +1719,7 @@ async fn session_delete_all_for_user(db: &Db) {
     let b = mk(db, "bob@example.com", "bob").await;
     for i in 0..5 {
         db.sessions()
-            .create(&format!("a{i}"), a.user_id, T0 + i, T0 + 100)
+            .create(&format!("{PAD}a{i}"), a.user_id, T0 + i, T0 + 100)
             .await
             .unwrap();
     }
@@ -1612,7 +1727,7 @@ async fn session_delete_all_for_user(db: &Db) {
     for i in 0..3 {
         bs.push(
             db.sessions()
-                .create(&format!("b{i}"), b.user_id, T0 + i, T0 + 100)
+                .create(&format!("{PAD}b{i}"), b.user_id, T0 + i, T0 + 100)
                 .await
                 .unwrap(),
         );
@@ -1628,7 +1743,7 @@ async fn session_delete_all_for_user(db: &Db) {
     assert_eq!(db.sessions().delete_all_for_user(NOBODY).await.unwrap(), 0);
     for i in 0..5 {
         assert_err!(
-            db.sessions().find_by_token(&format!("a{i}")).await,
+            db.sessions().find_by_token(&format!("{PAD}a{i}")).await,
             Error::NotFound(Entity::Session)
         );
     }
@@ -1658,7 +1773,7 @@ async fn session_list_and_revoke(db: &Db) {
     ];
     for (tok, at) in spec {
         db.sessions()
-            .create(tok, a.user_id, T0 + at, T0 + at + 50)
+            .create(&padded(tok), a.user_id, T0 + at, T0 + at + 50)
             .await
             .unwrap();
     }
@@ -1681,7 +1796,9 @@ async fn session_list_and_revoke(db: &Db) {
     // Revoke by id removes exactly that one.
     db.sessions().revoke(a.user_id, sid("t-mid")).await.unwrap();
     assert_err!(
-        db.sessions().find_by_token("t-mid").await,
+        db.sessions()
+            .find_by_token("bearer-token-padding-t-mid")
+            .await,
         Error::NotFound(Entity::Session)
     );
     let ids: Vec<SessionId> = db
@@ -1705,7 +1822,10 @@ async fn session_list_and_revoke(db: &Db) {
     let b = mk(db, "bob@example.com", "bob").await;
     let toks = ["s1", "s2", "s3", "s4", "s5", "s6"];
     for t in toks {
-        db.sessions().create(t, b.user_id, T0, T0).await.unwrap();
+        db.sessions()
+            .create(&padded(t), b.user_id, T0, T0)
+            .await
+            .unwrap();
     }
     let mut want: Vec<SessionId> = toks.iter().map(|t| sid(t)).collect();
     want.sort();
@@ -1725,12 +1845,12 @@ async fn session_revoke_other_users_id(db: &Db) {
     let b = mk(db, "bob@example.com", "bob").await;
     let sa = db
         .sessions()
-        .create("ada-tok", a.user_id, T0, T0 + 10)
+        .create("bearer-token-padding-ada-tok", a.user_id, T0, T0 + 10)
         .await
         .unwrap();
     let sb = db
         .sessions()
-        .create("bob-tok", b.user_id, T0, T0 + 10)
+        .create("bearer-token-padding-bob-tok", b.user_id, T0, T0 + 10)
         .await
         .unwrap();
     assert_err!(
@@ -1741,11 +1861,25 @@ async fn session_revoke_other_users_id(db: &Db) {
         db.sessions().revoke(NOBODY, sa.id).await,
         Error::NotFound(Entity::Session)
     );
-    assert_eq!(db.sessions().find_by_token("ada-tok").await.unwrap(), sa);
-    assert_eq!(db.sessions().find_by_token("bob-tok").await.unwrap(), sb);
+    assert_eq!(
+        db.sessions()
+            .find_by_token("bearer-token-padding-ada-tok")
+            .await
+            .unwrap(),
+        sa
+    );
+    assert_eq!(
+        db.sessions()
+            .find_by_token("bearer-token-padding-bob-tok")
+            .await
+            .unwrap(),
+        sb
+    );
     db.sessions().revoke(b.user_id, sb.id).await.unwrap();
     assert_err!(
-        db.sessions().find_by_token("bob-tok").await,
+        db.sessions()
+            .find_by_token("bearer-token-padding-bob-tok")
+            .await,
         Error::NotFound(Entity::Session)
     );
     assert_eq!(
@@ -1762,7 +1896,7 @@ async fn session_delete_expired_batches(db: &Db) {
     for i in 0..25 {
         let u = if i % 2 == 0 { a.user_id } else { b.user_id };
         db.sessions()
-            .create(&format!("old-{i}"), u, T0, now - i)
+            .create(&format!("{PAD}old-{i}"), u, T0, now - i)
             .await
             .unwrap();
     }
@@ -1771,7 +1905,7 @@ async fn session_delete_expired_batches(db: &Db) {
         let u = if i % 2 == 0 { a.user_id } else { b.user_id };
         live.push(
             db.sessions()
-                .create(&format!("live-{i}"), u, T0, now + i)
+                .create(&format!("{PAD}live-{i}"), u, T0, now + i)
                 .await
                 .unwrap(),
         );
@@ -1779,14 +1913,14 @@ async fn session_delete_expired_batches(db: &Db) {
     assert_eq!(db.sessions().delete_expired(now, 7).await.unwrap(), 25);
     for i in 0..25 {
         assert_err!(
-            db.sessions().find_by_token(&format!("old-{i}")).await,
+            db.sessions().find_by_token(&format!("{PAD}old-{i}")).await,
             Error::NotFound(Entity::Session)
         );
     }
     for (i, s) in live.iter().enumerate() {
         assert_eq!(
             &db.sessions()
-                .find_by_token(&format!("live-{}", i + 1))
+                .find_by_token(&format!("{PAD}live-{}", i + 1))
                 .await
                 .unwrap(),
             s
@@ -1805,18 +1939,30 @@ async fn session_expired_still_found(db: &Db) {
     let a = mk(db, "ada@example.com", "ada").await;
     let s = db
         .sessions()
-        .create("tok", a.user_id, 100, 200)
+        .create("bearer-token-padding-tok", a.user_id, 100, 200)
         .await
         .unwrap();
     // Long past expiry: still returned; the caller checks expires_at.
-    let got = db.sessions().find_by_token("tok").await.unwrap();
+    let got = db
+        .sessions()
+        .find_by_token("bearer-token-padding-tok")
+        .await
+        .unwrap();
     assert_eq!(got, s);
     assert_eq!(got.expires_at, 200);
     assert_eq!(db.sessions().delete_expired(199, 10).await.unwrap(), 0);
-    assert_eq!(db.sessions().find_by_token("tok").await.unwrap(), s);
+    assert_eq!(
+        db.sessions()
+            .find_by_token("bearer-token-padding-tok")
+            .await
+            .unwrap(),
+        s
+    );
     assert_eq!(db.sessions().delete_expired(200, 10).await.unwrap(), 1);
     assert_err!(
-        db.sessions().find_by_token("tok").await,
+        db.sessions()
+            .find_by_token("bearer-token-padding-tok")
+            .await,
         Error::NotFound(Entity::Session)
     );
 }
@@ -2271,7 +2417,7 @@ async fn register_in(tx: &persist::Tx, email: &str, username: &str, token: &str)
         .await
         .unwrap();
     tx.sessions()
-        .create(token, a.user_id, T0, T0 + 3600)
+        .create(&padded(token), a.user_id, T0, T0 + 3600)
         .await
         .unwrap();
     a
@@ -2299,7 +2445,7 @@ async fn assert_no_trace(db: &Db, id: UserId, email: &str, username: &str, token
         Error::NotFound(Entity::Loadout)
     );
     assert_err!(
-        db.sessions().find_by_token(token).await,
+        db.sessions().find_by_token(&padded(token)).await,
         Error::NotFound(Entity::Session)
     );
     assert_eq!(db.unlocks().list(id).await.unwrap(), vec![]);
@@ -2325,7 +2471,11 @@ async fn tx_register_commit(db: &Db) {
         Loadout::empty(a.user_id, T0)
     );
     assert_eq!(
-        db.sessions().find_by_token("tok").await.unwrap().user_id,
+        db.sessions()
+            .find_by_token("bearer-token-padding-tok")
+            .await
+            .unwrap()
+            .user_id,
         a.user_id
     );
     assert_eq!(counts(db).await, [1, 1, 1, 1, 0]);
@@ -2397,7 +2547,9 @@ async fn tx_fails_midway(db: &Db) {
     let tx = db.begin().await.unwrap();
     let a = register_in(&tx, "bob@example.com", "bob", "tok-b").await;
     assert_err!(
-        tx.sessions().create("tok-c", NOBODY, T0, T0).await,
+        tx.sessions()
+            .create("bearer-token-padding-tok-c", NOBODY, T0, T0)
+            .await,
         Error::UnknownUser
     );
     tx.rollback().await.unwrap();
@@ -2526,7 +2678,11 @@ async fn tx_reads_see_own_writes(db: &Db) {
         tx.loadouts().get(a.user_id).await.unwrap(),
         Loadout::empty(a.user_id, T0)
     );
-    let s = tx.sessions().find_by_token("tok").await.unwrap();
+    let s = tx
+        .sessions()
+        .find_by_token("bearer-token-padding-tok")
+        .await
+        .unwrap();
     assert_eq!(s.user_id, a.user_id);
     assert_eq!(
         tx.sessions().list_for_user(a.user_id).await.unwrap(),
@@ -2549,13 +2705,17 @@ async fn tx_reads_see_own_writes(db: &Db) {
         Error::NotFound(Entity::Account)
     );
     assert_err!(
-        db.sessions().find_by_token("tok").await,
+        db.sessions()
+            .find_by_token("bearer-token-padding-tok")
+            .await,
         Error::NotFound(Entity::Session)
     );
     // A delete inside the unit cascades inside the unit.
     tx.accounts().delete(a.user_id).await.unwrap();
     assert_err!(
-        tx.sessions().find_by_token("tok").await,
+        tx.sessions()
+            .find_by_token("bearer-token-padding-tok")
+            .await,
         Error::NotFound(Entity::Session)
     );
     assert_eq!(tx.unlocks().list(a.user_id).await.unwrap(), vec![]);
@@ -2567,7 +2727,7 @@ async fn tx_session_sweep_and_logout_all(db: &Db) {
     let a = mk(db, "ada@example.com", "ada").await;
     for i in 0..4 {
         db.sessions()
-            .create(&format!("t{i}"), a.user_id, T0, T0 + i)
+            .create(&format!("{PAD}t{i}"), a.user_id, T0, T0 + i)
             .await
             .unwrap();
     }
@@ -2663,7 +2823,7 @@ const DUMP_TOKENS: [&str; 4] = [
     "q9v1bH0w3hJ4sYk2x8RZcm5uTn7pLfDe0aWgQiVtKoE",
     "Zm9vYmFyYmF6cXV4cXV1eGNvcmdlZ3JhdWx0Z2FycGx5",
     "short-but-unique-token-1234",
-    "t\u{f6}k\u{e9}n-\u{1f980}-unicode",
+    "t\u{f6}k\u{e9}n-\u{1f980}-unicode-bearer-token",
 ];
 
 async fn create_dump_sessions(db: &Db) -> UserId {

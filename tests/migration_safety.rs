@@ -40,7 +40,7 @@ async fn seeded() -> (common::TestDb, persist::UserId) {
             .await
             .unwrap();
     t.db.sessions()
-        .create("tok", a.user_id, 1, 2)
+        .create("bearer-token-of-the-test", a.user_id, 1, 2)
         .await
         .unwrap();
     t.db.unlocks().grant(a.user_id, 4, 1).await.unwrap();
@@ -53,7 +53,11 @@ async fn sqlite_table_rebuild_keeps_child_rows() {
     let report = t.db.migrate_with(&with_extra(REBUILD)).await.unwrap();
     assert_eq!(report.applied.len(), 1);
     assert_eq!(
-        t.db.sessions().find_by_token("tok").await.unwrap().user_id,
+        t.db.sessions()
+            .find_by_token("bearer-token-of-the-test")
+            .await
+            .unwrap()
+            .user_id,
         user
     );
     assert_eq!(t.db.unlocks().list(user).await.unwrap().len(), 1);
@@ -62,7 +66,7 @@ async fn sqlite_table_rebuild_keeps_child_rows() {
     assert!(t
         .db
         .sessions()
-        .find_by_token("tok")
+        .find_by_token("bearer-token-of-the-test")
         .await
         .unwrap_err()
         .is_not_found());
@@ -87,7 +91,11 @@ async fn sqlite_migration_that_breaks_references_is_refused() {
     // migration is not.
     assert_eq!(t.db.accounts().get(user).await.unwrap().email, "a@x.com");
     assert_eq!(
-        t.db.sessions().find_by_token("tok").await.unwrap().user_id,
+        t.db.sessions()
+            .find_by_token("bearer-token-of-the-test")
+            .await
+            .unwrap()
+            .user_id,
         user
     );
     let status =
@@ -104,7 +112,7 @@ async fn sqlite_migration_that_breaks_references_is_refused() {
         .unwrap();
     assert!(matches!(
         db.sessions()
-            .create("t2", persist::UserId(user.0 + 50), 1, 2)
+            .create("bearer-token-of-nobody", persist::UserId(user.0 + 50), 1, 2)
             .await,
         Err(Error::UnknownUser)
     ));

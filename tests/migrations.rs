@@ -40,6 +40,7 @@ both_backends! {
     backend wrong_dialect_set_is_refused,
     backend migration_lock_wait_is_bounded_and_lock_is_freed,
     backend upgrade_from_0001_keeps_every_session_and_reaches_the_fresh_schema,
+    backend upgrade_to_0003_recomputes_keys_and_refuses_collisions,
 }
 
 /// A fresh, empty, not migrated database of one backend.
@@ -773,6 +774,11 @@ fn gaps_duplicates_and_bad_versions_are_refused_naming_them() {
     assert_eq!(ok.iter().map(|m| m.version()).collect::<Vec<_>>(), [1, 2]);
 }
 
+/// A session token for the upgrade test (the 22-character floor applies).
+fn upgrade_token(i: impl std::fmt::Display, j: impl std::fmt::Display) -> String {
+    format!("upgrade-session-token-{i}-{j}")
+}
+
 /// A database at 0001 with sessions in it, upgraded by `migrate()`: every
 /// session is still found by its token with the same values, the rest of the
 /// data is intact, cascades and the sweep still work, and the schema equals
@@ -798,7 +804,7 @@ async fn upgrade_from_0001_keeps_every_session_and_reaches_the_fresh_schema(kind
             .unwrap();
         for j in 0..4 {
             db.sessions()
-                .create(&format!("tok-{i}-{j}"), a.user_id, 100 + j, 200 + 100 * j)
+                .create(&upgrade_token(i, j), a.user_id, 100 + j, 200 + 100 * j)
                 .await
                 .unwrap();
         }
@@ -823,7 +829,7 @@ async fn upgrade_from_0001_keeps_every_session_and_reaches_the_fresh_schema(kind
         for j in 0..4 {
             let s = db
                 .sessions()
-                .find_by_token(&format!("tok-{i}-{j}"))
+                .find_by_token(&upgrade_token(i, j))
                 .await
                 .unwrap();
             assert_eq!(
@@ -861,6 +867,170 @@ async fn upgrade_from_0001_keeps_every_session_and_reaches_the_fresh_schema(kind
             upgraded.tables["sessions"].options
         );
     }
+    clean.close().await;
+    db.close().await;
+}
+
+/// (user_id, email_key, username_key) of every account, read raw.
+async fn stored_keys(raw: &Raw) -> Vec<(i64, String, String)> {
+    const SQL: &str = "SELECT user_id, email_key, username_key FROM accounts ORDER BY user_id";
+    match raw {
+        Raw::Sqlite(c) => {
+            let mut st = c.prepare(SQL).unwrap();
+            st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .unwrap()
+                .collect::<rusqlite::Result<_>>()
+                .unwrap()
+        }
+        Raw::Postgres(c) => c
+            .query(SQL, &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect(),
+    }
+}
+
+/// A database at 0002 holding keys computed the old way (invisible characters
+/// kept), upgraded to 0003: conflicts are refused, naming every pair and the
+/// empty key, changing nothing; once they are resolved through the API, the
+/// upgrade recomputes every key and the schema equals a fresh one.
+async fn upgrade_to_0003_recomputes_keys_and_refuses_collisions(kind: Backend) {
+    let f = fresh(kind).await;
+    let db = f.open().await;
+    let first_two: Vec<Migration> = embedded(kind).iter().take(2).cloned().collect();
+    assert_eq!(first_two[1].version(), 2);
+    db.migrate_with(&set(kind, first_two)).await.unwrap();
+    assert!(
+        embedded(kind).iter().any(|m| m.version() == 3),
+        "0003 is shipped"
+    );
+    let hash = match kind {
+        Backend::Sqlite => "X'01'",
+        Backend::Postgres => "'\\x01'::bytea",
+    };
+    // Rows as the old key function stored them: invisible characters kept.
+    let rows = [
+        (1, "ada@example.com", "ada@example.com", "Ada", "ada"),
+        (
+            2,
+            "a\u{200b}da@example.com",
+            "a\u{200b}da@example.com",
+            "ADA\u{200b}",
+            "ada\u{200b}",
+        ),
+        (
+            3,
+            "bob@example.com",
+            "bob@example.com",
+            "Bo\u{ad}b",
+            "bo\u{ad}b",
+        ),
+        (
+            4,
+            "zed@example.com",
+            "zed@example.com",
+            "\u{feff}",
+            "\u{feff}",
+        ),
+        (5, "cy@example.com", "cy@example.com", "cy", "cy"),
+    ];
+    let raw = f.raw().await;
+    for (id, email, email_key, username, username_key) in rows {
+        raw.exec(&format!(
+            "INSERT INTO accounts (user_id, email, email_key, username, username_key, \
+             pass_hash, created_at) VALUES ({id}, '{email}', '{email_key}', '{username}', \
+             '{username_key}', {hash}, 100)"
+        ))
+        .await;
+    }
+    if kind == Backend::Postgres {
+        // Explicit ids leave the identity behind; move it past them.
+        raw.exec("SELECT setval(pg_get_serial_sequence('accounts', 'user_id'), 5)")
+            .await;
+    }
+    let before = stored_keys(&raw).await;
+
+    let err = db.migrate().await.unwrap_err();
+    let Error::MigrationFailed {
+        version, message, ..
+    } = &err
+    else {
+        panic!("expected MigrationFailed, got {err:?}");
+    };
+    assert_eq!(*version, 3);
+    for part in [
+        "found 3 conflict(s)",
+        "accounts 1, 2 would have the same email",
+        "accounts 1, 2 would have the same username",
+        "the username of account 4 has no character left",
+    ] {
+        assert!(message.contains(part), "{part:?} not in {message}");
+    }
+    // Nothing changed: not the keys, not the history.
+    assert_eq!(stored_keys(&raw).await, before);
+    let versions: Vec<i64> = raw.rows().await.iter().map(|r| r.0).collect();
+    assert_eq!(versions, [1, 2]);
+    let st = db.migration_status().await.unwrap();
+    assert_eq!(st[2].state, MigrationState::Pending);
+
+    // Resolve through the API (the new rules apply), then upgrade.
+    db.accounts()
+        .update_email(persist::UserId(2), "ada.two@example.com")
+        .await
+        .unwrap();
+    db.accounts()
+        .update_username(persist::UserId(2), "ada2")
+        .await
+        .unwrap();
+    db.accounts().delete(persist::UserId(4)).await.unwrap();
+    let report = db.migrate().await.unwrap();
+    assert_eq!(
+        report.applied.iter().map(|m| m.version).collect::<Vec<_>>(),
+        (3..=embedded(kind).latest_version()).collect::<Vec<_>>()
+    );
+    let after = stored_keys(&raw).await;
+    for (id, email_key, username_key) in &after {
+        let a = db.accounts().get(persist::UserId(*id)).await.unwrap();
+        assert_eq!(email_key, &persist::canonical_key(&a.email), "{id}");
+        assert_eq!(username_key, &persist::canonical_key(&a.username), "{id}");
+    }
+    assert_eq!(
+        after
+            .iter()
+            .map(|r| (r.0, r.2.as_str()))
+            .collect::<Vec<_>>(),
+        [(1, "ada"), (2, "ada2"), (3, "bob"), (5, "cy")]
+    );
+    // The old look-alike is now the same name.
+    assert_eq!(
+        db.accounts()
+            .find_by_username("bob")
+            .await
+            .unwrap()
+            .user_id
+            .0,
+        3
+    );
+    assert!(matches!(
+        db.accounts()
+            .create(&persist::NewAccount {
+                email: "new@example.com",
+                username: "BOB",
+                pass_hash: b"h",
+                created_at: 1,
+            })
+            .await,
+        Err(Error::Conflict(persist::UniqueKey::Username))
+    ));
+    // Re-running is a no-op; the schema is the fresh one.
+    assert!(db.migrate().await.unwrap().applied.is_empty());
+    let upgraded = persist::read_schema(&db).await.unwrap();
+    let g = fresh(kind).await;
+    let clean = g.open().await;
+    clean.migrate().await.unwrap();
+    assert_eq!(upgraded, persist::read_schema(&clean).await.unwrap());
     clean.close().await;
     db.close().await;
 }

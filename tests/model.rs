@@ -24,6 +24,7 @@ use persist::{
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed, TestCaseError, TestRunner};
 use sha2::{Digest, Sha256};
+use unicode_normalization::UnicodeNormalization;
 
 // ---------------------------------------------------------------------------
 // The id/name space
@@ -60,7 +61,12 @@ const USERNAMES: [[&str; 3]; 5] = [
 ];
 
 /// Three valid bearer tokens and an invalid (empty) one.
-const TOKENS: [&str; 4] = ["tok-alpha", "tok-beta", "tok-gamma", ""];
+const TOKENS: [&str; 4] = [
+    "bearer-token-alpha-0001",
+    "bearer-token-beta-00002",
+    "bearer-token-gamma-0003",
+    "",
+];
 
 const TS_MAX: i64 = 253_402_300_799;
 const EMAIL_MAX: usize = 254;
@@ -512,9 +518,9 @@ impl Model {
                 self.accounts.insert(
                     h,
                     MAccount {
-                        email: email_of(*email).to_string(),
+                        email: email_of(*email).nfc().collect(),
                         email_key: ek,
-                        username: username_of(*username).to_string(),
+                        username: username_of(*username).nfc().collect(),
                         username_key: uk,
                         pass_hash: hash,
                         created_at: *at,
@@ -570,7 +576,7 @@ impl Model {
                     return Err(E::Conflict(UniqueKey::Email));
                 }
                 let a = self.accounts.get_mut(&h).unwrap();
-                a.email = email_of(*n).to_string();
+                a.email = email_of(*n).nfc().collect();
                 a.email_key = k;
                 Ok(Out::Unit)
             }
@@ -586,7 +592,7 @@ impl Model {
                     return Err(E::Conflict(UniqueKey::Username));
                 }
                 let a = self.accounts.get_mut(&h).unwrap();
-                a.username = username_of(*n).to_string();
+                a.username = username_of(*n).nfc().collect();
                 a.username_key = k;
                 Ok(Out::Unit)
             }

@@ -171,7 +171,12 @@ async fn unit_at_cap(
             }
             UnitKind::Sessions => tx
                 .sessions()
-                .create(&format!("token-{i}"), UserId(user), T0, T0 + 60)
+                .create(
+                    &format!("disk-full-bearer-token-{i}"),
+                    UserId(user),
+                    T0,
+                    T0 + 60,
+                )
                 .await
                 .map(drop),
             UnitKind::Grants => tx

@@ -325,7 +325,7 @@ impl Load {
             seq += 1;
             let Some(i) = current else {
                 let name = format!("p4-t{task}-{}", users.len());
-                let token = format!("tok-{name}-0-{seq}");
+                let token = format!("bearer-token-{name}-0-{seq}");
                 let mut u = User::new(name);
                 match self.register(&u.name, &token).await {
                     Ok(uid) => {
@@ -387,7 +387,7 @@ impl Load {
                     }
                 },
                 2 => {
-                    let token = format!("tok-{}-{seq}", u.name);
+                    let token = format!("bearer-token-{}-{seq}", u.name);
                     match self
                         .call(
                             "sessions.create",

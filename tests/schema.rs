@@ -337,6 +337,31 @@ async fn schema_parity_by_catalog_introspection() {
         .get(0);
     assert_eq!(identity, "YES");
 
+    // Both dialects stand at the same schema version with the same history,
+    // 0003 (the key recompute, no schema change) included.
+    const HISTORY: &str = "SELECT version, name FROM schema_migrations ORDER BY version";
+    let lite_history: Vec<(i64, String)> = raw
+        .prepare(HISTORY)
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap();
+    let pg_history: Vec<(i64, String)> = client
+        .query(HISTORY, &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(lite_history, pg_history);
+    assert!(
+        lite_history
+            .iter()
+            .any(|(v, n)| *v == 3 && n == "fold_default_ignorables"),
+        "{lite_history:?}"
+    );
+
     drop(raw);
     lite.close().await;
     pg.close().await;
@@ -755,7 +780,7 @@ async fn deleting_an_account_cascades_to_every_child_table(t: &TestDb) {
         .unwrap();
     for u in [keep.user_id, gone.user_id] {
         db.sessions()
-            .create(&format!("token-of-user-{}", u.0), u, 1, 2)
+            .create(&format!("bearer-token-of-user-{}", u.0), u, 1, 2)
             .await
             .unwrap();
         db.loadouts()
@@ -775,7 +800,12 @@ async fn deleting_an_account_cascades_to_every_child_table(t: &TestDb) {
     // Foreign keys are enforced.
     let err = db
         .sessions()
-        .create("orphan-token", UserId(gone.user_id.0 + 1000), 1, 2)
+        .create(
+            "orphan-bearer-token-0001",
+            UserId(gone.user_id.0 + 1000),
+            1,
+            2,
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, Error::UnknownUser), "{err:?}");
@@ -819,7 +849,7 @@ async fn deleting_an_account_cascades_to_every_child_table(t: &TestDb) {
     }
     assert!(matches!(
         db.sessions()
-            .find_by_token(&format!("token-of-user-{}", gone.user_id.0))
+            .find_by_token(&format!("bearer-token-of-user-{}", gone.user_id.0))
             .await,
         Err(Error::NotFound(persist::Entity::Session))
     ));

@@ -72,7 +72,7 @@ async fn explicit_rollback_after_failure_is_clean(db: &Db) {
     tx.accounts().create(&acct("a@x.com", "a")).await.unwrap();
     assert!(matches!(
         tx.sessions()
-            .create("tok", UserId(999_999), T0, T0 + 1)
+            .create("bearer-token-of-nobody-000", UserId(999_999), T0, T0 + 1)
             .await,
         Err(Error::UnknownUser)
     ));

@@ -21,6 +21,10 @@ mod embedded {
     include!(concat!(env!("OUT_DIR"), "/embedded_migrations.rs"));
 }
 
+/// The directive line of a migration file that recomputes every stored
+/// canonical key after the file's SQL ([`Migration::recomputes_keys`]).
+pub(crate) const RECOMPUTE_KEYS: &str = "-- persist:recompute-keys";
+
 /// One migration: a version, a name and the SQL to run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Migration {
@@ -61,6 +65,14 @@ impl Migration {
     /// characters. Recorded in `schema_migrations.checksum`.
     pub fn checksum(&self) -> &str {
         &self.checksum
+    }
+
+    /// Whether the file carries the [`RECOMPUTE_KEYS`] directive line: the
+    /// runner then recomputes every stored canonical key after its SQL, in
+    /// the same transaction (keys are computed in Rust, so SQL alone cannot
+    /// rewrite them; migration 0003).
+    pub(crate) fn recomputes_keys(&self) -> bool {
+        self.sql.lines().any(|l| l.trim_end() == RECOMPUTE_KEYS)
     }
 
     /// Its file name, `NNNN_name.sql`.
@@ -241,6 +253,16 @@ mod tests {
                 .map(|v| Migration::new(*v, format!("m{v}"), format!("-- {v}")))
                 .collect(),
         )
+    }
+
+    #[test]
+    fn the_recompute_keys_directive_is_a_whole_line() {
+        assert!(
+            Migration::new(3, "x", "-- x\n-- persist:recompute-keys\nSELECT 1;").recomputes_keys()
+        );
+        assert!(
+            !Migration::new(3, "x", "SELECT 1; -- persist:recompute-keys later").recomputes_keys()
+        );
     }
 
     #[test]

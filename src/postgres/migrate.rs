@@ -113,6 +113,7 @@ impl MigrationBackend for PgMigrator {
         if let Err(e) = tx.batch_execute(m.sql()).await {
             return Err(failed(m, message(&e), e.into()));
         }
+        super::rekey::after_sql(&*tx, m).await?;
         let ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
         let ms_i64 = i64::try_from(ms).unwrap_or(i64::MAX);
         tx.execute(

@@ -13,6 +13,7 @@ pub(crate) mod lanes;
 pub(crate) mod loadouts;
 pub(crate) mod migrate;
 pub(crate) mod progression;
+pub(crate) mod rekey;
 pub(crate) mod scratch;
 pub(crate) mod secret;
 pub(crate) mod sessions;

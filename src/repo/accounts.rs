@@ -22,22 +22,31 @@ impl AccountsRepo<'_> {
     /// Creates an account and returns it with its new `user_id`.
     ///
     /// # Errors
-    /// [`Error::InvalidInput`] for an empty, over-long or control-character
-    /// email or username, an empty or over-long hash, or a timestamp out of
-    /// range; [`Error::Conflict`] naming [`UniqueKey::Email`](crate::UniqueKey::Email)
+    /// [`Error::InvalidInput`] for an empty, over-long (counted on the NFC
+    /// form, which is what is stored) or control-character email or
+    /// username, one holding an invisible character
+    /// ([`Violation::InvisibleCharacter`](crate::Violation::InvisibleCharacter)),
+    /// an empty or over-long hash, or a timestamp out of range;
+    /// [`Error::Conflict`] naming [`UniqueKey::Email`](crate::UniqueKey::Email)
     /// or [`UniqueKey::Username`](crate::UniqueKey::Username) when the
     /// canonical key is taken (email is reported when both are).
     pub async fn create(&self, a: &NewAccount<'_>) -> Result<Account> {
-        let email_key = validate::keyed_text("email", a.email, EMAIL_MAX)?;
-        let username_key = validate::keyed_text("username", a.username, USERNAME_MAX)?;
+        let email = validate::stored_text("email", a.email, EMAIL_MAX)?;
+        let username = validate::stored_text("username", a.username, USERNAME_MAX)?;
         validate::bytes("pass_hash", a.pass_hash, PASS_HASH_MAX)?;
         validate::timestamp("created_at", a.created_at)?;
+        let (email_key, username_key) = (&email.key, &username.key);
+        let a = &NewAccount {
+            email: &email.display,
+            username: &username.display,
+            ..*a
+        };
         self.ex
             .run(
                 "accounts.create",
                 Mode::Write,
-                |c| sqlite::accounts::create(c, a, &email_key, &username_key),
-                async |p| postgres::accounts::create(p, a, &email_key, &username_key).await,
+                |c| sqlite::accounts::create(c, a, email_key, username_key),
+                async |p| postgres::accounts::create(p, a, email_key, username_key).await,
             )
             .await
     }
@@ -127,15 +136,16 @@ impl AccountsRepo<'_> {
             .await
     }
 
-    /// Changes the email (display form and canonical key).
+    /// Changes the email (display form, stored NFC, and canonical key).
     ///
     /// # Errors
     /// [`Error::NotFound`]; [`Error::Conflict`]`(Email)` when another account
     /// has the key (changing only the case of one's own email is allowed);
-    /// [`Error::InvalidInput`].
+    /// [`Error::InvalidInput`] under the rules of [`AccountsRepo::create`].
     pub async fn update_email(&self, id: UserId, email: &str) -> Result<()> {
         validate::user_id(id)?;
-        let key = validate::keyed_text("email", email, EMAIL_MAX)?;
+        let validate::Stored { display, key } = validate::stored_text("email", email, EMAIL_MAX)?;
+        let email = display.as_str();
         self.ex
             .run(
                 "accounts.update_email",
@@ -146,14 +156,17 @@ impl AccountsRepo<'_> {
             .await
     }
 
-    /// Changes the username (display form and canonical key).
+    /// Changes the username (display form, stored NFC, and canonical key).
     ///
     /// # Errors
     /// [`Error::NotFound`]; [`Error::Conflict`]`(Username)` when another
-    /// account has the key; [`Error::InvalidInput`].
+    /// account has the key; [`Error::InvalidInput`] under the rules of
+    /// [`AccountsRepo::create`].
     pub async fn update_username(&self, id: UserId, username: &str) -> Result<()> {
         validate::user_id(id)?;
-        let key = validate::keyed_text("username", username, USERNAME_MAX)?;
+        let validate::Stored { display, key } =
+            validate::stored_text("username", username, USERNAME_MAX)?;
+        let username = display.as_str();
         self.ex
             .run(
                 "accounts.update_username",

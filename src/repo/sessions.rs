@@ -34,8 +34,10 @@ impl SessionsRepo<'_> {
     ///
     /// # Errors
     /// [`Error::UnknownUser`]; [`Error::Conflict`]`(SessionToken)` when the
-    /// token is already in use; [`Error::InvalidInput`] for an empty or
-    /// over-long token (512 bytes), timestamps out of range, or `expires_at`
+    /// token is already in use; [`Error::InvalidInput`] for a token shorter
+    /// than 22 characters ([`Violation::TooShort`]: 16 random bytes in
+    /// base64url, the floor below which the stored digest could be reversed)
+    /// or over 512 bytes, timestamps out of range, or `expires_at`
     /// before `created_at`.
     pub async fn create(
         &self,
@@ -44,6 +46,7 @@ impl SessionsRepo<'_> {
         created_at: i64,
         expires_at: i64,
     ) -> Result<Session> {
+        validate::new_token(token)?;
         let digest = token_digest(token)?;
         validate::user_id(user)?;
         validate::timestamp("created_at", created_at)?;

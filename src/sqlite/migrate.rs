@@ -115,6 +115,7 @@ fn apply_locked(c: &rusqlite::Connection, m: &Migration, applied_at: i64) -> Res
     let start = Instant::now();
     c.execute_batch(m.sql())
         .map_err(|e| failed(m, e.to_string(), e.into()))?;
+    super::rekey::after_sql(c, m)?;
     let ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
     c.execute(
         "INSERT INTO schema_migrations (version, name, checksum, applied_at, execution_ms) \

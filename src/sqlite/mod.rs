@@ -13,11 +13,13 @@ mod connect;
 pub(crate) mod copy;
 mod ddl;
 pub(crate) mod error;
+pub(crate) mod ids;
 pub(crate) mod introspect;
 pub(crate) mod loadouts;
 pub(crate) mod migrate;
 mod pagecache;
 pub(crate) mod progression;
+pub(crate) mod rekey;
 pub(crate) mod sessions;
 pub(crate) mod size;
 pub(crate) mod tx;
@@ -35,6 +37,7 @@ use crate::error::{after, Error, Result};
 
 pub(crate) use busy::set_busy_timeout;
 use connect::{configure, open_reader, open_writer};
+pub use pagecache::sqlite_page_cache_per_connection;
 
 #[derive(Clone, Copy)]
 struct Settings {

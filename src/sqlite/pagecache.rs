@@ -3,6 +3,9 @@
 
 use rusqlite::Connection;
 
+use super::error::map;
+use crate::error::Result;
+
 /// Logs once per process when the linked SQLite shares one page cache across
 /// all connections (built with `SQLITE_ENABLE_MEMORY_MANAGEMENT`, the
 /// `bundled` default): identical connections then read at different speeds
@@ -20,6 +23,21 @@ pub(super) fn warn_if_shared_page_cache(c: &Connection) {
             }
         }
     });
+}
+
+/// Whether the SQLite linked into this program gives each connection a page
+/// cache of its own, as persist is meant to run (built with
+/// `LIBSQLITE3_FLAGS=-USQLITE_ENABLE_MEMORY_MANAGEMENT`; see the README). An
+/// application embedding persist can assert it in a test or at start-up,
+/// whatever its log level.
+///
+/// # Errors
+/// [`Error::Database`](crate::Error::Database) when SQLite cannot open an
+/// in-memory database to ask.
+pub fn sqlite_page_cache_per_connection() -> Result<bool> {
+    let c = Connection::open_in_memory().map_err(map)?;
+    let options = compile_options(&c).map_err(map)?;
+    Ok(!shares_page_cache(&options))
 }
 
 /// The options the linked SQLite was compiled with (`PRAGMA compile_options`).
@@ -40,6 +58,7 @@ mod tests {
 
     #[test]
     fn sqlite_is_built_with_a_page_cache_per_connection() {
+        assert!(sqlite_page_cache_per_connection().unwrap());
         let options = compile_options(&Connection::open_in_memory().unwrap()).unwrap();
         assert!(
             options.iter().any(|o| o.starts_with("THREADSAFE")),

@@ -4,13 +4,17 @@
 use rusqlite::Connection;
 
 use super::error::map;
+use super::ids;
 use crate::error::{Error, Result};
 
 /// Begins a unit of work. `BEGIN IMMEDIATE` takes the write lock up front: a
 /// plain `BEGIN` that reads and then writes can fail with `SQLITE_BUSY` at
 /// once, ignoring the busy timeout.
+///
+/// A savepoint follows, so that a rollback keeps the account-id counter past
+/// every id the unit of work handed out ([`super::ids`]).
 pub(crate) fn begin(c: &Connection) -> Result<()> {
-    c.execute_batch("BEGIN IMMEDIATE").map_err(map)
+    c.execute_batch(ids::BEGIN).map_err(map)
 }
 
 /// Fails with [`Error::Aborted`] when SQLite ended the transaction by itself
@@ -28,31 +32,20 @@ pub(crate) fn ensure_open(c: &Connection) -> Result<()> {
 pub(crate) fn commit(c: &Connection) -> Result<()> {
     ensure_open(c)?;
     c.execute_batch("COMMIT").map_err(|e| {
-        if !c.is_autocommit() {
-            rollback_quietly(c);
-        }
+        ids::rollback_quietly_keeping_ids(c);
         map(e)
     })
 }
 
-/// Rolls back a unit of work; nothing to do when SQLite already did.
+/// Rolls back a unit of work, keeping the account-id counter past the ids
+/// it handed out ([`super::ids`]).
 pub(crate) fn rollback(c: &Connection) -> Result<()> {
-    if c.is_autocommit() {
-        return Ok(());
-    }
-    c.execute_batch("ROLLBACK").map_err(|e| {
-        if !c.is_autocommit() {
-            rollback_quietly(c);
-        }
-        map(e)
-    })
+    ids::rollback(c)
 }
 
 /// Rolls back a unit of work that is dropped unfinished.
 pub(crate) fn rollback_on_drop(c: &Connection) {
-    if !c.is_autocommit() {
-        rollback_quietly(c);
-    }
+    ids::rollback_quietly_keeping_ids(c);
 }
 
 /// Runs `f` in a `BEGIN IMMEDIATE` transaction on `c`: commits when it

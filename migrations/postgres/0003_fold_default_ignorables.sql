@@ -1,0 +1,12 @@
+-- Canonical keys without invisible characters: `canonical_key` now drops
+-- Unicode's default-ignorable code points (zero-width spaces and joiners,
+-- soft hyphens, bidi controls, fillers, variation selectors, tags), so that
+-- `ada\u{200b}` and `a\u{ad}da` are the same name as `ada`.
+--
+-- Keys are computed in Rust, not SQL: the line below makes the migration
+-- runner recompute `email_key` and `username_key` of every account after
+-- this file, in the same transaction. When two accounts would get the same
+-- key (or a key would be empty), the migration is refused, naming the user
+-- ids, and nothing changes. The schema itself does not change.
+-- persist:recompute-keys
+SELECT 1;
