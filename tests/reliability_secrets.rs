@@ -446,7 +446,7 @@ const BAD_URLS: &[(&str, &str)] = &[
     // "?sslmode=" inside a password: the value is not echoed.
     (
         "postgres://alice:Sx7q?sslmode=Zk9w@db/game",
-        "unsupported sslmode (supported: disable, prefer, require)",
+        "unsupported sslmode (supported: disable, allow, prefer, require, verify-ca, verify-full)",
     ),
     (
         "postgres://alice:Sx7qZk9w@db",
@@ -458,7 +458,14 @@ const BAD_URLS: &[(&str, &str)] = &[
     ),
     (
         "postgres://alice:Sx7qZk9w@db/game?sslmode=verify-full",
-        "unsupported sslmode \"verify-full\" (supported: disable, prefer, require)",
+        "sslmode=verify-full needs root certificates to check the server against: give \
+         sslrootcert=FILE (PEM), or sslrootcert=system for the platform's trusted roots, or put \
+         them in ~/.postgresql/root.crt",
+    ),
+    // A file parameter inside the password.
+    (
+        "postgres://alice:Sx7q?sslkey=Zk9w@db/game",
+        "PostgreSQL URL has a '?' before its '@' (percent-encode '?' in a user name or password as %3F): postgres://alice:***@db/game",
     ),
     (
         "postgres://alice:Sx7qZk9w@db/game?connect_timeout=x",
