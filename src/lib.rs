@@ -52,7 +52,9 @@ mod tx;
 mod validate;
 mod verify;
 
-pub use config::{BackendKind, Config, Durability, SslMode, DEFAULT_DATABASE_URL};
+pub use config::{
+    BackendKind, Config, Durability, PasswordSource, SslMode, SslRootCert, DEFAULT_DATABASE_URL,
+};
 pub use copy::{
     content_checksum, copy, open_copy_source, ContentChecksum, CopyEvent, CopyOptions, CopyRefusal,
     CopyReport, TableChecksum, COPY_TABLES,

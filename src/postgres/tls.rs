@@ -182,7 +182,12 @@ fn load_certs(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>> {
         .map_err(|e| Error::Config(format!("cannot read {what} file {shown}: {e}")))?;
     let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(|e| Error::Config(format!("{what} file {shown} is not valid PEM: {e}")))?;
+        .map_err(|e| {
+            Error::Config(format!(
+                "{what} file {shown} is not valid PEM: {}",
+                pem_error(&e)
+            ))
+        })?;
     if certs.is_empty() {
         return Err(Error::Config(format!(
             "{what} file {shown} holds no PEM certificate"
@@ -261,8 +266,53 @@ fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>> {
             "private key file {shown} holds no unencrypted private key (PEM: PKCS#8, PKCS#1 \
              or SEC1; encrypted keys are not supported)"
         )),
-        e => Error::Config(format!("private key file {shown} is not valid PEM: {e}")),
+        e => Error::Config(format!(
+            "private key file {shown} is not valid PEM: {}",
+            pem_error(&e)
+        )),
     })
+}
+
+/// A PEM error for a person (rustls-pki-types shows some as byte lists).
+fn pem_error(e: &rustls::pki_types::pem::Error) -> String {
+    use rustls::pki_types::pem::Error as E;
+    match e {
+        E::MissingSectionEnd { .. } => "a BEGIN line without its END line".into(),
+        E::IllegalSectionStart { .. } => "a malformed BEGIN line".into(),
+        E::Base64Decode(_) => "malformed base64 between BEGIN and END".into(),
+        other => other.to_string(),
+    }
+}
+
+/// `2020-02-01 00:00:00 UTC` for Unix time `secs`.
+fn utc(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// A name of a certificate as rustls lists it (`DnsName("db.example")`),
+/// without the kind.
+fn bare_name(presented: &str) -> &str {
+    presented
+        .split_once("(\"")
+        .and_then(|(_, rest)| rest.strip_suffix("\")"))
+        .unwrap_or(presented)
 }
 
 /// The rustls error among `err`'s sources (tokio-rustls wraps it in an
@@ -286,6 +336,18 @@ fn find_rustls<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a rus
 /// Whether a connection attempt failed in the TLS handshake.
 pub(crate) fn is_tls_error(e: &tokio_postgres::Error) -> bool {
     find_rustls(e).is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn utc_dates() {
+        assert_eq!(super::utc(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(super::utc(1_580_515_200), "2020-02-01 00:00:00 UTC");
+        assert_eq!(super::utc(951_825_599), "2000-02-29 11:59:59 UTC");
+        assert_eq!(super::bare_name("DnsName(\"a.b\")"), "a.b");
+        assert_eq!(super::bare_name("IpAddress(V4(1))"), "IpAddress(V4(1))");
+    }
 }
 
 /// One line saying why a connection was refused at the TLS level, from the
@@ -314,7 +376,11 @@ pub(crate) fn explain(err: &(dyn std::error::Error + 'static), config: &Config) 
                 if presented.is_empty() {
                     "none".to_string()
                 } else {
-                    presented.join(", ")
+                    presented
+                        .iter()
+                        .map(|n| bare_name(n))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 }
             ),
             C::NotValidForName => {
@@ -323,15 +389,15 @@ pub(crate) fn explain(err: &(dyn std::error::Error + 'static), config: &Config) 
                     .to_string()
             }
             C::ExpiredContext { time, not_after } => format!(
-                "server certificate refused: expired certificate, not valid after {} (Unix \
-                 time), {} s ago",
-                not_after.as_secs(),
-                time.as_secs().saturating_sub(not_after.as_secs())
+                "server certificate refused: expired certificate, not valid after {} (now {})",
+                utc(not_after.as_secs()),
+                utc(time.as_secs())
             ),
             C::Expired => "server certificate refused: expired certificate".to_string(),
-            C::NotValidYetContext { not_before, .. } => format!(
-                "server certificate refused: not valid before {} (Unix time)",
-                not_before.as_secs()
+            C::NotValidYetContext { time, not_before } => format!(
+                "server certificate refused: not valid before {} (now {})",
+                utc(not_before.as_secs()),
+                utc(time.as_secs())
             ),
             other => format!("server certificate refused: {other}"),
         },

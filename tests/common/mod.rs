@@ -16,6 +16,7 @@ use persist::{Config, Db};
 
 pub mod cluster;
 pub mod raw;
+pub mod tls_cluster;
 pub const DEFAULT_PG_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
 /// The admin URL of the test server.
