@@ -338,18 +338,6 @@ pub(crate) fn is_tls_error(e: &tokio_postgres::Error) -> bool {
     find_rustls(e).is_some()
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn utc_dates() {
-        assert_eq!(super::utc(0), "1970-01-01 00:00:00 UTC");
-        assert_eq!(super::utc(1_580_515_200), "2020-02-01 00:00:00 UTC");
-        assert_eq!(super::utc(951_825_599), "2000-02-29 11:59:59 UTC");
-        assert_eq!(super::bare_name("DnsName(\"a.b\")"), "a.b");
-        assert_eq!(super::bare_name("IpAddress(V4(1))"), "IpAddress(V4(1))");
-    }
-}
-
 /// One line saying why a connection was refused at the TLS level, from the
 /// structured rustls error in `err`'s sources; `None` when `err` holds none.
 pub(crate) fn explain(err: &(dyn std::error::Error + 'static), config: &Config) -> Option<String> {
@@ -403,4 +391,16 @@ pub(crate) fn explain(err: &(dyn std::error::Error + 'static), config: &Config) 
         },
         other => format!("TLS handshake failed: {other}"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn utc_dates() {
+        assert_eq!(super::utc(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(super::utc(1_580_515_200), "2020-02-01 00:00:00 UTC");
+        assert_eq!(super::utc(951_825_599), "2000-02-29 11:59:59 UTC");
+        assert_eq!(super::bare_name("DnsName(\"a.b\")"), "a.b");
+        assert_eq!(super::bare_name("IpAddress(V4(1))"), "IpAddress(V4(1))");
+    }
 }

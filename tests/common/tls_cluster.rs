@@ -65,6 +65,10 @@ fn openssl(dir: &Path, args: &[&str]) {
     );
 }
 
+/// A certificate the CA signs: file name, common name, extensions, and the
+/// validity period when not the next 30 days.
+type Leaf<'a> = (&'a str, &'a str, String, Option<(&'a str, &'a str)>);
+
 const CA_CONFIG: &str = "[ ca ]\ndefault_ca = d\n[ d ]\ndatabase = index.txt\nnew_certs_dir = .\n\
 serial = serial\ndefault_md = sha256\npolicy = p\nunique_subject = no\n[ p ]\ncommonName = supplied\n";
 
@@ -109,7 +113,7 @@ impl Pki {
         }
         let good_names = "subjectAltName=DNS:localhost,IP:127.0.0.1\n";
         let server_ext = "basicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n";
-        let leaves: [(&str, &str, String, Option<(&str, &str)>); 4] = [
+        let leaves: [Leaf; 4] = [
             (
                 "server",
                 "localhost",
