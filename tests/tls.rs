@@ -226,6 +226,80 @@ async fn client_certificates() {
     }
 }
 
+/// An encrypted client key (PKCS#8, AES-256-CBC) with `sslpassword`: the
+/// right passphrase is accepted; none or a wrong one are refused; no
+/// message and no `Debug` shows it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encrypted_client_key_with_sslpassword() {
+    const PASSPHRASE: &str = "Kp4ssPhr4se";
+    let tls = TlsCluster::start(Some(ServerCert::Good)).await;
+    let encrypted = tls.pki.dir().join("client-enc.key");
+    let out = std::process::Command::new("openssl")
+        .args(["pkcs8", "-topk8", "-v2", "aes-256-cbc", "-passout"])
+        .arg(format!("pass:{PASSPHRASE}"))
+        .arg("-in")
+        .arg(tls.pki.path("client.key"))
+        .arg("-out")
+        .arg(&encrypted)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    set_mode(&encrypted, 0o600);
+    let base = format!(
+        "sslmode=verify-full&{}&{}&{}",
+        param("sslrootcert", &tls.pki.path("ca.crt")),
+        param("sslcert", &tls.pki.path("client.crt")),
+        param("sslkey", &encrypted)
+    );
+    for host in HOSTS {
+        let url = tls.url(
+            "carol",
+            host,
+            "certdb",
+            &format!("{base}&sslpassword={PASSPHRASE}"),
+        );
+        let config = Config::from_url(&url).unwrap();
+        let debug = format!("{config:?}");
+        assert!(!debug.contains(PASSPHRASE), "{debug}");
+        assert!(debug.ends_with("ssl_key_password: Some(***) }"), "{debug}");
+        let db = accepted(&tls, &url).await;
+        assert!(!format!("{db:?}").contains(PASSPHRASE));
+        db.close().await;
+
+        let url = tls.url("carol", host, "certdb", &base);
+        let e = refused(
+            &url,
+            &["is encrypted: give its passphrase with sslpassword"],
+        )
+        .await;
+        assert!(matches!(e, Error::Config(_)), "{e:?}");
+        let url = tls.url(
+            "carol",
+            host,
+            "certdb",
+            &format!("{base}&sslpassword=Kp4ssWr0ng"),
+        );
+        let e = refused(
+            &url,
+            &["cannot decrypt private key file", "wrong passphrase"],
+        )
+        .await;
+        for shown in [e.to_string(), format!("{e:?}")] {
+            assert!(!shown.contains("Kp4ss"), "{shown}");
+        }
+        // The builder sets the same passphrase.
+        let config = Config::from_url(&tls.url("carol", host, "certdb", &base))
+            .unwrap()
+            .with_ssl_key_password(PASSPHRASE);
+        assert!(!format!("{config:?}").contains(PASSPHRASE));
+        persist::open(&config).await.unwrap().close().await;
+    }
+}
+
 /// A certificate for `evil.example`, signed by the trusted CA:
 /// `verify-full` refuses it naming the host and the certificate's names;
 /// `verify-ca` and `require` (which do not check names) accept it.

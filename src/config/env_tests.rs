@@ -244,11 +244,14 @@ fn tls_settings_from_url_environment_and_home() {
 #[test]
 fn debug_shows_tls_paths_and_no_password_from_any_source() {
     let c = ok(
-        "postgres://u@h/db?sslmode=verify-full&sslrootcert=ca.pem&sslcert=c.pem&sslkey=k.pem",
+        "postgres://u@h/db?sslmode=verify-full&sslrootcert=ca.pem&sslcert=c.pem&sslkey=k.pem&sslpassword=Zx5cVb3n",
         &[("PGPASSWORD", "Qw8rTy6u")],
     );
     let dbg = format!("{c:?}");
-    assert!(!dbg.contains("Qw8rTy6u"), "{dbg}");
+    assert!(
+        !dbg.contains("Qw8rTy6u") && !dbg.contains("Zx5cVb3n"),
+        "{dbg}"
+    );
     assert!(
         dbg.contains("url: \"postgres://u:***@h:5432/db?sslmode=verify-full\""),
         "{dbg}"
@@ -256,7 +259,7 @@ fn debug_shows_tls_paths_and_no_password_from_any_source() {
     assert!(
         dbg.ends_with(
             "password_source: Some(Env), ssl_root_cert: Some(File(\"ca.pem\")), \
-             ssl_cert: Some(\"c.pem\"), ssl_key: Some(\"k.pem\") }"
+             ssl_cert: Some(\"c.pem\"), ssl_key: Some(\"k.pem\"), ssl_key_password: Some(***) }"
         ),
         "{dbg}"
     );

@@ -134,7 +134,8 @@ pub(crate) enum Target {
 ///   with `host` a name, an address, or a Unix socket directory (percent-encoded
 ///   in the host part, or as `?host=/var/run/postgresql`); `sslmode` is one
 ///   of libpq's six ([`SslMode`]); `sslrootcert=FILE|system`,
-///   `sslcert=FILE`, `sslkey=FILE` and `channel_binding=disable|prefer|require`
+///   `sslcert=FILE`, `sslkey=FILE`, `sslpassword=PASSPHRASE` (an encrypted
+///   PKCS#8 key) and `channel_binding=disable|prefer|require`
 ///   as in libpq.
 ///
 /// For PostgreSQL, what the URL leaves out is taken, as libpq does, from
@@ -415,6 +416,14 @@ impl Config {
         self
     }
 
+    /// Sets the passphrase of an encrypted client key (as `?sslpassword=`
+    /// does; PKCS#8 `ENCRYPTED PRIVATE KEY` PEM, PBES2). Never shown by
+    /// `Debug`, errors or logs.
+    pub fn with_ssl_key_password(mut self, passphrase: impl Into<String>) -> Self {
+        self.tls.key_password = Some(pg::KeyPassword(passphrase.into()));
+        self
+    }
+
     /// Where the PostgreSQL password came from, if there is one.
     pub fn password_source(&self) -> Option<PasswordSource> {
         self.password_source
@@ -445,6 +454,7 @@ impl fmt::Debug for Config {
             .field("ssl_root_cert", &self.tls.root_cert)
             .field("ssl_cert", &self.tls.cert)
             .field("ssl_key", &self.tls.key)
+            .field("ssl_key_password", &self.tls.key_password)
             .finish()
     }
 }

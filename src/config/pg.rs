@@ -75,12 +75,24 @@ impl fmt::Display for PasswordSource {
 }
 
 /// The TLS files of a PostgreSQL configuration. Paths only: the files are
-/// read when connecting. None of them is a secret (a key's path is not).
+/// read when connecting. None of them is a secret (a key's path is not);
+/// the key's passphrase is, and its `Debug` hides it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct TlsFiles {
     pub(crate) root_cert: Option<SslRootCert>,
     pub(crate) cert: Option<PathBuf>,
     pub(crate) key: Option<PathBuf>,
+    pub(crate) key_password: Option<KeyPassword>,
+}
+
+/// The passphrase of an encrypted client key (`sslpassword`).
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct KeyPassword(pub(crate) String);
+
+impl fmt::Debug for KeyPassword {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
 }
 
 /// The TLS parameters found in the URL.
@@ -90,6 +102,7 @@ pub(super) struct UrlParams {
     pub(super) root_cert: Option<String>,
     pub(super) cert: Option<PathBuf>,
     pub(super) key: Option<PathBuf>,
+    pub(super) key_password: Option<String>,
 }
 
 /// Fills host, port, user and database from `PGHOST`, `PGPORT`, `PGUSER`
@@ -237,6 +250,7 @@ pub(super) fn resolve_tls(url: UrlParams, env: &dyn Env) -> Result<(SslMode, Tls
         TlsFiles {
             root_cert,
             cert,
+            key_password: key.as_ref().and(url.key_password).map(KeyPassword),
             key,
         },
     ))

@@ -80,7 +80,7 @@ fn parse_sqlite(rest: &str) -> Result<Config> {
 
 /// The URL parameters read here rather than by tokio-postgres (which does
 /// not know them, or knows only some of their values).
-const OWN_PARAMS: &[&str] = &["sslmode", "sslrootcert", "sslcert", "sslkey"];
+const OWN_PARAMS: &[&str] = &["sslmode", "sslrootcert", "sslcert", "sslkey", "sslpassword"];
 
 fn parse_postgres(url: &str, env: &dyn Env) -> Result<Config> {
     // Read sslmode and the TLS files ourselves: tokio-postgres accepts only
@@ -117,6 +117,14 @@ fn parse_postgres(url: &str, env: &dyn Env) -> Result<Config> {
             })?);
             continue;
         }
+        if k == "sslpassword" {
+            // A secret: never echoed, not even when malformed.
+            own.key_password = Some(percent_decode(v).ok_or_else(|| {
+                Error::Config("sslpassword is not valid percent-encoded UTF-8".into())
+            })?);
+            continue;
+        }
+        // sslrootcert, sslcert or sslkey: paths, not secrets.
         let v = percent_decode(v)
             .ok_or_else(|| Error::Config(format!("{k} is not valid percent-encoded UTF-8")))?;
         let v = (!v.is_empty()).then_some(v);

@@ -160,7 +160,8 @@ pub(crate) fn connector(config: &Config) -> Result<Option<MakeRustlsConnect>> {
     let tls = match (&config.tls.cert, &config.tls.key) {
         (Some(cert), Some(key)) => {
             let chain = load_certs(cert, "client certificate")?;
-            let key_der = load_key(key)?;
+            let passphrase = config.tls.key_password.as_ref().map(|p| p.0.as_str());
+            let key_der = load_key(key, passphrase)?;
             builder.with_client_auth_cert(chain, key_der).map_err(|e| {
                 Error::Config(format!(
                     "client certificate {} with key {} is unusable: {e}",
@@ -232,7 +233,7 @@ fn load_system_roots(roots: &mut RootCertStore) -> Result<()> {
 /// The private key at `path`, refused (as libpq does) when group or others
 /// may access it: `u=rw` (0600) or less, or `u=rw,g=r` (0640) when owned by
 /// root.
-fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>> {
+fn load_key(path: &Path, passphrase: Option<&str>) -> Result<PrivateKeyDer<'static>> {
     let shown = path.display();
     let meta = std::fs::metadata(path)
         .map_err(|e| Error::Config(format!("cannot read private key file {shown}: {e}")))?;
@@ -261,6 +262,9 @@ fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>> {
     }
     let pem = std::fs::read(path)
         .map_err(|e| Error::Config(format!("cannot read private key file {shown}: {e}")))?;
+    if let Some(key) = encrypted_key(&pem, passphrase, path)? {
+        return Ok(key);
+    }
     PrivateKeyDer::from_pem_slice(&pem).map_err(|e| match e {
         rustls::pki_types::pem::Error::NoItemsFound => Error::Config(format!(
             "private key file {shown} holds no unencrypted private key (PEM: PKCS#8, PKCS#1 \
@@ -271,6 +275,52 @@ fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>> {
             pem_error(&e)
         )),
     })
+}
+
+/// The key of an `ENCRYPTED PRIVATE KEY` PEM file (PKCS#8, PBES2),
+/// decrypted with `passphrase`; `None` when the file holds no such key. The
+/// passphrase never appears in an error.
+fn encrypted_key(
+    pem: &[u8],
+    passphrase: Option<&str>,
+    path: &Path,
+) -> Result<Option<PrivateKeyDer<'static>>> {
+    use pkcs8::der::pem::PemLabel;
+    use pkcs8::der::Decode;
+    let shown = path.display();
+    let text = String::from_utf8_lossy(pem);
+    if text.contains("Proc-Type: 4,ENCRYPTED") {
+        return Err(Error::Config(format!(
+            "private key file {shown} uses OpenSSL's legacy key encryption, which is not \
+             supported; convert it to PKCS#8 (openssl pkcs8 -topk8 -v2 aes-256-cbc)"
+        )));
+    }
+    let begin = format!(
+        "-----BEGIN {}-----",
+        pkcs8::EncryptedPrivateKeyInfo::PEM_LABEL
+    );
+    let Some(at) = text.find(&begin) else {
+        return Ok(None);
+    };
+    let Some(passphrase) = passphrase else {
+        return Err(Error::Config(format!(
+            "private key file {shown} is encrypted: give its passphrase with sslpassword"
+        )));
+    };
+    let (_, doc) = pkcs8::SecretDocument::from_pem(&text[at..])
+        .map_err(|e| Error::Config(format!("private key file {shown} is not valid PEM: {e}")))?;
+    let info = pkcs8::EncryptedPrivateKeyInfo::from_der(doc.as_bytes()).map_err(|e| {
+        Error::Config(format!(
+            "private key file {shown} is not a valid encrypted PKCS#8 key: {e}"
+        ))
+    })?;
+    let plain = info.decrypt(passphrase).map_err(|_| {
+        Error::Config(format!(
+            "cannot decrypt private key file {shown} with the sslpassword given (wrong \
+             passphrase, or an unsupported cipher)"
+        ))
+    })?;
+    Ok(Some(PrivateKeyDer::Pkcs8(plain.as_bytes().to_vec().into())))
 }
 
 /// A PEM error for a person (rustls-pki-types shows some as byte lists).
