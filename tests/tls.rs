@@ -346,6 +346,35 @@ async fn expired_certificate_is_refused() {
     }
 }
 
+/// Over a Unix socket no mode uses TLS, as in libpq (the server offers
+/// none there): even `verify-full` connects, in plaintext.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unix_sockets_never_use_tls() {
+    let tls = TlsCluster::start(Some(ServerCert::Good)).await;
+    let dir: String = tls
+        .cluster
+        .connect("postgres")
+        .await
+        .query_one("SHOW unix_socket_directories", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let dir = dir.split(',').next().unwrap().trim().replace('/', "%2F");
+    let ca = param("sslrootcert", &tls.pki.path("ca.crt"));
+    for mode in ["require", "verify-ca", "verify-full"] {
+        let url = tls.url("alice", &dir, "tlsdb", &format!("sslmode={mode}&{ca}"));
+        let db = accepted(&tls, &url).await;
+        assert_eq!(tls.ssl_flags("alice", "tlsdb").await, vec![false], "{mode}");
+        db.close().await;
+        for _ in 0..100 {
+            if tls.ssl_flags("alice", "tlsdb").await.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
 /// A server without TLS: the modes that need TLS are refused saying so;
 /// `allow` and `prefer` connect in plaintext; `channel_binding=require`
 /// is refused over plaintext.
@@ -406,6 +435,10 @@ async fn prefer_falls_back_when_the_server_refuses_tls() {
             &format!("sslmode=verify-full&{ca}&channel_binding=require"),
         );
         accepted(&tls, &url).await.close().await;
+        // Both attempts of `prefer` fail: the TLS one's reason (a wrong
+        // password) is reported, not the plaintext one's pg_hba refusal.
+        let wrong = tls.url("alice:wrong", host, "tlsdb", "sslmode=prefer");
+        refused(&wrong, &["password authentication failed"]).await;
         // The configuration reports what the URL asked for.
         let c = Config::from_url(&url).unwrap();
         assert_eq!(
