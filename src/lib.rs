@@ -53,7 +53,7 @@ mod types;
 mod validate;
 
 pub use backend::BackendKind;
-pub use config::{Config, Durability, SslMode, DEFAULT_DATABASE_URL};
+pub use config::{Config, Durability, PasswordSource, SslMode, SslRootCert, DEFAULT_DATABASE_URL};
 pub use db::{open, DatabaseSize, Db};
 pub use error::{CopyRefusal, DatabaseError, Entity, Error, Result, UniqueKey, Violation};
 pub use keys::canonical_key;

@@ -123,10 +123,26 @@ fn chain(e: &Error) -> String {
 /// Opens the database the global `--database-url` (or `DATABASE_URL`) names.
 async fn open(database_url: Option<&str>) -> Result<Db, Error> {
     let config = match database_url {
-        Some(url) => Config::from_url(url)?,
+        Some(url) => {
+            let config = Config::from_url(url)?;
+            warn_if_password_on_command_line("--database-url", &config);
+            config
+        }
         None => Config::from_env()?,
     };
     persist::open(&config).await
+}
+
+/// Warns on stderr when `config`'s password came from a URL given as the
+/// command-line option `flag`: other local users see it in the process list.
+pub(crate) fn warn_if_password_on_command_line(flag: &str, config: &Config) {
+    if config.password_source() == Some(persist::PasswordSource::Url) {
+        eprintln!(
+            "warning: the password in {flag} is visible to other local users in the process \
+             list; leave it out of the URL and use PGPASSWORD, a password file (~/.pgpass or \
+             PGPASSFILE) or DATABASE_URL instead"
+        );
+    }
 }
 
 async fn run(cli: Cli) -> Result<ExitCode, Error> {

@@ -37,11 +37,7 @@ const LAYERS: &[(&str, u8)] = &[
 ];
 
 /// Files allowed over the size caps, with the reason (see the ledger).
-const LONG_FILES: &[(&str, &str)] = &[
-    // URL parsing of both backends; split when the TLS and credential
-    // options land in it.
-    ("src/config.rs", "split pending with the TLS work"),
-];
+const LONG_FILES: &[(&str, &str)] = &[];
 const LONG_FUNCTIONS: &[(&str, &str)] = &[
     // A table of cases: one arm per kind of schema object compared.
     ("src/tools/compare.rs", "compare_table"),
@@ -334,10 +330,19 @@ fn files_and_functions_stay_small() {
             .replace('\\', "/");
         let text = fs::read_to_string(&path).expect("read source");
         let lines: Vec<&str> = text.lines().collect();
+        // Functions are measured in library code, not in test modules.
+        let library_lines = if rel.ends_with("tests.rs") {
+            0
+        } else {
+            lines
+                .iter()
+                .position(|l| l.trim() == "#[cfg(test)]")
+                .unwrap_or(lines.len())
+        };
         if lines.len() > MAX_FILE_LINES && !LONG_FILES.iter().any(|(f, _)| *f == rel) {
             over.push(format!("{rel}: {} lines", lines.len()));
         }
-        for (i, line) in lines.iter().enumerate() {
+        for (i, line) in lines.iter().enumerate().take(library_lines) {
             let t = line.trim_start();
             let indent = &line[..line.len() - t.len()];
             let is_fn = [

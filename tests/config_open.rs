@@ -62,8 +62,8 @@ fn bad_urls_are_config_errors_with_an_actionable_message() {
         ("postgresql://postgres@localhost", "no database name"),
         ("postgres://u:pw@h:notaport/db", "malformed PostgreSQL URL"),
         (
-            "postgres://u@h/db?sslmode=verify-full",
-            "supported: disable, prefer, require",
+            "postgres://u@h/db?sslmode=verify-fool",
+            "supported: disable, allow, prefer, require, verify-ca, verify-full",
         ),
         ("postgres://localhost/db", "no user name"),
     ];

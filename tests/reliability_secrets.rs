@@ -11,6 +11,7 @@
 //!   session rows). Every row and column of every table, read through SQL,
 //!   holds no token either, and `sessions` holds exactly the expected digest.
 //! - `Debug` hides secrets: `Config` (every PostgreSQL URL form: userinfo,
+//!   `sslpassword` (a client key's passphrase),
 //!   `?password=`, percent-encoded, Unix socket, several hosts, IPv6), `Db`,
 //!   `NewAccount`, `Account`, `Session`; `CopyOptions` holds nothing secret
 //!   (its exact `Debug` is pinned).
@@ -349,6 +350,16 @@ const URL_FORMS: &[(&str, &str)] = &[
         "postgres://alice@db/game?host=%2Ftmp&password=Sx7qZk9w",
         "postgres://alice:***@db:5432,[/tmp]:5432/game?sslmode=prefer",
     ),
+    // The passphrase of an encrypted client key (issue 14), also next to a
+    // password.
+    (
+        "postgres://alice:Sx7qZk9w@db/game?sslcert=c.pem&sslkey=k.pem&sslpassword=Sx7qZk9w",
+        "postgres://alice:***@db:5432/game?sslmode=prefer",
+    ),
+    (
+        "postgres://alice@db/game?sslpassword=Sx7q%3AZk9w&sslcert=c.pem&sslkey=k.pem&sslmode=require",
+        "postgres://alice@db:5432/game?sslmode=require",
+    ),
 ];
 
 /// Neither half of the password, raw or percent-encoded around the halves.
@@ -434,7 +445,7 @@ const BAD_URLS: &[(&str, &str)] = &[
     // "?sslmode=" inside a password: the value is not echoed.
     (
         "postgres://alice:Sx7q?sslmode=Zk9w@db/game",
-        "unsupported sslmode (supported: disable, prefer, require)",
+        "unsupported sslmode (supported: disable, allow, prefer, require, verify-ca, verify-full)",
     ),
     (
         "postgres://alice:Sx7qZk9w@db",
@@ -446,11 +457,30 @@ const BAD_URLS: &[(&str, &str)] = &[
     ),
     (
         "postgres://alice:Sx7qZk9w@db/game?sslmode=verify-full",
-        "unsupported sslmode \"verify-full\" (supported: disable, prefer, require)",
+        "sslmode=verify-full needs root certificates to check the server against: give \
+         sslrootcert=FILE (PEM), or sslrootcert=system for the platform's trusted roots, or put \
+         them in ~/.postgresql/root.crt",
+    ),
+    // A file parameter inside the password.
+    (
+        "postgres://alice:Sx7q?sslkey=Zk9w@db/game",
+        "PostgreSQL URL has a '?' before its '@' (percent-encode '?' in a user name or password as %3F): postgres://alice:***@db/game",
     ),
     (
         "postgres://alice:Sx7qZk9w@db/game?connect_timeout=x",
         "malformed PostgreSQL URL postgres://alice:***@db/game?connect_timeout=x: invalid connection string",
+    ),
+    (
+        "postgres://alice@db/game?sslpassword=Sx7q%ZZk9w&sslkey=k.pem",
+        "sslpassword is not valid percent-encoded UTF-8",
+    ),
+    (
+        "postgres://alice@db/game?sslpassword=Sx7qZk9w&sslmode=Zk9w",
+        "unsupported sslmode (supported: disable, allow, prefer, require, verify-ca, verify-full)",
+    ),
+    (
+        "postgres://alice@db:bad/game?sslkey=k.pem&sslpassword=Sx7qZk9w",
+        "malformed PostgreSQL URL postgres://alice:***@db:bad/game?sslkey=k.pem&sslpassword=***: invalid connection string",
     ),
     (
         "mysql://alice:Sx7qZk9w@db/game",

@@ -9,6 +9,7 @@
 
 mod bench_pg;
 mod bench_sqlite;
+mod connect;
 mod data;
 mod harness;
 mod ops;
@@ -105,6 +106,10 @@ struct Cli {
     /// variants, rss, growth; growth includes the sweep).
     #[arg(long, value_delimiter = ',', value_name = "PARTS")]
     skip: Vec<Part>,
+    /// Measure only connection set-up per sslmode against a private TLS
+    /// cluster it starts (bench/src/connect.rs).
+    #[arg(long)]
+    connect: bool,
     #[arg(long, hide = true)]
     rss_child: Option<String>,
     #[arg(long, hide = true)]
@@ -161,6 +166,9 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<()> {
+    if cli.connect {
+        return connect::run(cli.quick).await.map(drop);
+    }
     let scale = if cli.quick {
         Scale::quick()
     } else {

@@ -61,7 +61,9 @@ pub async fn run(args: Args) -> Result<ExitCode, Error> {
         batch_size: usize::try_from(args.batch_size).unwrap_or(usize::MAX),
     };
     let from_config = Config::from_url(&args.from)?;
+    crate::warn_if_password_on_command_line("--from", &from_config);
     let to_config = Config::from_url(&args.to)?;
+    crate::warn_if_password_on_command_line("--to", &to_config);
     let from = persist::open_copy_source(&from_config).await?;
     let to = match persist::open(&to_config).await {
         Ok(db) => db,

@@ -6,6 +6,7 @@
 
 pub(crate) mod accounts;
 mod call;
+pub(crate) mod connect;
 pub(crate) mod copy;
 pub(crate) mod error;
 pub(crate) mod introspect;
@@ -26,7 +27,7 @@ use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Object, RecyclingMethod, Runtime};
 
-use crate::config::{Config, SslMode, Target};
+use crate::config::{Config, Target};
 use crate::error::{Error, Result};
 
 /// A pooled client; repositories take `&Client`.
@@ -86,11 +87,6 @@ impl Pool {
         };
         let mut pg = (**pg).clone();
         pg.connect_timeout(config.connect_timeout);
-        pg.ssl_mode(match config.ssl_mode {
-            SslMode::Disable => tokio_postgres::config::SslMode::Disable,
-            SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
-            SslMode::Require => tokio_postgres::config::SslMode::Require,
-        });
         if pg.get_application_name().is_none() {
             pg.application_name("persist");
         }
@@ -104,12 +100,9 @@ impl Pool {
         let mgr_config = ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         };
-        let manager = match config.ssl_mode {
-            SslMode::Disable => Manager::from_config(pg, tokio_postgres::NoTls, mgr_config),
-            SslMode::Prefer | SslMode::Require => {
-                Manager::from_config(pg, tls::connector()?, mgr_config)
-            }
-        };
+        // The sslmode (and its fallbacks) is applied per connection attempt.
+        let connector = connect::Connector::new(config.ssl_mode, tls::connector(config)?);
+        let manager = Manager::from_connect(pg, connector, mgr_config);
         let pool = deadpool_postgres::Pool::builder(manager)
             .max_size(config.pool_size)
             // Last in, first out: sequential callers keep reusing the
@@ -130,8 +123,22 @@ impl Pool {
             lanes: (lane_count > 0).then(|| lanes::Lanes::new(lane_count, config.acquire_timeout)),
             deadline: config.statement_timeout.map(|d| d + DEADLINE_GRACE),
         };
-        // Fail at open, not at the first query, when the server is unusable.
-        drop(pool.get().await?);
+        // Fail at open, not at the first query, when the server is unusable;
+        // a TLS refusal says in one line what failed.
+        match pool.get().await {
+            Ok(c) => drop(c),
+            Err(Error::Unavailable {
+                message,
+                source: Some(source),
+            }) => {
+                let message = tls::explain(source.as_ref(), config).unwrap_or(message);
+                return Err(Error::Unavailable {
+                    message,
+                    source: Some(source),
+                });
+            }
+            Err(e) => return Err(e),
+        }
         Ok(pool)
     }
 

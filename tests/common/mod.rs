@@ -18,6 +18,7 @@ pub mod cluster;
 pub mod demo;
 pub mod fixtures;
 pub mod raw;
+pub mod tls_cluster;
 
 #[allow(unused_imports)] // not every test file registers players
 pub use fixtures::{register, register_in};

@@ -1,0 +1,256 @@
+//! Connection set-up time (issue 14): open + first query, for
+//! `sslmode=disable`, `require` and `verify-full`, persist next to raw
+//! tokio-postgres with the same TLS settings. Target: persist >= 0.9x raw
+//! (raw time / persist time).
+//!
+//! ```text
+//! cargo run --release -p persist-bench -- --connect [--quick]
+//! ```
+//!
+//! Starts its own private cluster with TLS and SCRAM (the test support of
+//! `tests/common/tls_cluster.rs`, certificates made with `openssl`), so it
+//! needs the PostgreSQL server programs and `openssl`, not a running server.
+//! Every sample: persist builds its pool (TLS configuration included: the CA
+//! file is read), opens one connection (SCRAM over TLS) and pings it; raw
+//! builds the same rustls configuration, connects, sends the same empty
+//! query. The variants alternate sample by sample, so drifts of the machine
+//! hit both. Reported: medians, and the ratio of medians with a 95 %
+//! bootstrap confidence interval.
+
+#[allow(unreachable_pub)]
+#[path = "../../tests/common/cluster.rs"]
+mod cluster;
+#[allow(unreachable_pub)]
+#[path = "../../tests/common/tls_cluster.rs"]
+mod tls_cluster;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+use tls_cluster::{ServerCert, TlsCluster, ALICE_PASSWORD};
+
+/// `require` without roots: encrypted, the certificate not checked (as
+/// libpq, and persist, do).
+#[derive(Debug)]
+struct EncryptOnly(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for EncryptOnly {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(m, c, d, &self.0.signature_verification_algorithms)
+    }
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(m, c, d, &self.0.signature_verification_algorithms)
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+fn ring() -> Arc<CryptoProvider> {
+    // The provider persist uses when the application installs none.
+    #[allow(deprecated)]
+    let p = rustls::crypto::ring::default_provider();
+    Arc::new(p)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Disable,
+    Require,
+    VerifyFull,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Disable => "disable",
+            Mode::Require => "require",
+            Mode::VerifyFull => "verify-full",
+        }
+    }
+}
+
+/// Raw tokio-postgres: the TLS configuration of `mode` built, one
+/// connection opened, one empty query.
+async fn raw(tls: &TlsCluster, mode: Mode, ca: &Path) -> Result<Duration> {
+    let start = Instant::now();
+    let mut cfg = tokio_postgres::Config::new();
+    cfg.host("127.0.0.1")
+        .port(tls.port())
+        .user("alice")
+        .password(ALICE_PASSWORD)
+        .connect_timeout(Duration::from_secs(10));
+    let client = match mode {
+        Mode::Disable => {
+            cfg.dbname("plaindb")
+                .ssl_mode(tokio_postgres::config::SslMode::Disable);
+            let (client, conn) = cfg.connect(tokio_postgres::NoTls).await?;
+            tokio::spawn(conn);
+            client
+        }
+        Mode::Require | Mode::VerifyFull => {
+            cfg.dbname("tlsdb")
+                .ssl_mode(tokio_postgres::config::SslMode::Require);
+            let provider = ring();
+            let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
+                .with_safe_default_protocol_versions()?;
+            let config = if mode == Mode::Require {
+                builder
+                    .dangerous()
+                    .with_custom_certificate_verifier(Arc::new(EncryptOnly(provider)))
+                    .with_no_client_auth()
+            } else {
+                let mut roots = rustls::RootCertStore::empty();
+                for cert in CertificateDer::pem_file_iter(ca)? {
+                    roots.add(cert?)?;
+                }
+                builder.with_root_certificates(roots).with_no_client_auth()
+            };
+            let (client, conn) = cfg.connect(MakeRustlsConnect::new(config)).await?;
+            tokio::spawn(conn);
+            client
+        }
+    };
+    client.simple_query("").await?;
+    let took = start.elapsed();
+    drop(client);
+    Ok(took)
+}
+
+/// persist: `open` (pool, TLS configuration, first connection) + `ping`.
+async fn persist_once(tls: &TlsCluster, mode: Mode, ca: &Path) -> Result<Duration> {
+    let url = match mode {
+        Mode::Disable => tls.alice_url("127.0.0.1", "plaindb", "sslmode=disable"),
+        Mode::Require => tls.alice_url("127.0.0.1", "tlsdb", "sslmode=require"),
+        Mode::VerifyFull => tls.alice_url(
+            "127.0.0.1",
+            "tlsdb",
+            &format!("sslmode=verify-full&sslrootcert={}", ca.display()),
+        ),
+    };
+    let config = persist::Config::from_url(&url)?.with_connect_timeout(Duration::from_secs(10));
+    let start = Instant::now();
+    let db = persist::open(&config).await?;
+    db.ping().await?;
+    let took = start.elapsed();
+    db.close().await;
+    Ok(took)
+}
+
+fn median(xs: &[f64]) -> f64 {
+    let mut v = xs.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// Ratio of medians raw/persist and its 95 % bootstrap interval.
+fn ratio_ci(raw: &[f64], persist: &[f64]) -> (f64, f64, f64) {
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = |n: usize| {
+        // xorshift64*: fixed seed, reproducible intervals.
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        (state.wrapping_mul(0x2545_F491_4F6C_DD1D) % n as u64) as usize
+    };
+    let mut ratios: Vec<f64> = (0..2000)
+        .map(|_| {
+            let r: Vec<f64> = (0..raw.len()).map(|_| raw[next(raw.len())]).collect();
+            let p: Vec<f64> = (0..persist.len())
+                .map(|_| persist[next(persist.len())])
+                .collect();
+            median(&r) / median(&p)
+        })
+        .collect();
+    ratios.sort_by(f64::total_cmp);
+    (
+        median(raw) / median(persist),
+        ratios[ratios.len() * 25 / 1000],
+        ratios[ratios.len() * 975 / 1000],
+    )
+}
+
+/// Runs the measurement and prints its table; `Ok(true)` when every mode
+/// meets the target.
+pub async fn run(quick: bool) -> Result<bool> {
+    let samples = if quick { 10 } else { 60 };
+    eprintln!("connect: starting a private TLS cluster ...");
+    let tls = TlsCluster::start(Some(ServerCert::Good)).await;
+    let ca = tls.pki.path("ca.crt");
+    println!(
+        "\nConnection set-up (open + first query), {samples} samples per variant, interleaved"
+    );
+    println!(
+        "{:<12} {:>12} {:>12} {:>8} {:>17}  target >= 0.90",
+        "sslmode", "persist ms", "raw ms", "ratio", "95% CI"
+    );
+    let mut all_met = true;
+    for mode in [Mode::Disable, Mode::Require, Mode::VerifyFull] {
+        // One unmeasured round of each: first-use costs (DNS cache, pages).
+        persist_once(&tls, mode, &ca)
+            .await
+            .with_context(|| format!("persist, sslmode={}", mode.name()))?;
+        raw(&tls, mode, &ca)
+            .await
+            .with_context(|| format!("raw, sslmode={}", mode.name()))?;
+        let (mut p, mut r) = (Vec::new(), Vec::new());
+        for i in 0..samples {
+            // Alternate which goes first.
+            if i % 2 == 0 {
+                p.push(persist_once(&tls, mode, &ca).await?.as_secs_f64() * 1e3);
+                r.push(raw(&tls, mode, &ca).await?.as_secs_f64() * 1e3);
+            } else {
+                r.push(raw(&tls, mode, &ca).await?.as_secs_f64() * 1e3);
+                p.push(persist_once(&tls, mode, &ca).await?.as_secs_f64() * 1e3);
+            }
+        }
+        let (ratio, lo, hi) = ratio_ci(&r, &p);
+        let met = ratio >= 0.9;
+        all_met &= met;
+        println!(
+            "{:<12} {:>12.2} {:>12.2} {:>8.2} {:>8.2} - {:<6.2}  {}",
+            mode.name(),
+            median(&p),
+            median(&r),
+            ratio,
+            lo,
+            hi,
+            if met { "met" } else { "MISSED" }
+        );
+    }
+    Ok(all_met)
+}
