@@ -138,6 +138,20 @@ enum End {
     Rollback,
 }
 
+impl std::fmt::Debug for Tx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let backend = match &self.conn {
+            Some(Conn::Sqlite(_)) => Some("sqlite"),
+            Some(Conn::Postgres(_)) => Some("postgres"),
+            None => None,
+        };
+        f.debug_struct("Tx")
+            .field("backend", &backend)
+            .field("can_commit", &self.state.can_commit())
+            .finish()
+    }
+}
+
 impl Drop for Tx {
     fn drop(&mut self) {
         match self.conn.take() {

@@ -380,3 +380,51 @@ fn files_and_functions_stay_small() {
     }
     assert!(over.is_empty(), "over the size caps:\n{}", over.join("\n"));
 }
+
+/// The decision ledger's index lists every entry, in order, with the later
+/// entries that amend it (an AMENDMENT entry names the ones it changes).
+#[test]
+fn ledger_index_lists_every_entry_and_its_amendments() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/DECISION_LEDGER.md");
+    let text = fs::read_to_string(path).expect("read the ledger");
+    let entries: Vec<(&str, &str)> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("## D-"))
+        .map(|rest| rest.split_once(' ').unwrap_or((rest, "")))
+        .collect();
+    assert!(
+        entries.len() > 50,
+        "the checker found {} entries",
+        entries.len()
+    );
+    let mut amended: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (num, title) in &entries {
+        if let Some(rest) = title.strip_prefix("AMENDMENT to ") {
+            let targets = rest.split(':').next().unwrap_or_default();
+            for word in targets.split(|c: char| !c.is_ascii_alphanumeric() && c != '-') {
+                if let Some(n) = word.strip_prefix("D-") {
+                    amended
+                        .entry(n.to_string())
+                        .or_default()
+                        .push(format!("D-{num}"));
+                }
+            }
+        }
+    }
+    let rows: Vec<&str> = text.lines().filter(|l| l.starts_with("| D-")).collect();
+    assert_eq!(rows.len(), entries.len(), "one index row per entry");
+    for ((num, _), row) in entries.iter().zip(&rows) {
+        assert!(
+            row.starts_with(&format!("| D-{num} |")),
+            "index out of order at D-{num}: {row}"
+        );
+        let want = match amended.get(*num) {
+            Some(by) => format!("in force, amended by {} |", by.join(", ")),
+            None => "in force |".to_string(),
+        };
+        assert!(
+            row.ends_with(&want),
+            "D-{num}: index says {row}, expected ...{want}"
+        );
+    }
+}

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-pub use crate::backend::BackendKind;
+pub(crate) use crate::backend::BackendKind;
 use crate::error::{Error, Result};
 
 pub(crate) use pg::TlsFiles;

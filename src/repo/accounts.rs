@@ -12,6 +12,12 @@ pub struct AccountsRepo<'a> {
     ex: Exec<'a>,
 }
 
+impl std::fmt::Debug for AccountsRepo<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccountsRepo").finish_non_exhaustive()
+    }
+}
+
 impl<'a> AccountsRepo<'a> {
     pub(super) fn new(ex: Exec<'a>) -> Self {
         AccountsRepo { ex }
@@ -22,12 +28,12 @@ impl AccountsRepo<'_> {
     /// Creates an account and returns it with its new `user_id`.
     ///
     /// # Errors
-    /// [`Error::InvalidInput`] for an empty, over-long (counted on the NFC
+    /// [`Error::InvalidInput`](crate::Error::InvalidInput) for an empty, over-long (counted on the NFC
     /// form, which is what is stored) or control-character email or
     /// username, one holding an invisible character
     /// ([`Violation::InvisibleCharacter`](crate::Violation::InvisibleCharacter)),
     /// an empty or over-long hash, or a timestamp out of range;
-    /// [`Error::Conflict`] naming [`UniqueKey::Email`](crate::UniqueKey::Email)
+    /// [`Error::Conflict`](crate::Error::Conflict) naming [`UniqueKey::Email`](crate::UniqueKey::Email)
     /// or [`UniqueKey::Username`](crate::UniqueKey::Username) when the
     /// canonical key is taken (email is reported when both are).
     pub async fn create(&self, a: &NewAccount<'_>) -> Result<Account> {
@@ -54,7 +60,7 @@ impl AccountsRepo<'_> {
     /// The account with this id.
     ///
     /// # Errors
-    /// [`Error::NotFound`]; [`Error::InvalidInput`] for an id below 1.
+    /// [`Error::NotFound`](crate::Error::NotFound); [`Error::InvalidInput`](crate::Error::InvalidInput) for an id below 1.
     pub async fn get(&self, id: UserId) -> Result<Account> {
         validate::user_id(id)?;
         self.ex
@@ -70,7 +76,7 @@ impl AccountsRepo<'_> {
     /// The account whose email has the same canonical key as `email`.
     ///
     /// # Errors
-    /// [`Error::NotFound`]; [`Error::InvalidInput`] for input no account
+    /// [`Error::NotFound`](crate::Error::NotFound); [`Error::InvalidInput`](crate::Error::InvalidInput) for input no account
     /// could have.
     pub async fn find_by_email(&self, email: &str) -> Result<Account> {
         let key = validate::keyed_text("email", email, KEY_MAX)?;
@@ -87,7 +93,7 @@ impl AccountsRepo<'_> {
     /// The account whose username has the same canonical key as `username`.
     ///
     /// # Errors
-    /// [`Error::NotFound`]; [`Error::InvalidInput`] for input no account
+    /// [`Error::NotFound`](crate::Error::NotFound); [`Error::InvalidInput`](crate::Error::InvalidInput) for input no account
     /// could have.
     pub async fn find_by_username(&self, username: &str) -> Result<Account> {
         let key = validate::keyed_text("username", username, KEY_MAX)?;
@@ -104,7 +110,7 @@ impl AccountsRepo<'_> {
     /// Stamps `last_login_at`.
     ///
     /// # Errors
-    /// [`Error::NotFound`]; [`Error::InvalidInput`] for a bad id or timestamp.
+    /// [`Error::NotFound`](crate::Error::NotFound); [`Error::InvalidInput`](crate::Error::InvalidInput) for a bad id or timestamp.
     pub async fn update_last_login(&self, id: UserId, at: i64) -> Result<()> {
         validate::user_id(id)?;
         validate::timestamp("last_login_at", at)?;
@@ -121,7 +127,7 @@ impl AccountsRepo<'_> {
     /// Replaces the password hash.
     ///
     /// # Errors
-    /// [`Error::NotFound`]; [`Error::InvalidInput`] for an empty or over-long
+    /// [`Error::NotFound`](crate::Error::NotFound); [`Error::InvalidInput`](crate::Error::InvalidInput) for an empty or over-long
     /// hash.
     pub async fn update_pass_hash(&self, id: UserId, pass_hash: &[u8]) -> Result<()> {
         validate::user_id(id)?;
@@ -139,9 +145,9 @@ impl AccountsRepo<'_> {
     /// Changes the email (display form, stored NFC, and canonical key).
     ///
     /// # Errors
-    /// [`Error::NotFound`]; [`Error::Conflict`]`(Email)` when another account
+    /// [`Error::NotFound`](crate::Error::NotFound); [`Error::Conflict`](crate::Error::Conflict)`(Email)` when another account
     /// has the key (changing only the case of one's own email is allowed);
-    /// [`Error::InvalidInput`] under the rules of [`AccountsRepo::create`].
+    /// [`Error::InvalidInput`](crate::Error::InvalidInput) under the rules of [`AccountsRepo::create`].
     pub async fn update_email(&self, id: UserId, email: &str) -> Result<()> {
         validate::user_id(id)?;
         let validate::Stored { display, key } = validate::stored_text("email", email, EMAIL_MAX)?;
@@ -159,8 +165,8 @@ impl AccountsRepo<'_> {
     /// Changes the username (display form, stored NFC, and canonical key).
     ///
     /// # Errors
-    /// [`Error::NotFound`]; [`Error::Conflict`]`(Username)` when another
-    /// account has the key; [`Error::InvalidInput`] under the rules of
+    /// [`Error::NotFound`](crate::Error::NotFound); [`Error::Conflict`](crate::Error::Conflict)`(Username)` when another
+    /// account has the key; [`Error::InvalidInput`](crate::Error::InvalidInput) under the rules of
     /// [`AccountsRepo::create`].
     pub async fn update_username(&self, id: UserId, username: &str) -> Result<()> {
         validate::user_id(id)?;
@@ -181,7 +187,7 @@ impl AccountsRepo<'_> {
     /// user in every table (sessions, loadout, progression, unlocks).
     ///
     /// # Errors
-    /// [`Error::NotFound`]; [`Error::InvalidInput`] for an id below 1.
+    /// [`Error::NotFound`](crate::Error::NotFound); [`Error::InvalidInput`](crate::Error::InvalidInput) for an id below 1.
     pub async fn delete(&self, id: UserId) -> Result<()> {
         validate::user_id(id)?;
         self.ex

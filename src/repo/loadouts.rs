@@ -12,6 +12,12 @@ pub struct LoadoutsRepo<'a> {
     ex: Exec<'a>,
 }
 
+impl std::fmt::Debug for LoadoutsRepo<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadoutsRepo").finish_non_exhaustive()
+    }
+}
+
 impl<'a> LoadoutsRepo<'a> {
     pub(super) fn new(ex: Exec<'a>) -> Self {
         LoadoutsRepo { ex }
@@ -22,7 +28,7 @@ impl LoadoutsRepo<'_> {
     /// A user's loadout.
     ///
     /// # Errors
-    /// [`Error::NotFound`]; [`Error::InvalidInput`] for an id below 1.
+    /// [`Error::NotFound`](crate::Error::NotFound); [`Error::InvalidInput`](crate::Error::InvalidInput) for an id below 1.
     pub async fn get(&self, user: UserId) -> Result<Loadout> {
         validate::user_id(user)?;
         self.ex
@@ -38,7 +44,7 @@ impl LoadoutsRepo<'_> {
     /// Inserts or replaces the whole loadout, with its `updated_at`.
     ///
     /// # Errors
-    /// [`Error::UnknownUser`]; [`Error::InvalidInput`] for a negative id in
+    /// [`Error::UnknownUser`](crate::Error::UnknownUser); [`Error::InvalidInput`](crate::Error::InvalidInput) for a negative id in
     /// any slot or a timestamp out of range.
     pub async fn save(&self, loadout: &Loadout) -> Result<()> {
         validate::loadout(loadout)?;
@@ -55,7 +61,7 @@ impl LoadoutsRepo<'_> {
     /// Deletes a user's loadout.
     ///
     /// # Errors
-    /// [`Error::NotFound`]; [`Error::InvalidInput`] for an id below 1.
+    /// [`Error::NotFound`](crate::Error::NotFound); [`Error::InvalidInput`](crate::Error::InvalidInput) for an id below 1.
     pub async fn delete(&self, user: UserId) -> Result<()> {
         validate::user_id(user)?;
         self.ex

@@ -12,6 +12,12 @@ pub struct ProgressionRepo<'a> {
     ex: Exec<'a>,
 }
 
+impl std::fmt::Debug for ProgressionRepo<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProgressionRepo").finish_non_exhaustive()
+    }
+}
+
 impl<'a> ProgressionRepo<'a> {
     pub(super) fn new(ex: Exec<'a>) -> Self {
         ProgressionRepo { ex }
@@ -22,7 +28,7 @@ impl ProgressionRepo<'_> {
     /// A user's progression.
     ///
     /// # Errors
-    /// [`Error::NotFound`]; [`Error::InvalidInput`] for an id below 1.
+    /// [`Error::NotFound`](crate::Error::NotFound); [`Error::InvalidInput`](crate::Error::InvalidInput) for an id below 1.
     pub async fn get(&self, user: UserId) -> Result<Progression> {
         validate::user_id(user)?;
         self.ex
@@ -38,7 +44,7 @@ impl ProgressionRepo<'_> {
     /// Inserts or replaces level and xp.
     ///
     /// # Errors
-    /// [`Error::UnknownUser`]; [`Error::InvalidInput`] for a negative level or
+    /// [`Error::UnknownUser`](crate::Error::UnknownUser); [`Error::InvalidInput`](crate::Error::InvalidInput) for a negative level or
     /// xp.
     pub async fn set(&self, p: &Progression) -> Result<()> {
         validate::user_id(p.user_id)?;
@@ -58,9 +64,9 @@ impl ProgressionRepo<'_> {
     /// returns the new values. Concurrent calls never lose an update.
     ///
     /// # Errors
-    /// [`Error::NotFound`] when the user has no progression row;
-    /// [`Error::InvalidInput`] with [`Violation::Overflow`] or
-    /// [`Violation::WouldBeNegative`] (field `xp_delta`) when the result would
+    /// [`Error::NotFound`](crate::Error::NotFound) when the user has no progression row;
+    /// [`Error::InvalidInput`](crate::Error::InvalidInput) with [`Violation::Overflow`](crate::Violation::Overflow) or
+    /// [`Violation::WouldBeNegative`](crate::Violation::WouldBeNegative) (field `xp_delta`) when the result would
     /// leave `0..=i64::MAX`; nothing changes then.
     pub async fn add_xp(&self, user: UserId, delta: i64) -> Result<Progression> {
         validate::user_id(user)?;

@@ -23,6 +23,12 @@ pub struct SessionsRepo<'a> {
     ex: Exec<'a>,
 }
 
+impl std::fmt::Debug for SessionsRepo<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionsRepo").finish_non_exhaustive()
+    }
+}
+
 impl<'a> SessionsRepo<'a> {
     pub(super) fn new(ex: Exec<'a>) -> Self {
         SessionsRepo { ex }
@@ -33,9 +39,9 @@ impl SessionsRepo<'_> {
     /// Stores a session for the bearer token the caller issued.
     ///
     /// # Errors
-    /// [`Error::UnknownUser`]; [`Error::Conflict`]`(SessionToken)` when the
-    /// token is already in use; [`Error::InvalidInput`] for a token shorter
-    /// than 22 characters ([`Violation::TooShort`]: 16 random bytes in
+    /// [`Error::UnknownUser`](crate::Error::UnknownUser); [`Error::Conflict`](crate::Error::Conflict)`(SessionToken)` when the
+    /// token is already in use; [`Error::InvalidInput`](crate::Error::InvalidInput) for a token shorter
+    /// than 22 characters ([`Violation::TooShort`](crate::Violation::TooShort): 16 random bytes in
     /// base64url, the floor below which the stored digest could be reversed)
     /// or over 512 bytes, timestamps out of range, or `expires_at`
     /// before `created_at`.
@@ -82,7 +88,7 @@ impl SessionsRepo<'_> {
     /// sessions are returned too; checking `expires_at` is the caller's rule.
     ///
     /// # Errors
-    /// [`Error::NotFound`]; [`Error::InvalidInput`] for an empty or over-long
+    /// [`Error::NotFound`](crate::Error::NotFound); [`Error::InvalidInput`](crate::Error::InvalidInput) for an empty or over-long
     /// token.
     pub async fn find_by_token(&self, token: &str) -> Result<Session> {
         let digest = token_digest(token)?;
@@ -106,7 +112,7 @@ impl SessionsRepo<'_> {
     /// Deletes the session of a bearer token (logout).
     ///
     /// # Errors
-    /// [`Error::NotFound`] when no session has this token.
+    /// [`Error::NotFound`](crate::Error::NotFound) when no session has this token.
     pub async fn delete(&self, token: &str) -> Result<()> {
         let digest = token_digest(token)?;
         self.ex
@@ -123,7 +129,7 @@ impl SessionsRepo<'_> {
     /// many there were.
     ///
     /// # Errors
-    /// [`Error::InvalidInput`] for an id below 1.
+    /// [`Error::InvalidInput`](crate::Error::InvalidInput) for an id below 1.
     pub async fn delete_all_for_user(&self, user: UserId) -> Result<u64> {
         validate::user_id(user)?;
         self.ex
@@ -139,7 +145,7 @@ impl SessionsRepo<'_> {
     /// A user's sessions, oldest first.
     ///
     /// # Errors
-    /// [`Error::InvalidInput`] for an id below 1.
+    /// [`Error::InvalidInput`](crate::Error::InvalidInput) for an id below 1.
     pub async fn list_for_user(&self, user: UserId) -> Result<Vec<Session>> {
         validate::user_id(user)?;
         self.ex
@@ -155,7 +161,7 @@ impl SessionsRepo<'_> {
     /// Revokes one of a user's sessions by its public id.
     ///
     /// # Errors
-    /// [`Error::NotFound`] when the user has no session with this id.
+    /// [`Error::NotFound`](crate::Error::NotFound) when the user has no session with this id.
     pub async fn revoke(&self, user: UserId, id: SessionId) -> Result<()> {
         validate::user_id(user)?;
         self.ex
@@ -175,7 +181,7 @@ impl SessionsRepo<'_> {
     /// back, up to `batch_size`. Returns the number deleted.
     ///
     /// # Errors
-    /// [`Error::InvalidInput`] for a `batch_size` outside `1..=100000` or a
+    /// [`Error::InvalidInput`](crate::Error::InvalidInput) for a `batch_size` outside `1..=100000` or a
     /// timestamp out of range.
     pub async fn delete_expired(&self, now: i64, batch_size: i64) -> Result<u64> {
         validate::timestamp("now", now)?;

@@ -12,6 +12,12 @@ pub struct UnlocksRepo<'a> {
     ex: Exec<'a>,
 }
 
+impl std::fmt::Debug for UnlocksRepo<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UnlocksRepo").finish_non_exhaustive()
+    }
+}
+
 impl<'a> UnlocksRepo<'a> {
     pub(super) fn new(ex: Exec<'a>) -> Self {
         UnlocksRepo { ex }
@@ -23,7 +29,7 @@ impl UnlocksRepo<'_> {
     /// whether it was new.
     ///
     /// # Errors
-    /// [`Error::UnknownUser`]; [`Error::InvalidInput`] for a negative flag or a
+    /// [`Error::UnknownUser`](crate::Error::UnknownUser); [`Error::InvalidInput`](crate::Error::InvalidInput) for a negative flag or a
     /// timestamp out of range.
     pub async fn grant(&self, user: UserId, flag_id: i32, at: i64) -> Result<bool> {
         validate::user_id(user)?;
@@ -69,7 +75,7 @@ impl UnlocksRepo<'_> {
     /// Whether the user holds the flag.
     ///
     /// # Errors
-    /// [`Error::InvalidInput`] for a bad id or a negative flag.
+    /// [`Error::InvalidInput`](crate::Error::InvalidInput) for a bad id or a negative flag.
     pub async fn has(&self, user: UserId, flag_id: i32) -> Result<bool> {
         validate::user_id(user)?;
         validate::non_negative("flag_id", flag_id.into())?;
@@ -86,7 +92,7 @@ impl UnlocksRepo<'_> {
     /// The user's flags in flag order (empty for an unknown user).
     ///
     /// # Errors
-    /// [`Error::InvalidInput`] for an id below 1.
+    /// [`Error::InvalidInput`](crate::Error::InvalidInput) for an id below 1.
     pub async fn list(&self, user: UserId) -> Result<Vec<Unlock>> {
         validate::user_id(user)?;
         self.ex
@@ -102,7 +108,7 @@ impl UnlocksRepo<'_> {
     /// Revokes a flag.
     ///
     /// # Errors
-    /// [`Error::NotFound`] when the user does not hold it.
+    /// [`Error::NotFound`](crate::Error::NotFound) when the user does not hold it.
     pub async fn revoke(&self, user: UserId, flag_id: i32) -> Result<()> {
         validate::user_id(user)?;
         validate::non_negative("flag_id", flag_id.into())?;

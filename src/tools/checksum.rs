@@ -15,7 +15,7 @@ use crate::types::tables::{KeyValue, TABLES};
 /// checksums across SQLite and PostgreSQL.
 ///
 /// # Errors
-/// [`Error::Closed`], [`Error::Unavailable`], [`Error::Timeout`] or a driver
+/// [`Error::Closed`](crate::Error::Closed), [`Error::Unavailable`](crate::Error::Unavailable), [`Error::Timeout`](crate::Error::Timeout) or a driver
 /// error (also when a copied table does not exist: migrate first).
 pub async fn content_checksum(db: &Db) -> Result<ContentChecksum> {
     content_checksum_with(db, CopyOptions::default().batch_size).await

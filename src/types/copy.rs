@@ -39,7 +39,7 @@ impl ContentChecksum {
     }
 }
 
-/// Options of [`copy`].
+/// Options of [`copy`](crate::copy()).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CopyOptions {
     /// Copy into a target that already holds rows, deleting them first (in
@@ -60,7 +60,7 @@ impl Default for CopyOptions {
     }
 }
 
-/// Progress of [`copy`], reported to its callback as it happens.
+/// Progress of [`copy`](crate::copy()), reported to its callback as it happens.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum CopyEvent {
@@ -101,7 +101,7 @@ pub enum CopyEvent {
     Verifying,
 }
 
-/// What [`copy`] did.
+/// What [`copy`](crate::copy()) did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CopyReport {
     /// The schema version of both sides.
@@ -115,6 +115,6 @@ pub struct CopyReport {
     /// Row counts and checksums of the source, read in the copy's snapshot.
     pub source: ContentChecksum,
     /// Row counts and checksums of the target after the copy; equal to
-    /// `source` (else the copy fails with [`Error::CopyMismatch`]).
+    /// `source` (else the copy fails with [`Error::CopyMismatch`](crate::Error::CopyMismatch)).
     pub target: ContentChecksum,
 }

@@ -120,7 +120,7 @@ impl fmt::Display for Difference {
     }
 }
 
-/// The outcome of [`verify`].
+/// The outcome of [`verify`](crate::verify()).
 ///
 /// # JSON
 ///
