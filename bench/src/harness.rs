@@ -33,7 +33,7 @@ impl Subject {
         match self {
             Subject::Persist(db) => persist_run(db, op, x).await,
             // Synchronous, on the calling task: the limit.
-            Subject::RawSqlite(r) => r.run(op, x),
+            Subject::RawSqlite(r) => r.run_async(op, x).await,
             Subject::SqlxSqlite(p) => sqlx_impl::run_sqlite(p, op, x).await,
             Subject::SqlxSqliteSplit(w, r) => {
                 sqlx_impl::run_sqlite(if op.is_read() { r } else { w }, op, x).await

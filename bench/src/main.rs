@@ -233,6 +233,22 @@ pub fn finish(
             }
         }
     }
+    if let Some((m, t)) = targets
+        .iter()
+        .filter_map(|t| t.gate_margin().map(|m| (m, t)))
+        .min_by(|a, b| a.0.total_cmp(&b.0))
+    {
+        println!(
+            "Regression gate{}: the closest gated target's interval reaches {m:.2}x half its \
+             bound ({}); below 1.00x fails.",
+            if quick {
+                ""
+            } else {
+                " (enforced with --quick)"
+            },
+            t.name
+        );
+    }
     println!("finished in {:.1}s", started.elapsed().as_secs_f64());
     let gross: Vec<&report::Target> = targets.iter().filter(|t| t.gross_regression()).collect();
     if quick && !gross.is_empty() {

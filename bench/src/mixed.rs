@@ -26,6 +26,10 @@ use crate::harness::{Ctx, Entry};
 use crate::ops::Op;
 use crate::report::{MixedStats, OpLatency, Record, Results};
 
+/// Calls of an operation (on each side) below which its p99 ratio is not
+/// judged.
+pub const MIN_CALLS: u64 = 100;
+
 /// Simulated players (concurrent senders).
 pub const PLAYERS: usize = 1000;
 
@@ -190,7 +194,7 @@ pub fn rates(quick: bool) -> (Vec<f64>, f64) {
     let (first, factor, max, secs): (f64, f64, f64, f64) = if quick {
         (100.0, 2.0, 64_000.0, 0.5)
     } else {
-        (100.0, 1.25, 100_000.0, 2.0)
+        (100.0, 1.25, 100_000.0, 5.0)
     };
     let mut v = vec![first];
     while v[v.len() - 1] * factor <= max {
@@ -214,7 +218,7 @@ pub async fn run(
 ) -> Result<()> {
     let (rates, secs) = rates(quick);
     let mut best: [Option<f64>; 2] = [None, None];
-    let mut both: Option<(f64, Vec<(f64, f64)>)> = None;
+    let mut both: Option<(f64, Vec<(f64, f64, u64)>)> = None;
     for (n, &rate) in rates.iter().enumerate() {
         let order = if n % 2 == 0 { [0, 1] } else { [1, 0] };
         let mut got: [Option<MixedStats>; 2] = [None, None];
@@ -252,7 +256,7 @@ pub async fn run(
                 .ops
                 .iter()
                 .zip(&w.ops)
-                .map(|(a, b)| (a.p99_ms, b.p99_ms))
+                .map(|(a, b)| (a.p99_ms, b.p99_ms, a.count.min(b.count)))
                 .collect();
             both = Some((rate, ratios));
         }
@@ -291,8 +295,11 @@ pub async fn run(
     }
     if let Some((rate, ratios)) = both {
         eprintln!("{backend}: mixed p99 ratios judged at {rate}/s");
-        for ((op, _), (p, w)) in MIX.iter().zip(ratios) {
-            let mut r = derived(format!("mixed_p99_ratio:{}", op.name()), p / w);
+        for ((op, _), (p, w, n)) in MIX.iter().zip(ratios) {
+            // A p99 of fewer than MIN_CALLS calls is its largest few values:
+            // no figure (the target says so).
+            let v = if n >= MIN_CALLS { p / w } else { f64::NAN };
+            let mut r = derived(format!("mixed_p99_ratio:{}", op.name()), v);
             r.concurrency = rate as usize;
             res.push(r);
         }

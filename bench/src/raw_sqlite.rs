@@ -40,6 +40,10 @@ pub struct RawSqlite {
     /// Reader connections; empty: reads use `conn`.
     readers: Vec<Mutex<Connection>>,
     next: std::sync::atomic::AtomicUsize,
+    /// persist's shape: writers queue on an async gate before taking the
+    /// writer connection, so a waiting writer parks its task, not a worker
+    /// thread.
+    gate: Option<tokio::sync::Mutex<()>>,
     lookup_sql: &'static str,
 }
 
@@ -78,6 +82,7 @@ impl RawSqlite {
             conn: Mutex::new(c),
             readers: Vec::new(),
             next: std::sync::atomic::AtomicUsize::new(0),
+            gate: None,
             lookup_sql: q::LOOKUP,
         })
     }
@@ -88,6 +93,7 @@ impl RawSqlite {
         for _ in 0..readers {
             r.readers.push(Mutex::new(connect(path, sync)?));
         }
+        r.gate = Some(tokio::sync::Mutex::new(()));
         Ok(r)
     }
 
@@ -139,6 +145,18 @@ impl RawSqlite {
             .lock()
             .map_err(|_| anyhow!("poisoned connection"))?;
         Ok(c.pragma_query_value(None, name, |r| r.get(0))?)
+    }
+
+    /// Runs `op` on the calling task; with persist's shape, a write first
+    /// waits its turn at the async gate.
+    pub async fn run_async(&self, op: Op, x: &Inputs) -> Result<()> {
+        match &self.gate {
+            Some(gate) if !op.is_read() => {
+                let _turn = gate.lock().await;
+                self.run(op, x)
+            }
+            _ => self.run(op, x),
+        }
     }
 
     pub fn run(&self, op: Op, x: &Inputs) -> Result<()> {

@@ -783,7 +783,17 @@ impl Target {
     /// A gross regression: the whole interval below half the bound (an
     /// at-least ratio target marked for the gate).
     pub fn gross_regression(&self) -> bool {
-        self.gate && self.at_least && self.est.is_some_and(|e| e.hi < self.bound / 2.0)
+        self.gate_margin().is_some_and(|m| m < 1.0)
+    }
+
+    /// The interval's upper bound over half the bound (gated targets):
+    /// below 1 fails the quick run.
+    pub fn gate_margin(&self) -> Option<f64> {
+        (self.gate && self.at_least)
+            .then_some(self.est)
+            .flatten()
+            .filter(|e| e.hi.is_finite())
+            .map(|e| e.hi / (self.bound / 2.0))
     }
 }
 
@@ -823,6 +833,10 @@ fn per_run_target(
     let est = stats::over_runs(&v, MIN_RUNS);
     let mut t = Target::new(name, est, bound, at_least);
     t.unit = unit;
+    if v.iter().all(|x| !x.is_finite()) {
+        t.note = Some("too few calls to judge a p99");
+        return Some(t);
+    }
     if est.is_none() {
         t.note = Some("per-run figure: needs --runs 3");
         // Shown with its single value, undecided.
@@ -1249,4 +1263,34 @@ pub fn full(res: &Results) -> String {
         out.push_str(&rss);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(lo: f64, hi: f64, gate: bool) -> Target {
+        let mut t = Target::new(
+            "t".into(),
+            Some(Estimate {
+                value: (lo + hi) / 2.0,
+                lo,
+                hi,
+            }),
+            0.9,
+            true,
+        );
+        t.gate = gate;
+        t
+    }
+
+    #[test]
+    fn the_gate_fails_only_when_the_whole_interval_is_below_half_the_target() {
+        assert!(target(0.2, 0.44, true).gross_regression());
+        assert!(!target(0.2, 0.46, true).gross_regression());
+        assert!(!target(0.2, 0.44, false).gross_regression());
+        assert_eq!(target(0.2, 0.44, true).verdict(), Verdict::Missed);
+        assert_eq!(target(0.8, 1.1, true).verdict(), Verdict::Undecided);
+        assert_eq!(target(0.91, 1.1, true).verdict(), Verdict::Met);
+    }
 }

@@ -98,6 +98,17 @@ fn child_args() -> Vec<String> {
     out
 }
 
+/// The setup and durability lines of a run's printed report.
+fn setup_lines(report: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(report).unwrap_or_default();
+    text.lines()
+        .skip_while(|l| !l.starts_with("Setup and durability"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .map(|l| format!("{} (run 1)", l.trim_start()))
+        .collect()
+}
+
 pub fn parent(
     runs: usize,
     combine: &[PathBuf],
@@ -138,6 +149,9 @@ pub fn parent(
                 );
             }
             load(&path, i as u32, &mut res)?;
+            if i == 0 {
+                res.setup = setup_lines(&out);
+            }
         }
         // Kept for reading: each run's own report.
         let kept = dir.keep();
