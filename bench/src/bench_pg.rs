@@ -379,10 +379,10 @@ async fn latency(
     let raw = Entry::new(
         "raw",
         RAW_PG_SPLIT,
-        Subject::RawPgSplit(
+        Subject::RawPgSplit(Box::new((
             RawPg::lanes(url, 2).await?,
             RawPg::pool(url, 8, false).await?,
-        ),
+        ))),
     );
     if opts.runs(Part::Mixed) {
         mixed::run("postgres", None, persist, &raw, db, opts.quick, ctx, res).await?;

@@ -24,7 +24,7 @@ pub enum Subject {
     RawPg(RawPg),
     /// Raw PostgreSQL in persist's shape: reads on shared pipelined
     /// connections, everything else on an exclusive pool.
-    RawPgSplit(RawPg, RawPg),
+    RawPgSplit(Box<(RawPg, RawPg)>),
     SqlxPg(sqlx::PgPool),
 }
 
@@ -39,7 +39,8 @@ impl Subject {
                 sqlx_impl::run_sqlite(if op.is_read() { r } else { w }, op, x).await
             }
             Subject::RawPg(r) => r.run(op, x).await,
-            Subject::RawPgSplit(reads, rest) => {
+            Subject::RawPgSplit(split) => {
+                let (reads, rest) = split.as_ref();
                 if op.is_read() {
                     reads.run(op, x).await
                 } else {

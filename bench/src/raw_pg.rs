@@ -324,7 +324,7 @@ enum Mode {
     /// One connection shared by every task: concurrent single statements
     /// pipeline; transactions take turns.
     Shared {
-        conn: PgConn,
+        conn: Box<PgConn>,
         tx_turn: tokio::sync::Mutex<()>,
     },
     /// persist's read shape: a few connections shared by every task, each
@@ -436,7 +436,7 @@ impl RawPg {
     pub async fn shared(url: &str) -> Result<Self> {
         Ok(RawPg {
             mode: Mode::Shared {
-                conn: PgConn::connect(url).await?,
+                conn: Box::new(PgConn::connect(url).await?),
                 tx_turn: tokio::sync::Mutex::new(()),
             },
         })

@@ -436,7 +436,7 @@ pub fn table(res: &Results) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<8} {:<6} {:<14} {:<20} {:>4} | {:>8} {:>8} {:>8} {:>8} {:>8} | {:<18} {:<18} {:<18} | {}",
+        "{:<8} {:<6} {:<14} {:<20} {:>4} | {:>8} {:>8} {:>8} {:>8} {:>8} | {:<18} {:<18} {:<18} | raw =",
         "backend",
         "sync",
         "data set",
@@ -450,7 +450,6 @@ pub fn table(res: &Results) -> String {
         "p/raw [95% CI]",
         "p/sqlx",
         "p/sqlx tuned",
-        "raw = "
     );
     let _ = writeln!(out, "{}", "-".repeat(170));
     for c in cells {
