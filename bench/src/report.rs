@@ -711,7 +711,7 @@ pub fn mixed_table(res: &Results) -> String {
             },
             run_tag(res, r),
         );
-        for o in &m.ops {
+        for o in m.ops.iter().filter(|o| o.count > 0) {
             let _ = writeln!(
                 out,
                 "             {:<16} n={:<7} p50 {:>8.3} ms  p99 {:>8.3} ms  p99.9 {:>8.3} ms  max {:>8.2} ms",
