@@ -1283,6 +1283,79 @@ mod tests {
         t
     }
 
+    fn cell(
+        backend: &'static str,
+        imp: &'static str,
+        variant: &'static str,
+        c: usize,
+        v: &[f64],
+    ) -> Record {
+        let durability = (backend == "sqlite").then_some("full");
+        let mut r = Record::blank(backend, durability, "main", "session_lookup", imp, variant);
+        r.concurrency = c;
+        r.samples = v.to_vec();
+        r
+    }
+
+    fn key(backend: &'static str, c: usize) -> Key<'static> {
+        Key {
+            backend,
+            durability: (backend == "sqlite").then_some("full"),
+            data_set: "main",
+            sessions: None,
+            op: "session_lookup",
+            implementation: "persist",
+            variant: None,
+            concurrency: c,
+        }
+    }
+
+    #[test]
+    fn persist_is_judged_against_the_fair_sqlite_raw_and_the_best_postgres_shape() {
+        let mut res = Results::default();
+        res.push(cell("sqlite", "persist", "p", 16, &[90.0, 90.0]));
+        res.push(cell("sqlite", "raw", crate::RAW_ONE, 16, &[50.0, 50.0]));
+        res.push(cell("sqlite", "raw", crate::RAW_FAIR, 16, &[100.0, 100.0]));
+        res.push(cell("postgres", "persist", "p", 16, &[90.0, 90.0]));
+        res.push(cell("postgres", "raw", crate::RAW_ONE, 16, &[80.0, 80.0]));
+        res.push(cell(
+            "postgres",
+            "raw",
+            crate::RAW_LANES,
+            16,
+            &[120.0, 120.0],
+        ));
+        res.push(cell("postgres", "raw", crate::RAW_POOL, 16, &[60.0, 60.0]));
+        res.push(cell("postgres", "persist", "p", 1, &[10.0, 10.0]));
+        res.push(cell("postgres", "raw", crate::RAW_ONE, 1, &[20.0, 20.0]));
+        res.push(cell("postgres", "raw", crate::RAW_POOL, 1, &[40.0, 40.0]));
+        assert_eq!(
+            raw_comparator(&res, &key("sqlite", 16)),
+            Some(crate::RAW_FAIR)
+        );
+        assert_eq!(
+            raw_comparator(&res, &key("postgres", 16)),
+            Some(crate::RAW_LANES)
+        );
+        assert_eq!(
+            raw_comparator(&res, &key("postgres", 1)),
+            Some(crate::RAW_ONE)
+        );
+        let e = persist_over(&res, &key("postgres", 16), "raw", Some(crate::RAW_LANES))
+            .expect("both measured");
+        assert_eq!(e.value, 0.75);
+        let targets = targets(&res);
+        let t = targets
+            .iter()
+            .find(|t| {
+                t.name
+                    .starts_with("sqlite session_lookup x16: persist / raw")
+            })
+            .expect("target");
+        assert_eq!(t.est.map(|e| e.value), Some(0.9));
+        assert_eq!(t.verdict(), Verdict::Met);
+    }
+
     #[test]
     fn the_gate_fails_only_when_the_whole_interval_is_below_half_the_target() {
         assert!(target(0.2, 0.44, true).gross_regression());
