@@ -321,8 +321,16 @@ async fn durability(res: &mut Results, url: &str, entries: &[&Entry]) -> Result<
             let v: Vec<String> = match e.subject.as_ref() {
                 Subject::RawPg(r) => r.pool_settings(sql).await?,
                 Subject::SqlxPg(p) => {
-                    let mut c = p.acquire().await?;
-                    vec![sqlx::query_scalar(sql).fetch_one(&mut *c).await?]
+                    // Every connection the pool may open, held at once.
+                    let mut held = Vec::new();
+                    for _ in 0..p.options().get_max_connections() {
+                        held.push(p.acquire().await?);
+                    }
+                    let mut v = Vec::new();
+                    for c in &mut held {
+                        v.push(sqlx::query_scalar(sql).fetch_one(&mut **c).await?);
+                    }
+                    v
                 }
                 _ => Vec::new(),
             };

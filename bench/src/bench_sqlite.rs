@@ -118,21 +118,34 @@ async fn entries(path: &Path, sync: Sync, ctx: &Arc<Ctx>, res: &mut Results) -> 
         ("tuned, writer", &sqlx_w),
         ("tuned, readers", &sqlx_r),
     ] {
-        let mut c = pool.acquire().await?;
-        let s: i64 = sqlx::query_scalar("PRAGMA synchronous")
-            .fetch_one(&mut *c)
-            .await?;
-        let j: String = sqlx::query_scalar("PRAGMA journal_mode")
-            .fetch_one(&mut *c)
-            .await?;
+        // Every connection the pool may open: hold them all at once, so the
+        // pool opens each, and query each.
+        let mut held = Vec::new();
+        for _ in 0..pool.options().get_max_connections() {
+            held.push(pool.acquire().await?);
+        }
+        let (mut ss, mut js) = (Vec::new(), Vec::new());
+        for c in &mut held {
+            let s: i64 = sqlx::query_scalar("PRAGMA synchronous")
+                .fetch_one(&mut **c)
+                .await?;
+            let j: String = sqlx::query_scalar("PRAGMA journal_mode")
+                .fetch_one(&mut **c)
+                .await?;
+            ss.push(s.to_string());
+            js.push(j);
+        }
+        drop(held);
         ensure!(
-            s.to_string() == want && j.eq_ignore_ascii_case("wal"),
-            "sqlx ({label}) runs with synchronous={s} journal_mode={j}, expected {want}/wal"
+            ss.iter().all(|s| s == want) && js.iter().all(|j| j.eq_ignore_ascii_case("wal")),
+            "sqlx ({label}) runs with synchronous={ss:?} journal_mode={js:?}, expected {want}/wal"
         );
         lines.push(format!(
-            "sqlite/{} sqlx ({label}): synchronous={s} journal_mode={j} (one pooled connection; \
-             the pool applies the same options to each)",
-            sync.name()
+            "sqlite/{} sqlx ({label}): {} connection(s): synchronous={} journal_mode={}",
+            sync.name(),
+            ss.len(),
+            ss.join(","),
+            js.join(",")
         ));
     }
     for l in &lines {
