@@ -832,15 +832,20 @@ fn per_run_target(
     let est = stats::over_runs(&v, MIN_RUNS);
     let mut t = Target::new(name, est, bound, at_least);
     t.unit = unit;
-    if v.iter().all(|x| !x.is_finite()) {
-        t.note = Some("too few calls to judge a p99");
+    let finite: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
+    if finite.is_empty() {
+        t.note = Some("no run gave a value (too few calls)");
         return Some(t);
     }
     if est.is_none() {
-        t.note = Some("per-run figure: needs --runs 3");
-        // Shown with its single value, undecided.
-        t.est = None;
-        t.name = format!("{} (this run: {:.2}{unit})", t.name, v[0]);
+        t.note = Some(if res.runs() >= MIN_RUNS {
+            "fewer than 3 runs gave a value"
+        } else {
+            "per-run figure: needs --runs 3"
+        });
+        // Shown with its value(s), undecided.
+        let vals: Vec<String> = finite.iter().map(|x| format!("{x:.2}{unit}")).collect();
+        t.name = format!("{} (value: {})", t.name, vals.join(", "));
     }
     Some(t)
 }
@@ -1117,7 +1122,7 @@ pub fn targets(res: &Results) -> Vec<Target> {
         );
         if est.is_none() {
             x.note = Some("per-run figure: needs --runs 3");
-            x.name = format!("{} (this run: {:.2}x)", x.name, ratios[0]);
+            x.name = format!("{} (value: {:.2}x)", x.name, ratios[0]);
         }
         t.push(x);
     }
