@@ -209,37 +209,6 @@ pub fn rates(quick: bool) -> (Vec<f64>, f64) {
     (v, secs)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rate_steps_climb_to_the_maximum_and_stop() {
-        for quick in [true, false] {
-            let (v, _) = rates(quick);
-            assert!(v.windows(2).all(|w| w[1] > w[0]), "{v:?}");
-            assert!(v.len() < 60, "{} steps", v.len());
-            assert!(*v.last().expect("steps") > 10_000.0, "{v:?}");
-        }
-        assert_eq!(&rates(false).0[..4], &[100.0, 130.0, 160.0, 200.0]);
-    }
-
-    #[test]
-    fn the_mix_picks_every_operation_in_its_proportion() {
-        let mut n = [0u64; MIX.len()];
-        for seq in 0..100_000 {
-            n[pick(seq)] += 1;
-        }
-        for (i, (_, w)) in MIX.iter().enumerate() {
-            let share = n[i] as f64 / 100.0; // per mille
-            assert!(
-                (share - *w as f64).abs() < 0.1 * *w as f64 + 2.0,
-                "{i}: {share} vs {w}"
-            );
-        }
-    }
-}
-
 /// The highest rate both implementations sustained, with (persist's p99,
 /// raw's p99, the fewer calls of the two) per operation there.
 type BothSustained = Option<(f64, Vec<(f64, f64, u64)>)>;
@@ -346,4 +315,35 @@ pub async fn run(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_steps_climb_to_the_maximum_and_stop() {
+        for quick in [true, false] {
+            let (v, _) = rates(quick);
+            assert!(v.windows(2).all(|w| w[1] > w[0]), "{v:?}");
+            assert!(v.len() < 60, "{} steps", v.len());
+            assert!(*v.last().expect("steps") > 10_000.0, "{v:?}");
+        }
+        assert_eq!(&rates(false).0[..4], &[100.0, 130.0, 160.0, 200.0]);
+    }
+
+    #[test]
+    fn the_mix_picks_every_operation_in_its_proportion() {
+        let mut n = [0u64; MIX.len()];
+        for seq in 0..100_000 {
+            n[pick(seq)] += 1;
+        }
+        for (i, (_, w)) in MIX.iter().enumerate() {
+            let share = n[i] as f64 / 100.0; // per mille
+            assert!(
+                (share - *w as f64).abs() < 0.1 * *w as f64 + 2.0,
+                "{i}: {share} vs {w}"
+            );
+        }
+    }
 }
