@@ -14,10 +14,12 @@ use crate::harness::{run_cell, Ctx, Entry, Subject};
 use crate::ops::Op;
 use crate::raw_pg::{connect_client, RawPg};
 use crate::report::{Record, Results};
-use crate::{rss, sqlx_impl, sweep, Opts, Part, RAW_ONE, RAW_POOL};
+use crate::{
+    cold, mixed, rss, sqlx_impl, sweep, Opts, Part, RAW_LANES, RAW_ONE, RAW_PG_SPLIT, RAW_POOL,
+    SQLX_DEFAULT, SQLX_TUNED_PG,
+};
 
 pub const PERSIST_VARIANT: &str = "pool(8), reads share 2";
-pub const SQLX_VARIANT: &str = "pool(8)";
 
 /// `url` with its database replaced by `db`. The benchmark compares the
 /// drivers on plaintext connections (the raw and sqlx builds here have no
@@ -217,7 +219,7 @@ async fn inner(
         t.elapsed().as_secs_f64()
     );
 
-    let persist = Entry::new("persist", PERSIST_VARIANT, Subject::Persist(db));
+    let persist = Entry::new("persist", PERSIST_VARIANT, Subject::Persist(db.clone()));
     let raw_one = Entry::new(
         "raw",
         RAW_ONE,
@@ -228,33 +230,50 @@ async fn inner(
         RAW_POOL,
         Subject::RawPg(RawPg::pool(main_url, 8, false).await?),
     );
+    let raw_lanes = Entry::new(
+        "raw",
+        RAW_LANES,
+        Subject::RawPg(RawPg::lanes(main_url, 2).await?),
+    );
     let sqlx = Entry::new(
         "sqlx",
-        SQLX_VARIANT,
+        SQLX_DEFAULT,
         Subject::SqlxPg(sqlx_impl::open_postgres(main_url).await?),
     );
+    let sqlx_tuned = Entry::new(
+        "sqlx",
+        SQLX_TUNED_PG,
+        Subject::SqlxPg(sqlx_impl::open_postgres_tuned(main_url).await?),
+    );
+    durability(
+        res,
+        main_url,
+        &[&raw_one, &raw_pool, &raw_lanes, &sqlx, &sqlx_tuned],
+    )
+    .await?;
     let ops = Op::ALL
         .into_iter()
         .filter(|o| opts.wants(*o) && opts.runs(Part::Main));
     for op in ops {
         for c in [1, 16] {
             // One at a time, the limit is one connection; at 16 tasks, the
-            // best of 8 connections and one pipelined connection.
+            // best of 8 exclusive connections, one pipelined connection and
+            // (reads) persist's shape, 2 shared pipelined connections.
             // A transaction needs a connection of its own, so tasks cannot
             // pipeline transactions on one shared connection: at 16 tasks the
             // raw limit for *_tx is the 8-connection pool alone.
-            let es = if c == 1 {
-                vec![persist.clone(), raw_one.clone(), sqlx.clone()]
+            let mut es = vec![persist.clone()];
+            if c == 1 {
+                es.push(raw_one.clone());
             } else if op.is_tx() {
-                vec![persist.clone(), raw_pool.clone(), sqlx.clone()]
+                es.push(raw_pool.clone());
             } else {
-                vec![
-                    persist.clone(),
-                    raw_one.clone(),
-                    raw_pool.clone(),
-                    sqlx.clone(),
-                ]
-            };
+                es.extend([raw_one.clone(), raw_pool.clone()]);
+                if op.is_read() {
+                    es.push(raw_lanes.clone());
+                }
+            }
+            es.extend([sqlx.clone(), sqlx_tuned.clone()]);
             let samples = run_cell(&es, op, c, opts.timing, ctx, scale.sessions).await?;
             for (e, s) in es.iter().zip(samples) {
                 record(res, "main", scale.sessions, op, c, e, s);
@@ -265,10 +284,20 @@ async fn inner(
     if opts.runs(Part::Variants) {
         experiments(opts, ctx, res, main_url, &persist, &raw_one, &raw_pool).await?;
     }
-    for e in [&persist, &raw_one, &raw_pool, &sqlx] {
+    if opts.runs(Part::Mixed) || opts.runs(Part::Cold) {
+        latency(opts, ctx, res, main_url, &persist, &db).await?;
+    }
+    for e in [
+        &persist,
+        &raw_one,
+        &raw_pool,
+        &raw_lanes,
+        &sqlx,
+        &sqlx_tuned,
+    ] {
         e.subject.close().await;
     }
-    drop((persist, raw_one, raw_pool, sqlx));
+    drop((persist, raw_one, raw_pool, raw_lanes, sqlx, sqlx_tuned));
 
     if opts.runs(Part::Rss) {
         rss::measure_backend(res, "postgres", main_url, ctx, opts).await?;
@@ -276,6 +305,128 @@ async fn inner(
     if opts.runs(Part::Growth) {
         growth(opts, ctx, res, growth_url).await?;
     }
+    Ok(())
+}
+
+/// `SHOW synchronous_commit` and `SHOW fsync` on every connection of each
+/// implementation; all must be on.
+async fn durability(res: &mut Results, url: &str, entries: &[&Entry]) -> Result<()> {
+    let mut lines = Vec::new();
+    for e in entries {
+        let mut got = Vec::new();
+        for (setting, sql) in [
+            ("synchronous_commit", "SHOW synchronous_commit"),
+            ("fsync", "SHOW fsync"),
+        ] {
+            let v: Vec<String> = match e.subject.as_ref() {
+                Subject::RawPg(r) => r.pool_settings(sql).await?,
+                Subject::SqlxPg(p) => {
+                    // Every connection the pool may open, held at once.
+                    let mut held = Vec::new();
+                    for _ in 0..p.options().get_max_connections() {
+                        held.push(p.acquire().await?);
+                    }
+                    let mut v = Vec::new();
+                    for c in &mut held {
+                        v.push(sqlx::query_scalar(sql).fetch_one(&mut **c).await?);
+                    }
+                    v
+                }
+                _ => Vec::new(),
+            };
+            ensure!(
+                !v.is_empty() && v.iter().all(|x| x == "on"),
+                "{} ({}) runs with {setting}={v:?}, expected on",
+                e.implementation,
+                e.variant
+            );
+            got.push(format!("{setting}={}", v.join(",")));
+        }
+        lines.push(format!(
+            "postgres {} ({}): {}",
+            e.implementation,
+            e.variant,
+            got.join(" ")
+        ));
+    }
+    // persist's pooled connections are not reachable from outside; it sets
+    // neither setting, so they run with the server's value for this role and
+    // database, read here on a fresh connection as the same user.
+    let c = connect_client(url).await?;
+    let mut got = Vec::new();
+    for setting in ["synchronous_commit", "fsync"] {
+        let v: String = c
+            .query_one(&format!("SHOW {setting}"), &[])
+            .await?
+            .try_get(0)?;
+        ensure!(v == "on", "the server runs with {setting}={v}, expected on");
+        got.push(format!("{setting}={v}"));
+    }
+    lines.push(format!(
+        "postgres persist ({PERSIST_VARIANT}): {} (server value for this role and database on \
+         a fresh connection; persist sets neither)",
+        got.join(" ")
+    ));
+    for l in &lines {
+        eprintln!("{l}");
+    }
+    res.setup.extend(lines);
+    Ok(())
+}
+
+/// The mixed open-loop workload, the cold start and the calls on a user with
+/// many sessions, persist against raw tokio-postgres in persist's shape.
+async fn latency(
+    opts: &Opts,
+    ctx: &Arc<Ctx>,
+    res: &mut Results,
+    url: &str,
+    persist: &Entry,
+    db: &Db,
+) -> Result<()> {
+    let raw = Entry::new(
+        "raw",
+        RAW_PG_SPLIT,
+        Subject::RawPgSplit(Box::new((
+            RawPg::lanes(url, 2).await?,
+            RawPg::pool(url, 8, false).await?,
+        ))),
+    );
+    if opts.runs(Part::Mixed) {
+        mixed::run("postgres", None, persist, &raw, db, opts.quick, ctx, res).await?;
+    }
+    if opts.runs(Part::Cold) {
+        let n = if opts.quick { 200 } else { 2000 };
+        let raw_one = Entry::new("raw", RAW_ONE, Subject::RawPg(RawPg::shared(url).await?));
+        cold::many_sessions(
+            "postgres",
+            None,
+            &[persist.clone(), raw_one],
+            db,
+            n,
+            opts.timing,
+            ctx,
+            res,
+        )
+        .await?;
+        let reps = if opts.quick { 3 } else { 15 };
+        cold::cold_start(
+            "postgres",
+            None,
+            "persist",
+            PERSIST_VARIANT,
+            reps,
+            ctx,
+            res,
+            || async { Ok(Subject::Persist(open_persist(url).await?)) },
+        )
+        .await?;
+        cold::cold_start("postgres", None, "raw", RAW_ONE, reps, ctx, res, || async {
+            Ok(Subject::RawPg(RawPg::shared(url).await?))
+        })
+        .await?;
+    }
+    eprintln!("postgres: latency sections done");
     Ok(())
 }
 
@@ -345,6 +496,14 @@ async fn growth_lookups(
     res: &mut Results,
 ) -> Result<()> {
     for c in [1, 16] {
+        // Sequentially, the raw limit is one connection (the other shapes
+        // add nothing but rows to read).
+        let es: Vec<Entry> = es
+            .iter()
+            .filter(|e| c == 16 || e.implementation == "persist" || e.variant == RAW_ONE)
+            .cloned()
+            .collect();
+        let es = &es[..];
         let s = run_cell(es, Op::SessionLookup, c, opts.timing, ctx, sessions).await?;
         for (e, s) in es.iter().zip(s) {
             record(res, "growth", sessions, Op::SessionLookup, c, e, s);
@@ -372,9 +531,20 @@ async fn growth(opts: &Opts, ctx: &Arc<Ctx>, res: &mut Results, url: &str) -> Re
     )
     .await?;
     loader.batch_execute("VACUUM ANALYZE").await?;
+    loader.batch_execute("CHECKPOINT").await?;
     let es = vec![
         Entry::new("persist", PERSIST_VARIANT, Subject::Persist(db.clone())),
         Entry::new("raw", RAW_ONE, Subject::RawPg(RawPg::shared(url).await?)),
+        Entry::new(
+            "raw",
+            RAW_LANES,
+            Subject::RawPg(RawPg::lanes(url, 2).await?),
+        ),
+        Entry::new(
+            "raw",
+            RAW_POOL,
+            Subject::RawPg(RawPg::pool(url, 8, false).await?),
+        ),
     ];
     growth_lookups(&es, scale.growth_small, opts, ctx, res).await?;
     let t = Instant::now();
@@ -387,17 +557,20 @@ async fn growth(opts: &Opts, ctx: &Arc<Ctx>, res: &mut Results, url: &str) -> Re
     )
     .await?;
     loader.batch_execute("VACUUM ANALYZE").await?;
+    loader.batch_execute("CHECKPOINT").await?;
     eprintln!(
         "postgres: growth set at {} sessions in {:.1}s",
         scale.growth_large,
         t.elapsed().as_secs_f64()
     );
     growth_lookups(&es, scale.growth_large, opts, ctx, res).await?;
+    loader.batch_execute("CHECKPOINT").await?;
     let (stats, rate) = sweep::run(
         &db,
         T0 + 7200,
         opts.sweep_batch,
         scale.growth_accounts,
+        scale.growth_large,
         Duration::from_millis(opts.sweep_baseline_ms),
     )
     .await?;
@@ -408,22 +581,18 @@ async fn growth(opts: &Opts, ctx: &Arc<Ctx>, res: &mut Results, url: &str) -> Re
         scale.growth_large
     );
     eprintln!("postgres: sweep done in {:.0} ms", stats.total_ms);
-    res.push(Record {
-        backend: "postgres",
-        durability: None,
-        data_set: "growth",
-        sessions_in_table: scale.growth_large,
-        operation: "sweep_expired".into(),
-        implementation: "persist",
-        variant: PERSIST_VARIANT,
-        concurrency: 1,
-        ops_per_sec: rate,
-        samples: vec![rate],
-        peak_rss_kib: None,
-        sweep: Some(stats),
-        rss: None,
-        batches: None,
-    });
+    let mut r = Record::blank(
+        "postgres",
+        None,
+        "growth",
+        "sweep_expired",
+        "persist",
+        PERSIST_VARIANT,
+    );
+    r.sessions_in_table = scale.growth_large;
+    r.ops_per_sec = rate;
+    r.sweep = Some(stats);
+    res.push(r);
     for e in &es {
         e.subject.close().await;
     }

@@ -2,6 +2,7 @@
 //! both durability levels, growth and sweep, peak RSS per implementation.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -10,14 +11,16 @@ use persist::{Config, Db, Durability};
 use rusqlite::params;
 
 use crate::data::{self, digest, seed_email, seed_username, token, Scale, PASS_HASH, T0};
-use crate::harness::{run_cell, Ctx, Entry, Subject};
+use crate::harness::{measure, run_cell, Ctx, Entry, Subject};
 use crate::ops::Op;
 use crate::raw_sqlite::{self, RawSqlite, Sync};
 use crate::report::{BatchStats, Record, Results, SweepStats};
-use crate::{rss, sqlx_impl, sweep, Opts, Part, RAW_ONE};
+use crate::{
+    cold, mixed, rss, sqlx_impl, sweep, Opts, Part, RAW_FAIR, RAW_ONE, SQLX_DEFAULT,
+    SQLX_TUNED_SQLITE,
+};
 
 pub const PERSIST_VARIANT: &str = "1 writer + readers";
-pub const SQLX_VARIANT: &str = "pool(8)";
 
 pub fn url(path: &Path) -> String {
     format!("sqlite://{}", path.display())
@@ -31,48 +34,150 @@ pub async fn open_persist(path: &Path, sync: Sync) -> Result<Db> {
     Ok(persist::open(&cfg).await?)
 }
 
-async fn entries(path: &Path, sync: Sync) -> Result<Vec<Entry>> {
-    let es = vec![
-        Entry::new(
-            "persist",
-            PERSIST_VARIANT,
-            Subject::Persist(open_persist(path, sync).await?),
-        ),
-        Entry::new(
-            "raw",
-            RAW_ONE,
-            Subject::RawSqlite(RawSqlite::open(path, sync)?),
-        ),
+/// Reader connections persist opened at 16 tasks (counted in the main
+/// section; the fair raw baseline opens as many).
+static READERS: AtomicUsize = AtomicUsize::new(0);
+
+/// Open file descriptors of this process on `path` (SQLite opens one per
+/// connection).
+fn fds_on(path: &Path) -> Result<usize> {
+    let want = std::fs::canonicalize(path)?;
+    let mut n = 0;
+    for e in std::fs::read_dir("/proc/self/fd")? {
+        if let Ok(target) = std::fs::read_link(e?.path()) {
+            if target == want {
+                n += 1;
+            }
+        }
+    }
+    Ok(n)
+}
+
+/// persist, warmed at 16 tasks so it has opened the readers it uses; the
+/// reader count is measured from its file descriptors.
+async fn persist_entry(path: &Path, sync: Sync, ctx: &Arc<Ctx>) -> Result<(Entry, usize)> {
+    let before = fds_on(path)?;
+    let e = Entry::new(
+        "persist",
+        PERSIST_VARIANT,
+        Subject::Persist(open_persist(path, sync).await?),
+    );
+    for op in [Op::SessionLookup, Op::UnlockList] {
+        measure(
+            &e.subject,
+            op,
+            16,
+            Duration::from_millis(50),
+            ctx,
+            ctx.scale.sessions,
+        )
+        .await?;
+    }
+    let conns = fds_on(path)?.saturating_sub(before);
+    Ok((e, conns.saturating_sub(1).max(1)))
+}
+
+async fn entries(path: &Path, sync: Sync, ctx: &Arc<Ctx>, res: &mut Results) -> Result<Vec<Entry>> {
+    let (persist, readers) = persist_entry(path, sync, ctx).await?;
+    READERS.store(readers, Ordering::Relaxed);
+    let fair = RawSqlite::with_readers(path, sync, readers)?;
+    let one = RawSqlite::open(path, sync)?;
+    let sqlx_default = sqlx_impl::open_sqlite(path, sync).await?;
+    let (sqlx_w, sqlx_r) = sqlx_impl::open_sqlite_tuned(path, sync).await?;
+    // Every implementation must run at the durability level it is filed
+    // under: queried on its connections.
+    let want = match sync {
+        Sync::Full => "2",
+        Sync::Normal => "1",
+    };
+    let mut lines = vec![format!(
+        "sqlite/{} persist ({PERSIST_VARIANT}): 1 writer + {readers} reader connection(s) \
+         opened at 16 tasks (counted from this process's file descriptors); persist::open \
+         queries PRAGMA synchronous and journal_mode on every connection it opens and refuses \
+         a mismatch (Durability::{})",
+        sync.name(),
+        if sync == Sync::Full { "Full" } else { "Normal" }
+    )];
+    for (label, r) in [(RAW_FAIR, &fair), (RAW_ONE, &one)] {
+        let s = r.pragma_all("synchronous")?;
+        let j = r.pragma_all("journal_mode")?;
+        ensure!(
+            s.iter().all(|x| x == want) && j.iter().all(|x| x.eq_ignore_ascii_case("wal")),
+            "raw ({label}) runs with synchronous={s:?} journal_mode={j:?}, expected {want}/wal"
+        );
+        lines.push(format!(
+            "sqlite/{} raw ({label}): {} connection(s): synchronous={} journal_mode={}",
+            sync.name(),
+            s.len(),
+            s.join(","),
+            j.join(",")
+        ));
+    }
+    for (label, pool) in [
+        (SQLX_DEFAULT, &sqlx_default),
+        ("tuned, writer", &sqlx_w),
+        ("tuned, readers", &sqlx_r),
+    ] {
+        // Every connection the pool may open: hold them all at once, so the
+        // pool opens each, and query each.
+        let mut held = Vec::new();
+        for _ in 0..pool.options().get_max_connections() {
+            held.push(pool.acquire().await?);
+        }
+        let (mut ss, mut js) = (Vec::new(), Vec::new());
+        for c in &mut held {
+            let s: i64 = sqlx::query_scalar("PRAGMA synchronous")
+                .fetch_one(&mut **c)
+                .await?;
+            let j: String = sqlx::query_scalar("PRAGMA journal_mode")
+                .fetch_one(&mut **c)
+                .await?;
+            ss.push(s.to_string());
+            js.push(j);
+        }
+        drop(held);
+        ensure!(
+            ss.iter().all(|s| s == want) && js.iter().all(|j| j.eq_ignore_ascii_case("wal")),
+            "sqlx ({label}) runs with synchronous={ss:?} journal_mode={js:?}, expected {want}/wal"
+        );
+        lines.push(format!(
+            "sqlite/{} sqlx ({label}): {} connection(s): synchronous={} journal_mode={}",
+            sync.name(),
+            ss.len(),
+            ss.join(","),
+            js.join(",")
+        ));
+    }
+    for l in &lines {
+        eprintln!("{l}");
+    }
+    res.setup.extend(lines);
+    Ok(vec![
+        persist,
+        Entry::new("raw", RAW_FAIR, Subject::RawSqlite(fair)),
+        Entry::new("raw", RAW_ONE, Subject::RawSqlite(one)),
+        Entry::new("sqlx", SQLX_DEFAULT, Subject::SqlxSqlite(sqlx_default)),
         Entry::new(
             "sqlx",
-            SQLX_VARIANT,
-            Subject::SqlxSqlite(sqlx_impl::open_sqlite(path, sync).await?),
+            SQLX_TUNED_SQLITE,
+            Subject::SqlxSqliteSplit(sqlx_w, sqlx_r),
         ),
-    ];
-    // Every implementation must run at the durability level it is filed
-    // under (persist verifies its own settings when it opens).
-    let want = match sync {
-        Sync::Full => 2,
-        Sync::Normal => 1,
-    };
-    for e in &es {
-        let got: i64 = match e.subject.as_ref() {
-            Subject::RawSqlite(r) => r.pragma("synchronous")?,
-            Subject::SqlxSqlite(p) => {
-                let mut c = p.acquire().await?;
-                sqlx::query_scalar("PRAGMA synchronous")
-                    .fetch_one(&mut *c)
-                    .await?
-            }
-            _ => want,
-        };
-        ensure!(
-            got == want,
-            "{} runs with synchronous={got}, expected {want}",
-            e.implementation
-        );
-    }
-    Ok(es)
+    ])
+}
+
+/// `PRAGMA wal_checkpoint(TRUNCATE)` on its own connection; fails when a
+/// reader kept it from completing.
+fn checkpoint(path: &Path) -> Result<()> {
+    let c = raw_sqlite::connect(path, Sync::Full)?;
+    let (busy, log, done): (i64, i64, i64) =
+        c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?;
+    ensure!(
+        busy == 0 && log == done,
+        "checkpoint incomplete: busy={busy}, {done} of {log} frames"
+    );
+    Ok(())
 }
 
 /// A bulk-loading connection: no fsync while loading (setup only).
@@ -213,7 +318,7 @@ pub async fn run(opts: &Opts, ctx: &Arc<Ctx>, res: &mut Results) -> Result<()> {
 
     if opts.runs(Part::Main) {
         for sync in [Sync::Full, Sync::Normal] {
-            let es = entries(&main, sync).await?;
+            let es = entries(&main, sync, ctx, res).await?;
             for op in Op::ALL.into_iter().filter(|o| opts.wants(*o)) {
                 // synchronous only changes commits; reads are measured once.
                 if sync == Sync::Normal && op.is_read() {
@@ -235,12 +340,68 @@ pub async fn run(opts: &Opts, ctx: &Arc<Ctx>, res: &mut Results) -> Result<()> {
     if opts.runs(Part::Variants) {
         read_variants(opts, ctx, res, &main).await?;
     }
+    if opts.runs(Part::Mixed) || opts.runs(Part::Cold) {
+        latency(opts, ctx, res, &main).await?;
+    }
     if opts.runs(Part::Rss) {
         rss::measure_backend(res, "sqlite", &main.display().to_string(), ctx, opts).await?;
     }
     if opts.runs(Part::Growth) {
         growth(opts, ctx, res, dir.path()).await?;
     }
+    Ok(())
+}
+
+/// The mixed open-loop workload, the cold start and the calls on a user with
+/// many sessions (persist and raw rusqlite in persist's shape, durability
+/// full).
+async fn latency(opts: &Opts, ctx: &Arc<Ctx>, res: &mut Results, path: &Path) -> Result<()> {
+    let full = Some("full");
+    let (persist, readers) = persist_entry(path, Sync::Full, ctx).await?;
+    let raw = Entry::new(
+        "raw",
+        RAW_FAIR,
+        Subject::RawSqlite(RawSqlite::with_readers(path, Sync::Full, readers)?),
+    );
+    let Subject::Persist(db) = persist.subject.as_ref() else {
+        anyhow::bail!("persist entry without a handle");
+    };
+    let db = db.clone();
+    if opts.runs(Part::Mixed) {
+        mixed::run("sqlite", full, &persist, &raw, &db, opts.quick, ctx, res).await?;
+    }
+    if opts.runs(Part::Cold) {
+        let n = if opts.quick { 200 } else { 2000 };
+        cold::many_sessions(
+            "sqlite",
+            full,
+            &[persist.clone(), raw.clone()],
+            &db,
+            n,
+            opts.timing,
+            ctx,
+            res,
+        )
+        .await?;
+        let reps = if opts.quick { 3 } else { 15 };
+        cold::cold_start(
+            "sqlite",
+            full,
+            "persist",
+            PERSIST_VARIANT,
+            reps,
+            ctx,
+            res,
+            || async { Ok(Subject::Persist(open_persist(path, Sync::Full).await?)) },
+        )
+        .await?;
+        cold::cold_start("sqlite", full, "raw", RAW_ONE, reps, ctx, res, || async {
+            Ok(Subject::RawSqlite(RawSqlite::open(path, Sync::Full)?))
+        })
+        .await?;
+    }
+    persist.subject.close().await;
+    eprintln!("sqlite: latency sections done");
     Ok(())
 }
 
@@ -364,8 +525,14 @@ async fn growth(opts: &Opts, ctx: &Arc<Ctx>, res: &mut Results, dir: &Path) -> R
     };
     load_growth_sessions(&path, tables, (0, small), scale.growth_accounts, large)?;
     let db = open_persist(&path, Sync::Full).await?;
+    let readers = READERS.load(Ordering::Relaxed).max(1);
     let mut es = vec![
         Entry::new("persist", PERSIST_VARIANT, Subject::Persist(db.clone())),
+        Entry::new(
+            "raw",
+            RAW_FAIR,
+            Subject::RawSqlite(RawSqlite::with_readers(&path, Sync::Full, readers)?),
+        ),
         Entry::new(
             "raw",
             RAW_ONE,
@@ -398,6 +565,8 @@ async fn growth(opts: &Opts, ctx: &Arc<Ctx>, res: &mut Results, dir: &Path) -> R
             record(res, Sync::Full, set, n, Op::SessionLookup, c, e, s);
         }
     };
+    // Measured from a checkpointed database (an empty WAL), at each size.
+    checkpoint(&path)?;
     for c in [1, 16] {
         let s = run_cell(&es, Op::SessionLookup, c, opts.timing, ctx, small).await?;
         lookups(small, res, s, c);
@@ -408,6 +577,7 @@ async fn growth(opts: &Opts, ctx: &Arc<Ctx>, res: &mut Results, dir: &Path) -> R
         "sqlite: growth set at {large} sessions in {:.1}s",
         t.elapsed().as_secs_f64()
     );
+    checkpoint(&path)?;
     for c in [1, 16] {
         let s = run_cell(&es, Op::SessionLookup, c, opts.timing, ctx, large).await?;
         lookups(large, res, s, c);
@@ -416,11 +586,13 @@ async fn growth(opts: &Opts, ctx: &Arc<Ctx>, res: &mut Results, dir: &Path) -> R
         e.subject.close().await;
     }
     let baseline = Duration::from_millis(opts.sweep_baseline_ms);
+    checkpoint(&path)?;
     let (stats, rate) = sweep::run(
         &db,
         T0 + 7200,
         opts.sweep_batch,
         scale.growth_accounts,
+        large,
         baseline,
     )
     .await?;
@@ -438,7 +610,7 @@ async fn growth(opts: &Opts, ctx: &Arc<Ctx>, res: &mut Results, dir: &Path) -> R
         for batch in [100, 10_000] {
             load_growth_sessions(&path, &["sessions"], (0, n), scale.growth_accounts, n)?;
             let (stats, rate) =
-                sweep::run(&db, T0 + 7200, batch, scale.growth_accounts, baseline).await?;
+                sweep::run(&db, T0 + 7200, batch, scale.growth_accounts, n, baseline).await?;
             ensure!(
                 stats.rows_deleted == n,
                 "sweep deleted {} of {n}",
@@ -453,26 +625,22 @@ async fn growth(opts: &Opts, ctx: &Arc<Ctx>, res: &mut Results, dir: &Path) -> R
             load_growth_sessions(&path, &["sessions"], (0, n), scale.growth_accounts, n)?;
             let b = raw_sweep(&path, opts.sweep_batch, autocheckpoint)?;
             ensure!(b.rows == n, "raw sweep deleted {} of {n}", b.rows);
-            res.push(Record {
-                backend: "sqlite",
-                durability: Some("full"),
-                data_set: "experiment",
-                sessions_in_table: n,
-                operation: "sweep_batches".into(),
-                implementation: "raw",
-                variant: if autocheckpoint {
+            let mut r = Record::blank(
+                "sqlite",
+                Some("full"),
+                "experiment",
+                "sweep_batches",
+                "raw",
+                if autocheckpoint {
                     "wal_autocheckpoint=1000 (default)"
                 } else {
                     "wal_autocheckpoint=0"
                 },
-                concurrency: 1,
-                ops_per_sec: b.rows as f64 / (b.total_ms / 1000.0),
-                samples: vec![],
-                peak_rss_kib: None,
-                sweep: None,
-                rss: None,
-                batches: Some(b),
-            });
+            );
+            r.sessions_in_table = n;
+            r.ops_per_sec = b.rows as f64 / (b.total_ms / 1000.0);
+            r.batches = Some(b);
+            res.push(r);
         }
         eprintln!("sqlite: sweep variants done");
     }
@@ -481,22 +649,18 @@ async fn growth(opts: &Opts, ctx: &Arc<Ctx>, res: &mut Results, dir: &Path) -> R
 }
 
 fn push_sweep(res: &mut Results, data_set: &'static str, stats: SweepStats, rate: f64) {
-    res.push(Record {
-        backend: "sqlite",
-        durability: Some("full"),
+    let mut r = Record::blank(
+        "sqlite",
+        Some("full"),
         data_set,
-        sessions_in_table: stats.rows_deleted,
-        operation: "sweep_expired".into(),
-        implementation: "persist",
-        variant: PERSIST_VARIANT,
-        concurrency: 1,
-        ops_per_sec: rate,
-        samples: vec![rate],
-        peak_rss_kib: None,
-        sweep: Some(stats),
-        rss: None,
-        batches: None,
-    });
+        "sweep_expired",
+        "persist",
+        PERSIST_VARIANT,
+    );
+    r.sessions_in_table = stats.rows_deleted;
+    r.ops_per_sec = rate;
+    r.sweep = Some(stats);
+    res.push(r);
 }
 
 /// The sweep's batch statement in a loop on one raw connection, timing each

@@ -64,6 +64,12 @@ pub fn token(i: u64) -> String {
     format!("bench-token-{i:031}")
 }
 
+/// The bearer token a login or registration with operation number `seq`
+/// issues (43 characters; never one of the seeded tokens).
+pub fn login_token(seq: u64) -> String {
+    format!("bench-login-{seq:031}")
+}
+
 /// What `sessions.token` stores: SHA-256 of the bearer token.
 pub fn digest(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
@@ -89,6 +95,10 @@ pub fn mix(mut x: u64) -> u64 {
 #[derive(Debug, Clone, Copy)]
 pub struct Inputs {
     pub seq: u64,
+    /// Logout: the operation number of the login whose session it ends.
+    pub logout: u64,
+    /// `list_sessions` / `delete_user_sessions`: the user with many sessions.
+    pub many_user: i64,
     r: u64,
     sessions: u64,
     accounts: u64,
@@ -99,6 +109,8 @@ impl Inputs {
     pub fn new(seq: u64, scale: &Scale, sessions: u64) -> Self {
         Inputs {
             seq,
+            logout: 0,
+            many_user: 1,
             r: mix(seq),
             sessions,
             accounts: scale.accounts,

@@ -1,5 +1,6 @@
-//! Measurement: fixed short time windows, repetitions interleaved round-robin
-//! across implementations, medians.
+//! Measurement: fixed short time windows, implementations interleaved
+//! window by window (round-robin, rotated each round), a warm-up round
+//! first; the statistics are in `stats.rs`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -18,7 +19,12 @@ pub enum Subject {
     Persist(persist::Db),
     RawSqlite(RawSqlite),
     SqlxSqlite(sqlx::SqlitePool),
+    /// sqlx tuned for SQLite: (writer pool of 1, reader pool).
+    SqlxSqliteSplit(sqlx::SqlitePool, sqlx::SqlitePool),
     RawPg(RawPg),
+    /// Raw PostgreSQL in persist's shape: reads on shared pipelined
+    /// connections, everything else on an exclusive pool.
+    RawPgSplit(Box<(RawPg, RawPg)>),
     SqlxPg(sqlx::PgPool),
 }
 
@@ -27,9 +33,20 @@ impl Subject {
         match self {
             Subject::Persist(db) => persist_run(db, op, x).await,
             // Synchronous, on the calling task: the limit.
-            Subject::RawSqlite(r) => r.run(op, x),
+            Subject::RawSqlite(r) => r.run_async(op, x).await,
             Subject::SqlxSqlite(p) => sqlx_impl::run_sqlite(p, op, x).await,
+            Subject::SqlxSqliteSplit(w, r) => {
+                sqlx_impl::run_sqlite(if op.is_read() { r } else { w }, op, x).await
+            }
             Subject::RawPg(r) => r.run(op, x).await,
+            Subject::RawPgSplit(split) => {
+                let (reads, rest) = split.as_ref();
+                if op.is_read() {
+                    reads.run(op, x).await
+                } else {
+                    rest.run(op, x).await
+                }
+            }
             Subject::SqlxPg(p) => sqlx_impl::run_postgres(p, op, x).await,
         }
     }
@@ -38,8 +55,12 @@ impl Subject {
         match self {
             Subject::Persist(db) => db.close().await,
             Subject::SqlxSqlite(p) => p.close().await,
+            Subject::SqlxSqliteSplit(w, r) => {
+                w.close().await;
+                r.close().await;
+            }
             Subject::SqlxPg(p) => p.close().await,
-            Subject::RawSqlite(_) | Subject::RawPg(_) => {}
+            Subject::RawSqlite(_) | Subject::RawPg(_) | Subject::RawPgSplit(..) => {}
         }
     }
 }
@@ -69,7 +90,7 @@ impl Entry {
 pub struct Timing {
     /// Length of one measurement window.
     pub window: Duration,
-    /// Measured repetitions (the median is reported).
+    /// Measured windows per implementation and cell.
     pub reps: usize,
     /// Unreported warm-up repetitions before them.
     pub warmup: usize,
@@ -82,6 +103,8 @@ pub struct Timing {
 pub struct Ctx {
     pub scale: Scale,
     pub seq: AtomicU64,
+    /// The user `list_sessions` / `delete_user_sessions` work on.
+    pub many_user: std::sync::atomic::AtomicI64,
 }
 
 impl Ctx {
@@ -89,15 +112,18 @@ impl Ctx {
         Arc::new(Ctx {
             scale,
             seq: AtomicU64::new(1),
+            many_user: std::sync::atomic::AtomicI64::new(1),
         })
     }
 
     pub fn inputs(&self, sessions: u64) -> Inputs {
-        Inputs::new(
+        let mut x = Inputs::new(
             self.seq.fetch_add(1, Ordering::Relaxed),
             &self.scale,
             sessions,
-        )
+        );
+        x.many_user = self.many_user.load(Ordering::Relaxed);
+        x
     }
 }
 
@@ -149,10 +175,11 @@ pub async fn run_cell(
 ) -> Result<Vec<Vec<f64>>> {
     let n = entries.len();
     // A window holds at least one 1000-row transaction per task, so that
-    // operation gets fewer (longer) samples: 5 at most, 1 in quick mode.
+    // operation gets fewer (longer) samples: 8 at most, 4 in quick mode
+    // (at least 4: a bootstrap over fewer windows says little).
     let reps = match (op, timing.quick) {
-        (Op::Insert1000Tx, true) => 1,
-        (Op::Insert1000Tx, false) => timing.reps.min(5),
+        (Op::Insert1000Tx, true) => timing.reps.min(4),
+        (Op::Insert1000Tx, false) => timing.reps.min(8),
         _ => timing.reps,
     };
     let mut samples = vec![Vec::with_capacity(reps); n];

@@ -9,16 +9,20 @@
 
 mod bench_pg;
 mod bench_sqlite;
+mod cold;
 mod connect;
 mod data;
 mod harness;
+mod mixed;
 mod ops;
 mod raw_pg;
 mod raw_sqlite;
 mod report;
 mod rss;
+mod runs;
 mod sql;
 mod sqlx_impl;
+mod stats;
 mod sweep;
 
 use std::path::PathBuf;
@@ -28,15 +32,30 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use clap::{Parser, ValueEnum};
 
-use crate::data::{Scale, T0};
-use crate::harness::{vm_hwm_kib, Ctx, Timing};
+use crate::data::Scale;
+use crate::harness::{Ctx, Timing};
 use crate::report::{fmt_count, Results};
 
 /// Variant name of the raw driver on one connection (PostgreSQL: pipelined
-/// when tasks share it).
+/// when tasks share it; SQLite: the single-connection reference figure).
 pub const RAW_ONE: &str = "1 connection";
 /// Variant name of raw tokio-postgres on a minimal pool of 8 connections.
 pub const RAW_POOL: &str = "8 connections";
+/// Raw tokio-postgres in persist's read shape: 2 shared pipelined
+/// connections.
+pub const RAW_LANES: &str = "2 shared, pipelined";
+/// Raw PostgreSQL in persist's whole shape (mixed workload): reads on 2
+/// shared pipelined connections, the rest on a pool of 8.
+pub const RAW_PG_SPLIT: &str = "reads 2 shared + pool(8)";
+/// Raw rusqlite in persist's shape: one writer and as many reader
+/// connections as persist opened.
+pub const RAW_FAIR: &str = "1 writer + readers as persist";
+/// sqlx as a user gets it: a pool of 8 with a ping per checkout.
+pub const SQLX_DEFAULT: &str = "pool(8), default";
+/// sqlx tuned for SQLite: one writer connection, 8 readers, no ping.
+pub const SQLX_TUNED_SQLITE: &str = "1 writer + pool(8), no ping";
+/// sqlx tuned for PostgreSQL: no ping on checkout.
+pub const SQLX_TUNED_PG: &str = "pool(8), no ping";
 
 /// Parts of a run that `--skip` can leave out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -49,6 +68,10 @@ pub enum Part {
     Rss,
     /// Growth data set: lookups at small and large size, and the sweep.
     Growth,
+    /// The open-loop mixed workload.
+    Mixed,
+    /// Cold start, and the calls on a user with many sessions.
+    Cold,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -63,10 +86,20 @@ enum Backends {
 #[derive(Debug, Parser)]
 #[command(name = "persist-bench", version)]
 struct Cli {
-    /// Small data set, short windows, no warm-up round, one sample of the
-    /// 1000-row transaction: a smoke run for CI (well under a minute).
+    /// Small data set, short windows, short mixed-workload steps: the CI
+    /// run. Exits 1 on a gross regression (a gated persist/raw ratio whose
+    /// whole 95 % interval is below half its target).
     #[arg(long)]
     quick: bool,
+    /// Run the benchmark N times, each in its own process, and judge the
+    /// targets on all runs together (intervals over runs and windows;
+    /// per-run figures such as tail latencies need 3 runs).
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    runs: usize,
+    /// Read the JSON records of earlier runs (`--json` of each) and judge
+    /// them together instead of measuring.
+    #[arg(long, value_name = "PATH", num_args = 1.., conflicts_with = "runs")]
+    combine: Vec<PathBuf>,
     /// Also write every figure as a JSON array of records to PATH.
     #[arg(long, value_name = "PATH")]
     json: Option<PathBuf>,
@@ -83,11 +116,12 @@ struct Cli {
     /// Which backends to run.
     #[arg(long, value_enum, default_value = "both")]
     backend: Backends,
-    /// Length of one measurement window in milliseconds (default: 40, quick: 12).
+    /// Length of one measurement window in milliseconds (default: 40, quick: 10).
     #[arg(long, value_name = "MS")]
     window_ms: Option<u64>,
-    /// Measured repetitions per figure; the median is reported (default: 15,
-    /// quick: 3; the 1000-row transaction: at most 5, quick: 1).
+    /// Measured windows per implementation and cell, after one warm-up
+    /// window each (default: 20, quick: 8; the 1000-row transaction: at
+    /// most 8, quick: 4).
     #[arg(long, value_name = "N")]
     reps: Option<usize>,
     /// Rows per batch of the expired-session sweep.
@@ -103,7 +137,7 @@ struct Cli {
     #[arg(long, value_delimiter = ',', value_name = "OPS")]
     ops: Vec<String>,
     /// Investigation aid: skip parts of the run (comma-separated: main,
-    /// variants, rss, growth; growth includes the sweep).
+    /// variants, rss, growth, mixed, cold; growth includes the sweep).
     #[arg(long, value_delimiter = ',', value_name = "PARTS")]
     skip: Vec<Part>,
     /// Measure only connection set-up per sslmode against a private TLS
@@ -146,6 +180,15 @@ pub struct Opts {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if cli.rss_child.is_none() && (cli.runs > 1 || !cli.combine.is_empty()) {
+        return match runs::parent(cli.runs, &cli.combine, cli.json.as_deref(), cli.quick) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -156,8 +199,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let quick = cli.quick;
+    let json = cli.json.clone();
     match rt.block_on(run(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(None) => ExitCode::SUCCESS,
+        Ok(Some((res, started))) => finish(&res, quick, json.as_deref(), started),
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
@@ -165,9 +211,66 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> Result<()> {
+/// Prints the report, writes the JSON, and applies the quick run's gate.
+pub fn finish(
+    res: &Results,
+    quick: bool,
+    json: Option<&std::path::Path>,
+    started: Instant,
+) -> ExitCode {
+    print!("{}", report::full(res));
+    let targets = report::targets(res);
+    println!(
+        "\nTargets (verdict on the 95 % interval: met when the whole interval clears the \
+         bound, missed when it is all on the wrong side, otherwise undecided; {} run(s)):",
+        res.runs()
+    );
+    print!("{}", report::targets_table(&targets));
+    if let Some(path) = json {
+        let written = serde_json::to_string_pretty(&res.records)
+            .map_err(anyhow::Error::from)
+            .and_then(|j| std::fs::write(path, j).map_err(anyhow::Error::from));
+        match written {
+            Ok(()) => println!("JSON: {}", path.display()),
+            Err(e) => {
+                eprintln!("error: write {}: {e:#}", path.display());
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    if let Some((m, t)) = targets
+        .iter()
+        .filter_map(|t| t.gate_margin().map(|m| (m, t)))
+        .min_by(|a, b| a.0.total_cmp(&b.0))
+    {
+        println!(
+            "Regression gate{}: the closest gated target's interval reaches {m:.2}x half its \
+             bound ({}); below 1.00x fails.",
+            if quick {
+                ""
+            } else {
+                " (enforced with --quick)"
+            },
+            t.name
+        );
+    }
+    println!("finished in {:.1}s", started.elapsed().as_secs_f64());
+    let gross: Vec<&report::Target> = targets.iter().filter(|t| t.gross_regression()).collect();
+    if quick && !gross.is_empty() {
+        eprintln!(
+            "persist-bench: gross regression (whole 95 % interval below half the target) on:"
+        );
+        for t in gross {
+            eprintln!("  {}", t.name);
+        }
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}
+
+async fn run(cli: Cli) -> Result<Option<(Results, Instant)>> {
     if cli.connect {
-        return connect::run(cli.quick).await.map(drop);
+        return connect::run(cli.quick).await.map(|_| None);
     }
     let scale = if cli.quick {
         Scale::quick()
@@ -177,7 +280,8 @@ async fn run(cli: Cli) -> Result<()> {
     let ctx = Ctx::new(scale);
     if let Some(spec) = &cli.rss_child {
         let target = cli.rss_target.as_deref().unwrap_or("");
-        return rss::child(spec, target, cli.rss_seq, ctx, cli.quick).await;
+        rss::child(spec, target, cli.rss_seq, ctx, cli.quick).await?;
+        return Ok(None);
     }
     for name in &cli.ops {
         anyhow::ensure!(
@@ -191,10 +295,11 @@ async fn run(cli: Cli) -> Result<()> {
         ops: cli.ops.clone(),
         skip: cli.skip.clone(),
         timing: Timing {
-            window: Duration::from_millis(cli.window_ms.unwrap_or(if cli.quick { 12 } else { 40 })),
-            reps: cli.reps.unwrap_or(if cli.quick { 3 } else { 15 }).max(1),
-            // Quick mode keeps CI short: no warm-up round.
-            warmup: usize::from(!cli.quick),
+            window: Duration::from_millis(cli.window_ms.unwrap_or(if cli.quick { 10 } else { 40 })),
+            reps: cli.reps.unwrap_or(if cli.quick { 8 } else { 20 }).max(2),
+            // One warm-up window per implementation and cell, quick mode
+            // too: lazily opened readers and first prepares land there.
+            warmup: 1,
             quick: cli.quick,
         },
         postgres_url: cli.postgres_url.clone(),
@@ -205,7 +310,7 @@ async fn run(cli: Cli) -> Result<()> {
     let started = Instant::now();
     eprintln!(
         "persist-bench ({}): {} accounts, {} sessions, {} users x 20 unlocks; growth {} -> {} \
-         sessions; window {} ms, median of {} (+{} warm-up), implementations interleaved",
+         sessions; window {} ms, {} windows (+{} warm-up) per implementation and cell, interleaved",
         if cli.quick { "quick" } else { "full" },
         fmt_count(scale.accounts),
         fmt_count(scale.sessions),
@@ -217,53 +322,16 @@ async fn run(cli: Cli) -> Result<()> {
         opts.timing.warmup
     );
     let mut res = Results::default();
-    let mut growth = Vec::new();
     if cli.backend != Backends::Postgres {
         bench_sqlite::run(&opts, &ctx, &mut res)
             .await
             .context("SQLite section")?;
-        growth.push(("sqlite", scale.growth_small, scale.growth_large));
     }
     if cli.backend != Backends::Sqlite {
         bench_pg::run(&opts, &ctx, &mut res)
             .await
             .context("PostgreSQL section")?;
-        growth.push(("postgres", scale.growth_small, scale.growth_large));
     }
     res.attach_rss();
-
-    println!(
-        "\nThroughput, operations per second (median of {} x {} ms windows; *_tx: \
-         transactions/s; p/raw: persist over the best raw figure)",
-        opts.timing.reps,
-        opts.timing.window.as_millis()
-    );
-    print!("{}", report::table(&res));
-    let exp = report::experiments_table(&res);
-    if !exp.is_empty() {
-        println!("\nDesign variants (evidence for docs/PERFORMANCE.md), operations per second:");
-        print!("{exp}");
-    }
-    println!("\nExpired-session sweep (persist, now = {}):", T0 + 7200);
-    print!("{}", report::sweep_table(&res));
-    print!("{}", report::batches_table(&res));
-    println!(
-        "\nPeak RSS (VmHWM) per implementation, each in its own child process running \
-         the same workload:"
-    );
-    print!("{}", report::rss_table(&res));
-    println!(
-        "(this process, all implementations together: peak RSS {:.1} MiB)",
-        vm_hwm_kib().unwrap_or(0) as f64 / 1024.0
-    );
-    let targets = report::targets(&res, &growth);
-    println!("\nTargets (ratios from this run):");
-    print!("{}", report::targets_table(&targets));
-    if let Some(path) = &cli.json {
-        let json = serde_json::to_string_pretty(&res.records)?;
-        std::fs::write(path, json).with_context(|| format!("write {}", path.display()))?;
-        println!("JSON: {}", path.display());
-    }
-    println!("finished in {:.1}s", started.elapsed().as_secs_f64());
-    Ok(())
+    Ok(Some((res, started)))
 }

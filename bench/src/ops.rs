@@ -5,7 +5,7 @@ use std::hint::black_box;
 use anyhow::{ensure, Result};
 use persist::{Db, NewAccount, Progression, UserId};
 
-use crate::data::{Inputs, BULK_ROWS, PASS_HASH};
+use crate::data::{login_token, seed_email, Inputs, BULK_ROWS, PASS_HASH, SESSION_TTL};
 
 /// One measured operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -30,6 +30,22 @@ pub enum Op {
     BattleEndTx,
     /// 1000 account inserts in one transaction.
     Insert1000Tx,
+    /// Loadout screen: read the whole loadout.
+    LoadoutGet,
+    /// Profile: read level and xp.
+    ProgressionGet,
+    /// Login by email: read the account, stamp `last_login_at`, issue a
+    /// session (three calls).
+    Login,
+    /// Logout: delete the session a login issued.
+    Logout,
+    /// Registration: account + progression + loadout in one transaction,
+    /// then a session.
+    Register,
+    /// `sessions.list_for_user` on a user with many sessions.
+    ListSessions,
+    /// `sessions.delete_all_for_user` on a user with many sessions.
+    DeleteUserSessions,
 }
 
 impl Op {
@@ -58,15 +74,32 @@ impl Op {
             Op::RegisterTx => "register_tx",
             Op::BattleEndTx => "battle_end_tx",
             Op::Insert1000Tx => "insert_1000_tx",
+            Op::LoadoutGet => "loadout_get",
+            Op::ProgressionGet => "progression_get",
+            Op::Login => "login",
+            Op::Logout => "logout",
+            Op::Register => "register",
+            Op::ListSessions => "list_sessions",
+            Op::DeleteUserSessions => "delete_user_sessions",
         }
     }
 
     pub fn is_read(self) -> bool {
-        matches!(self, Op::SessionLookup | Op::UnlockList)
+        matches!(
+            self,
+            Op::SessionLookup
+                | Op::UnlockList
+                | Op::LoadoutGet
+                | Op::ProgressionGet
+                | Op::ListSessions
+        )
     }
 
     pub fn is_tx(self) -> bool {
-        matches!(self, Op::RegisterTx | Op::BattleEndTx | Op::Insert1000Tx)
+        matches!(
+            self,
+            Op::RegisterTx | Op::BattleEndTx | Op::Insert1000Tx | Op::Register
+        )
     }
 }
 
@@ -158,6 +191,64 @@ pub async fn persist_run(db: &Db, op: Op, x: &Inputs) -> Result<()> {
                 );
             }
             tx.commit().await?;
+        }
+        Op::LoadoutGet => {
+            black_box(db.loadouts().get(UserId(x.user())).await?);
+        }
+        Op::ProgressionGet => {
+            black_box(db.progression().get(UserId(x.user())).await?);
+        }
+        Op::Login => {
+            let a = db
+                .accounts()
+                .find_by_email(&seed_email(x.user() as u64))
+                .await?;
+            db.accounts().update_last_login(a.user_id, x.at()).await?;
+            black_box(
+                db.sessions()
+                    .create(&login_token(x.seq), a.user_id, x.at(), x.at() + SESSION_TTL)
+                    .await?,
+            );
+        }
+        Op::Logout => db.sessions().delete(&login_token(x.logout)).await?,
+        Op::Register => {
+            let (email, username) = x.new_account("g");
+            let tx = db.begin().await?;
+            let a = tx
+                .accounts()
+                .create(&NewAccount {
+                    email: &email,
+                    username: &username,
+                    pass_hash: PASS_HASH,
+                    created_at: x.at(),
+                })
+                .await?;
+            tx.progression()
+                .set(&Progression {
+                    user_id: a.user_id,
+                    level: 0,
+                    xp: 0,
+                })
+                .await?;
+            tx.loadouts().save(&x.loadout(a.user_id.0)).await?;
+            tx.commit().await?;
+            black_box(
+                db.sessions()
+                    .create(&login_token(x.seq), a.user_id, x.at(), x.at() + SESSION_TTL)
+                    .await?,
+            );
+        }
+        Op::ListSessions => {
+            let v = db.sessions().list_for_user(UserId(x.many_user)).await?;
+            ensure!(!v.is_empty(), "no sessions listed");
+            black_box(v);
+        }
+        Op::DeleteUserSessions => {
+            black_box(
+                db.sessions()
+                    .delete_all_for_user(UserId(x.many_user))
+                    .await?,
+            );
         }
     }
     Ok(())

@@ -13,7 +13,9 @@ use anyhow::{anyhow, ensure, Context, Result};
 use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio_postgres::{Client, NoTls, Statement};
 
-use crate::data::{digest, loadout_values, Inputs, BULK_ROWS, PASS_HASH};
+use crate::data::{
+    digest, loadout_values, login_token, seed_email, Inputs, BULK_ROWS, PASS_HASH, SESSION_TTL,
+};
 use crate::ops::Op;
 use crate::sql::postgres as q;
 
@@ -26,6 +28,13 @@ pub struct Stmts {
     list_unlocks: Statement,
     add_xp: Statement,
     set_progression: Statement,
+    find_by_email: Statement,
+    get_loadout: Statement,
+    get_progression: Statement,
+    create_session: Statement,
+    delete_session: Statement,
+    list_sessions: Statement,
+    delete_user_sessions: Statement,
 }
 
 pub struct PgConn {
@@ -57,6 +66,13 @@ impl PgConn {
             list_unlocks: client.prepare(q::LIST_UNLOCKS).await?,
             add_xp: client.prepare(q::ADD_XP).await?,
             set_progression: client.prepare(q::SET_PROGRESSION).await?,
+            find_by_email: client.prepare(q::FIND_BY_EMAIL).await?,
+            get_loadout: client.prepare(q::GET_LOADOUT).await?,
+            get_progression: client.prepare(q::GET_PROGRESSION).await?,
+            create_session: client.prepare(q::CREATE_SESSION).await?,
+            delete_session: client.prepare(q::DELETE_SESSION).await?,
+            list_sessions: client.prepare(q::LIST_SESSIONS).await?,
+            delete_user_sessions: client.prepare(q::DELETE_USER_SESSIONS).await?,
         };
         Ok(PgConn { client, st })
     }
@@ -134,7 +150,91 @@ impl PgConn {
                 })
                 .await?
             }
+            Op::LoadoutGet => {
+                let r = c
+                    .query_opt(&st.get_loadout, &[&x.user()])
+                    .await?
+                    .ok_or_else(|| anyhow!("no loadout"))?;
+                let mut v = [0i32; 15];
+                for (i, x) in v.iter_mut().enumerate() {
+                    *x = r.try_get(i)?;
+                }
+                black_box((v, r.try_get::<_, i64>(15)?));
+            }
+            Op::ProgressionGet => {
+                let r = c
+                    .query_opt(&st.get_progression, &[&x.user()])
+                    .await?
+                    .ok_or_else(|| anyhow!("no progression"))?;
+                black_box((r.try_get::<_, i32>(0)?, r.try_get::<_, i64>(1)?));
+            }
+            Op::Login => {
+                let key = persist::canonical_key(&seed_email(x.user() as u64));
+                let r = c
+                    .query_opt(&st.find_by_email, &[&key])
+                    .await?
+                    .ok_or_else(|| anyhow!("no account"))?;
+                let id: i64 = r.try_get(0)?;
+                black_box((
+                    r.try_get::<_, String>(1)?,
+                    r.try_get::<_, String>(2)?,
+                    r.try_get::<_, Vec<u8>>(3)?,
+                    r.try_get::<_, i64>(4)?,
+                    r.try_get::<_, Option<i64>>(5)?,
+                ));
+                let n = c.execute(&st.touch_login, &[&id, &x.at()]).await?;
+                ensure!(n == 1, "no account");
+                self.create_session(x, id).await?;
+            }
+            Op::Logout => {
+                let d = digest(&login_token(x.logout));
+                let n = c.execute(&st.delete_session, &[&&d[..]]).await?;
+                ensure!(n == 1, "no session to log out");
+            }
+            Op::Register => {
+                let id = std::sync::atomic::AtomicI64::new(0);
+                self.in_tx(async {
+                    let (email, username) = x.new_account("g");
+                    let v = self.create_account(&email, &username, x.at()).await?;
+                    c.execute(&st.set_progression, &[&v, &0i32, &0i64]).await?;
+                    self.save_loadout(x, v).await?;
+                    id.store(v, std::sync::atomic::Ordering::Relaxed);
+                    Ok(())
+                })
+                .await?;
+                self.create_session(x, id.load(std::sync::atomic::Ordering::Relaxed))
+                    .await?;
+            }
+            Op::ListSessions => {
+                let rows = c.query(&st.list_sessions, &[&x.many_user]).await?;
+                let v = rows
+                    .iter()
+                    .map(|r| {
+                        Ok((
+                            r.try_get::<_, Vec<u8>>(0)?,
+                            r.try_get::<_, i64>(1)?,
+                            r.try_get::<_, i64>(2)?,
+                        ))
+                    })
+                    .collect::<Result<Vec<_>, tokio_postgres::Error>>()?;
+                ensure!(!v.is_empty(), "no sessions listed");
+                black_box(v);
+            }
+            Op::DeleteUserSessions => {
+                black_box(c.execute(&st.delete_user_sessions, &[&x.many_user]).await?);
+            }
         }
+        Ok(())
+    }
+
+    async fn create_session(&self, x: &Inputs, user: i64) -> Result<()> {
+        let d = digest(&login_token(x.seq));
+        self.client
+            .execute(
+                &self.st.create_session,
+                &[&&d[..], &user, &(x.at() + SESSION_TTL), &x.at()],
+            )
+            .await?;
         Ok(())
     }
 
@@ -224,8 +324,14 @@ enum Mode {
     /// One connection shared by every task: concurrent single statements
     /// pipeline; transactions take turns.
     Shared {
-        conn: PgConn,
+        conn: Box<PgConn>,
         tx_turn: tokio::sync::Mutex<()>,
+    },
+    /// persist's read shape: a few connections shared by every task, each
+    /// call on the one with the fewest calls in flight (reads pipeline on
+    /// it). Single statements only.
+    Lanes {
+        conns: Vec<(PgConn, std::sync::atomic::AtomicUsize)>,
     },
 }
 
@@ -273,10 +379,64 @@ impl RawPg {
         })
     }
 
+    /// `n` shared pipelined connections (persist's read shape).
+    pub async fn lanes(url: &str, n: usize) -> Result<Self> {
+        let mut conns = Vec::with_capacity(n);
+        for _ in 0..n {
+            conns.push((
+                PgConn::connect(url).await?,
+                std::sync::atomic::AtomicUsize::new(0),
+            ));
+        }
+        Ok(RawPg {
+            mode: Mode::Lanes { conns },
+        })
+    }
+
+    /// The clients this implementation runs on (for durability queries).
+    pub fn clients(&self) -> Vec<&Client> {
+        match &self.mode {
+            Mode::Shared { conn, .. } => vec![&conn.client],
+            Mode::Lanes { conns } => conns.iter().map(|(c, _)| &c.client).collect(),
+            // A pool's connections are idle between calls; peeked under the lock.
+            Mode::Pool { .. } => Vec::new(),
+        }
+    }
+
+    /// Runs `f` on every idle pooled connection (durability queries).
+    pub async fn pool_settings(&self, sql: &str) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        match &self.mode {
+            Mode::Pool { idle, .. } => {
+                let conns: Vec<PgConn> = {
+                    let mut idle = idle.lock().map_err(|_| anyhow!("poisoned"))?;
+                    idle.drain(..).collect()
+                };
+                let mut err = None;
+                for c in &conns {
+                    match c.client.query_one(sql, &[]).await {
+                        Ok(r) => out.push(r.try_get::<_, String>(0)?),
+                        Err(e) => err = Some(e),
+                    }
+                }
+                idle.lock().map_err(|_| anyhow!("poisoned"))?.extend(conns);
+                if let Some(e) = err {
+                    return Err(e.into());
+                }
+            }
+            _ => {
+                for c in self.clients() {
+                    out.push(c.query_one(sql, &[]).await?.try_get::<_, String>(0)?);
+                }
+            }
+        }
+        Ok(out)
+    }
+
     pub async fn shared(url: &str) -> Result<Self> {
         Ok(RawPg {
             mode: Mode::Shared {
-                conn: PgConn::connect(url).await?,
+                conn: Box::new(PgConn::connect(url).await?),
                 tx_turn: tokio::sync::Mutex::new(()),
             },
         })
@@ -305,6 +465,21 @@ impl RawPg {
                     _permit: permit,
                 };
                 c.run(op, x).await
+            }
+            Mode::Lanes { conns } => {
+                ensure!(
+                    !op.is_tx(),
+                    "the shared-lanes shape runs single statements only"
+                );
+                use std::sync::atomic::Ordering::Relaxed;
+                let (conn, inflight) = conns
+                    .iter()
+                    .min_by_key(|(_, n)| n.load(Relaxed))
+                    .ok_or_else(|| anyhow!("no connections"))?;
+                inflight.fetch_add(1, Relaxed);
+                let out = conn.run(op, x).await;
+                inflight.fetch_sub(1, Relaxed);
+                out
             }
             Mode::Shared { conn, tx_turn } => {
                 if op.is_tx() {

@@ -1,5 +1,8 @@
-//! The limit on SQLite: raw rusqlite, synchronous, on one connection, with
-//! cached statements. Concurrent tasks share the connection through a mutex.
+//! The limit on SQLite: raw rusqlite, synchronous on the calling task, with
+//! cached statements. Two shapes: one connection that concurrent tasks share
+//! through a mutex (the reference figure), and the fair one, persist's
+//! shape: one writer connection for writes and as many reader connections
+//! as persist opens, a read taking a free reader.
 
 use std::hint::black_box;
 use std::path::Path;
@@ -9,7 +12,9 @@ use std::time::Duration;
 use anyhow::{anyhow, ensure, Context, Result};
 use rusqlite::{params, Connection, OptionalExtension};
 
-use crate::data::{digest, loadout_values, Inputs, BULK_ROWS, PASS_HASH};
+use crate::data::{
+    digest, loadout_values, login_token, seed_email, Inputs, BULK_ROWS, PASS_HASH, SESSION_TTL,
+};
 use crate::ops::Op;
 use crate::sql::sqlite as q;
 
@@ -30,7 +35,15 @@ impl Sync {
 }
 
 pub struct RawSqlite {
+    /// Writes (and, without readers, reads too).
     conn: Mutex<Connection>,
+    /// Reader connections; empty: reads use `conn`.
+    readers: Vec<Mutex<Connection>>,
+    next: std::sync::atomic::AtomicUsize,
+    /// persist's shape: writers queue on an async gate before taking the
+    /// writer connection, so a waiting writer parks its task, not a worker
+    /// thread.
+    gate: Option<tokio::sync::Mutex<()>>,
     lookup_sql: &'static str,
 }
 
@@ -67,8 +80,56 @@ impl RawSqlite {
         }
         Ok(RawSqlite {
             conn: Mutex::new(c),
+            readers: Vec::new(),
+            next: std::sync::atomic::AtomicUsize::new(0),
+            gate: None,
             lookup_sql: q::LOOKUP,
         })
+    }
+
+    /// One writer connection and `readers` reader connections.
+    pub fn with_readers(path: &Path, sync: Sync, readers: usize) -> Result<Self> {
+        let mut r = Self::open(path, sync)?;
+        for _ in 0..readers {
+            r.readers.push(Mutex::new(connect(path, sync)?));
+        }
+        r.gate = Some(tokio::sync::Mutex::new(()));
+        Ok(r)
+    }
+
+    /// The value of a pragma on every connection (writer first).
+    pub fn pragma_all(&self, name: &str) -> Result<Vec<String>> {
+        std::iter::once(&self.conn)
+            .chain(&self.readers)
+            .map(|m| {
+                let c = m.lock().map_err(|_| anyhow!("poisoned connection"))?;
+                Ok(c.pragma_query_value(None, name, |r| {
+                    Ok(match r.get_ref(0)? {
+                        rusqlite::types::ValueRef::Integer(i) => i.to_string(),
+                        rusqlite::types::ValueRef::Text(t) => String::from_utf8_lossy(t).into(),
+                        other => format!("{other:?}"),
+                    })
+                })?)
+            })
+            .collect()
+    }
+
+    /// The connection for `op`: a free reader for reads (the next one in
+    /// turn when all are busy), the writer otherwise.
+    fn conn_for(&self, op: Op) -> Result<std::sync::MutexGuard<'_, Connection>> {
+        let n = self.readers.len();
+        if n == 0 || !op.is_read() {
+            return self.conn.lock().map_err(|_| anyhow!("poisoned connection"));
+        }
+        let start = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        for k in 0..n {
+            if let Ok(g) = self.readers[(start + k) % n].try_lock() {
+                return Ok(g);
+            }
+        }
+        self.readers[start % n]
+            .lock()
+            .map_err(|_| anyhow!("poisoned connection"))
     }
 
     /// Looks sessions up with another statement (a design variant's table).
@@ -86,11 +147,20 @@ impl RawSqlite {
         Ok(c.pragma_query_value(None, name, |r| r.get(0))?)
     }
 
+    /// Runs `op` on the calling task; with persist's shape, a write first
+    /// waits its turn at the async gate.
+    pub async fn run_async(&self, op: Op, x: &Inputs) -> Result<()> {
+        match &self.gate {
+            Some(gate) if !op.is_read() => {
+                let _turn = gate.lock().await;
+                self.run(op, x)
+            }
+            _ => self.run(op, x),
+        }
+    }
+
     pub fn run(&self, op: Op, x: &Inputs) -> Result<()> {
-        let c = self
-            .conn
-            .lock()
-            .map_err(|_| anyhow!("poisoned connection"))?;
+        let c = self.conn_for(op)?;
         match op {
             Op::SessionLookup => {
                 let d = digest(&x.lookup_token());
@@ -155,9 +225,111 @@ impl RawSqlite {
                 }
                 Ok(())
             })?,
+            Op::LoadoutGet => {
+                let mut st = c.prepare_cached(q::GET_LOADOUT)?;
+                let v = st
+                    .query_row([x.user()], |r| {
+                        let mut v = [0i32; 15];
+                        for (i, x) in v.iter_mut().enumerate() {
+                            *x = r.get(i)?;
+                        }
+                        Ok((v, r.get::<_, i64>(15)?))
+                    })
+                    .optional()?
+                    .ok_or_else(|| anyhow!("no loadout"))?;
+                black_box(v);
+            }
+            Op::ProgressionGet => {
+                let v = c
+                    .prepare_cached(q::GET_PROGRESSION)?
+                    .query_row([x.user()], |r| {
+                        Ok((r.get::<_, i32>(0)?, r.get::<_, i64>(1)?))
+                    })
+                    .optional()?
+                    .ok_or_else(|| anyhow!("no progression"))?;
+                black_box(v);
+            }
+            Op::Login => {
+                let key = persist::canonical_key(&seed_email(x.user() as u64));
+                let id: i64 = c
+                    .prepare_cached(q::FIND_BY_EMAIL)?
+                    .query_row([&key], |r| {
+                        black_box((
+                            r.get::<_, String>(1)?,
+                            r.get::<_, String>(2)?,
+                            r.get::<_, Vec<u8>>(3)?,
+                            r.get::<_, i64>(4)?,
+                            r.get::<_, Option<i64>>(5)?,
+                        ));
+                        r.get(0)
+                    })
+                    .optional()?
+                    .ok_or_else(|| anyhow!("no account"))?;
+                let n = c
+                    .prepare_cached(q::TOUCH_LOGIN)?
+                    .execute(params![id, x.at()])?;
+                ensure!(n == 1, "no account");
+                create_session(&c, x, id)?;
+            }
+            Op::Logout => {
+                let d = digest(&login_token(x.logout));
+                let n = c.prepare_cached(q::DELETE_SESSION)?.execute([&d[..]])?;
+                ensure!(n == 1, "no session to log out");
+            }
+            Op::Register => {
+                let id = in_tx_value(&c, |c| {
+                    let (email, username) = x.new_account("g");
+                    let id = create_account(c, &email, &username, x.at())?;
+                    c.prepare_cached(q::SET_PROGRESSION)?
+                        .execute(params![id, 0, 0])?;
+                    save_loadout(c, x, id)?;
+                    Ok(id)
+                })?;
+                create_session(&c, x, id)?;
+            }
+            Op::ListSessions => {
+                let mut st = c.prepare_cached(q::LIST_SESSIONS)?;
+                let rows = st
+                    .query_map([x.many_user], |r| {
+                        Ok((
+                            r.get::<_, Vec<u8>>(0)?,
+                            r.get::<_, i64>(1)?,
+                            r.get::<_, i64>(2)?,
+                        ))
+                    })?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                ensure!(!rows.is_empty(), "no sessions listed");
+                black_box(rows);
+            }
+            Op::DeleteUserSessions => {
+                black_box(
+                    c.prepare_cached(q::DELETE_USER_SESSIONS)?
+                        .execute([x.many_user])?,
+                );
+            }
         }
         Ok(())
     }
+}
+
+fn create_session(c: &Connection, x: &Inputs, user: i64) -> Result<()> {
+    let d = digest(&login_token(x.seq));
+    c.prepare_cached(q::CREATE_SESSION)?.execute(params![
+        &d[..],
+        user,
+        x.at() + SESSION_TTL,
+        x.at()
+    ])?;
+    Ok(())
+}
+
+fn in_tx_value<T>(c: &Connection, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+    let mut out = None;
+    in_tx(c, |c| {
+        out = Some(f(c)?);
+        Ok(())
+    })?;
+    out.ok_or_else(|| anyhow!("transaction body gave no value"))
 }
 
 fn in_tx(c: &Connection, f: impl FnOnce(&Connection) -> Result<()>) -> Result<()> {

@@ -91,7 +91,7 @@ pub async fn measure_backend(
             },
             "raw",
         ),
-        ("sqlx", "pool(8)", "sqlx"),
+        ("sqlx", crate::SQLX_DEFAULT, "sqlx"),
     ]
     .into_iter()
     .chain(variant_child)
@@ -118,27 +118,25 @@ pub async fn measure_backend(
             kib as f64 / 1024.0,
             baseline as f64 / 1024.0
         );
-        res.push(Record {
+        let mut r = Record::blank(
             backend,
-            durability: (backend == "sqlite").then_some("full"),
-            data_set: if child == imp { "main" } else { "experiment" },
-            sessions_in_table: ctx.scale.sessions,
-            operation: "rss_workload".into(),
-            implementation: imp,
+            (backend == "sqlite").then_some("full"),
+            if child == imp { "main" } else { "experiment" },
+            "rss_workload",
+            imp,
             variant,
-            concurrency: TASKS,
-            ops_per_sec: rate,
-            samples: vec![rate],
-            peak_rss_kib: Some(kib),
-            sweep: None,
-            rss: Some(RssStats {
-                peak_rss_kib: kib,
-                baseline_rss_kib: baseline,
-                workload: desc.clone(),
-                seconds: secs,
-            }),
-            batches: None,
+        );
+        r.sessions_in_table = ctx.scale.sessions;
+        r.concurrency = TASKS;
+        r.ops_per_sec = rate;
+        r.peak_rss_kib = Some(kib);
+        r.rss = Some(RssStats {
+            peak_rss_kib: kib,
+            baseline_rss_kib: baseline,
+            workload: desc.clone(),
+            seconds: secs,
         });
+        res.push(r);
     }
     Ok(())
 }

@@ -31,6 +31,23 @@ pub mod sqlite {
     pub const SET_PROGRESSION: &str = "INSERT INTO progression (user_id, level, xp) \
          VALUES (?1, ?2, ?3) \
          ON CONFLICT (user_id) DO UPDATE SET level = excluded.level, xp = excluded.xp";
+
+    // The mixed workload's other calls (persist: accounts.find_by_email,
+    // loadouts.get, progression.get, sessions.create / delete /
+    // list_for_user / delete_all_for_user).
+    pub const FIND_BY_EMAIL: &str = "SELECT user_id, email, username, pass_hash, created_at, \
+         last_login_at FROM accounts WHERE email_key = ?1";
+    pub const GET_LOADOUT: &str = "SELECT element_id, army_ability_1, army_ability_2, \
+         army_ability_3, army_ability_4, ability_pawn, ability_knight, ability_bishop, \
+         ability_rook, ability_queen, ability_king, item_1, item_2, item_3, item_4, updated_at \
+         FROM army_loadouts WHERE user_id = ?1";
+    pub const GET_PROGRESSION: &str = "SELECT level, xp FROM progression WHERE user_id = ?1";
+    pub const CREATE_SESSION: &str =
+        "INSERT INTO sessions (token, user_id, expires_at, created_at) VALUES (?1, ?2, ?3, ?4)";
+    pub const DELETE_SESSION: &str = "DELETE FROM sessions WHERE token = ?1";
+    pub const LIST_SESSIONS: &str = "SELECT token, created_at, expires_at FROM sessions \
+         WHERE user_id = ?1 ORDER BY created_at, token";
+    pub const DELETE_USER_SESSIONS: &str = "DELETE FROM sessions WHERE user_id = ?1";
 }
 
 pub mod postgres {
@@ -64,4 +81,21 @@ pub mod postgres {
     pub const SET_PROGRESSION: &str = "INSERT INTO progression (user_id, level, xp) \
          VALUES ($1, $2, $3) \
          ON CONFLICT (user_id) DO UPDATE SET level = excluded.level, xp = excluded.xp";
+
+    // The mixed workload's other calls (persist: accounts.find_by_email,
+    // loadouts.get, progression.get, sessions.create / delete /
+    // list_for_user / delete_all_for_user).
+    pub const FIND_BY_EMAIL: &str = "SELECT user_id, email, username, pass_hash, created_at, \
+         last_login_at FROM accounts WHERE email_key = $1";
+    pub const GET_LOADOUT: &str = "SELECT element_id, army_ability_1, army_ability_2, \
+         army_ability_3, army_ability_4, ability_pawn, ability_knight, ability_bishop, \
+         ability_rook, ability_queen, ability_king, item_1, item_2, item_3, item_4, updated_at \
+         FROM army_loadouts WHERE user_id = $1";
+    pub const GET_PROGRESSION: &str = "SELECT level, xp FROM progression WHERE user_id = $1";
+    pub const CREATE_SESSION: &str =
+        "INSERT INTO sessions (token, user_id, expires_at, created_at) VALUES ($1, $2, $3, $4)";
+    pub const DELETE_SESSION: &str = "DELETE FROM sessions WHERE token = $1";
+    pub const LIST_SESSIONS: &str = "SELECT token, created_at, expires_at FROM sessions \
+         WHERE user_id = $1 ORDER BY created_at, token";
+    pub const DELETE_USER_SESSIONS: &str = "DELETE FROM sessions WHERE user_id = $1";
 }

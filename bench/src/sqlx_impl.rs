@@ -1,6 +1,9 @@
-//! The peer: sqlx with its default pool options (`test_before_acquire` on)
-//! and 8 connections, the same SQL. sqlx caches prepared statements per
-//! connection by default.
+//! The peer: sqlx, the same SQL, in two setups. "default": the pool as a
+//! user gets it (`test_before_acquire` on: a ping per checkout) with 8
+//! connections. "tuned": `test_before_acquire(false)`, and on SQLite one
+//! writer connection (a pool of 1 for writes) beside a pool of 8 for reads,
+//! so writers queue in the pool instead of fighting over SQLite's write lock.
+//! sqlx caches prepared statements per connection by default.
 
 use std::hint::black_box;
 use std::path::Path;
@@ -22,7 +25,38 @@ use crate::raw_sqlite::Sync;
 pub const POOL_SIZE: u32 = 8;
 
 pub async fn open_sqlite(path: &Path, sync: Sync) -> Result<SqlitePool> {
-    let opts = SqliteConnectOptions::new()
+    Ok(SqlitePoolOptions::new()
+        .max_connections(POOL_SIZE)
+        .connect_with(sqlite_options(path, sync))
+        .await?)
+}
+
+/// The tuned SQLite setup: (writer pool of 1, reader pool of 8), no ping.
+pub async fn open_sqlite_tuned(path: &Path, sync: Sync) -> Result<(SqlitePool, SqlitePool)> {
+    let w = SqlitePoolOptions::new()
+        .max_connections(1)
+        .test_before_acquire(false)
+        .connect_with(sqlite_options(path, sync))
+        .await?;
+    let r = SqlitePoolOptions::new()
+        .max_connections(POOL_SIZE)
+        .test_before_acquire(false)
+        .connect_with(sqlite_options(path, sync))
+        .await?;
+    Ok((w, r))
+}
+
+pub async fn open_postgres_tuned(url: &str) -> Result<PgPool> {
+    let opts = PgConnectOptions::from_str(url)?;
+    Ok(PgPoolOptions::new()
+        .max_connections(POOL_SIZE)
+        .test_before_acquire(false)
+        .connect_with(opts)
+        .await?)
+}
+
+fn sqlite_options(path: &Path, sync: Sync) -> SqliteConnectOptions {
+    SqliteConnectOptions::new()
         .filename(path)
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(match sync {
@@ -30,11 +64,7 @@ pub async fn open_sqlite(path: &Path, sync: Sync) -> Result<SqlitePool> {
             Sync::Normal => SqliteSynchronous::Normal,
         })
         .foreign_keys(true)
-        .busy_timeout(Duration::from_secs(5));
-    Ok(SqlitePoolOptions::new()
-        .max_connections(POOL_SIZE)
-        .connect_with(opts)
-        .await?)
+        .busy_timeout(Duration::from_secs(5))
 }
 
 pub async fn open_postgres(url: &str) -> Result<PgPool> {
@@ -191,6 +221,7 @@ macro_rules! sqlx_run {
                     }
                     tx.commit().await?;
                 }
+                other => anyhow::bail!("{} is not measured with sqlx", other.name()),
             }
             Ok(())
         }

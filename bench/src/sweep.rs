@@ -17,7 +17,7 @@ use tracing::{Event, Subscriber};
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
 use tracing_subscriber::registry::LookupSpan;
 
-use crate::data::{mix, T0};
+use crate::data::{mix, token, T0};
 use crate::report::SweepStats;
 
 /// Short writes (login stamps) in a loop until `stop`; returns each one's
@@ -36,6 +36,41 @@ async fn writer(db: Db, accounts: u64, stop: Arc<AtomicBool>) -> Result<Vec<f64>
     }
     Ok(lat)
 }
+
+/// Session lookups at `LOOKUP_RATE` per second on a fixed schedule until
+/// `stop`; each latency runs from the call's intended send time (a slow call
+/// delays the next ones, and that delay counts). A token already swept
+/// answers not-found, which is a complete answer.
+async fn lookups(db: Db, tokens: u64, stop: Arc<AtomicBool>) -> Result<Vec<f64>> {
+    let start = tokio::time::Instant::now();
+    let period = Duration::from_secs_f64(1.0 / LOOKUP_RATE);
+    let mut lat = Vec::new();
+    let mut k = 0u32;
+    while !stop.load(Ordering::Relaxed) {
+        let due = start + period * k;
+        let early = due.checked_sub(Duration::from_millis(1)).unwrap_or(due);
+        tokio::time::sleep_until(early).await;
+        while tokio::time::Instant::now() < due {
+            tokio::task::yield_now().await;
+        }
+        let t = token(mix(u64::from(k) ^ 0x5EED) % tokens.max(1));
+        match db.sessions().find_by_token(&t).await {
+            Ok(_) | Err(persist::Error::NotFound(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        lat.push(
+            tokio::time::Instant::now()
+                .saturating_duration_since(due)
+                .as_secs_f64()
+                * 1000.0,
+        );
+        k += 1;
+    }
+    Ok(lat)
+}
+
+/// Session lookups per second while the sweep runs.
+const LOOKUP_RATE: f64 = 500.0;
 
 fn quantile(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {
@@ -111,17 +146,22 @@ pub async fn run(
     now: i64,
     batch: i64,
     accounts: u64,
+    tokens: u64,
     baseline: Duration,
 ) -> Result<(SweepStats, f64)> {
     let stop = Arc::new(AtomicBool::new(false));
     let w = tokio::spawn(writer(db.clone(), accounts, Arc::clone(&stop)));
+    let l = tokio::spawn(lookups(db.clone(), tokens, Arc::clone(&stop)));
     tokio::time::sleep(baseline).await;
     stop.store(true, Ordering::Relaxed);
     let mut base = w.await??;
     base.sort_by(|a, b| a.total_cmp(b));
+    let mut base_lookups = l.await??;
+    base_lookups.sort_by(|a, b| a.total_cmp(b));
 
     let stop = Arc::new(AtomicBool::new(false));
     let w = tokio::spawn(writer(db.clone(), accounts, Arc::clone(&stop)));
+    let l = tokio::spawn(lookups(db.clone(), tokens, Arc::clone(&stop)));
     // Only the sweep's own calls are traced: the subscriber is scoped to its
     // future, so the writer task and every other measurement run untraced.
     let times = BatchTimes::default();
@@ -136,6 +176,8 @@ pub async fn run(
     stop.store(true, Ordering::Relaxed);
     let mut lat = w.await??;
     lat.sort_by(|a, b| a.total_cmp(b));
+    let mut looked = l.await??;
+    looked.sort_by(|a, b| a.total_cmp(b));
     let mut batches = std::mem::take(
         &mut *times
             .0
@@ -155,7 +197,14 @@ pub async fn run(
         writer_p99_ms: quantile(&lat, 0.99),
         writer_p50_ms: quantile(&lat, 0.5),
         baseline_writer_max_ms: base.last().copied().unwrap_or(f64::NAN),
+        baseline_writer_p99_ms: quantile(&base, 0.99),
         baseline_writer_p50_ms: quantile(&base, 0.5),
+        lookups: looked.len() as u64,
+        lookup_p50_ms: quantile(&looked, 0.5),
+        lookup_p99_ms: quantile(&looked, 0.99),
+        lookup_max_ms: looked.last().copied().unwrap_or(f64::NAN),
+        baseline_lookup_p50_ms: quantile(&base_lookups, 0.5),
+        baseline_lookup_p99_ms: quantile(&base_lookups, 0.99),
     };
     Ok((stats, rows as f64 / total.as_secs_f64()))
 }
