@@ -373,7 +373,7 @@ enum Out {
     /// A unit of work that was rolled back on purpose.
     RolledBack,
     /// A battle end: progression, newly granted flags, replayed.
-    BattleOut(H, i32, i64, Vec<i32>, bool),
+    Battled(H, i32, i64, Vec<i32>, bool),
     Err(E),
 }
 
@@ -872,7 +872,7 @@ impl Model {
             if (b.delta, &b.flags, b.at) != (delta, &set, at) {
                 return Err(E::Conflict(UniqueKey::BattleId));
             }
-            return Ok(Out::BattleOut(h, b.level, b.xp, b.granted.clone(), true));
+            return Ok(Out::Battled(h, b.level, b.xp, b.granted.clone(), true));
         }
         let Out::Prog(_, level, xp) = self.step(&Op::AddXp(U::Slot(h), delta))? else {
             unreachable!("add_xp answers with a progression")
@@ -895,7 +895,7 @@ impl Model {
                 granted: granted.clone(),
             },
         );
-        Ok(Out::BattleOut(h, level, xp, granted, false))
+        Ok(Out::Battled(h, level, xp, granted, false))
     }
 
     fn register(&mut self, email: Name, username: Name, commit: bool) -> R {
@@ -1160,7 +1160,7 @@ impl Backend<'_> {
                     })
                     .await?;
                 let p = r.progression;
-                Out::BattleOut(self.h(p.user_id), p.level, p.xp, r.granted, r.replayed)
+                Out::Battled(self.h(p.user_id), p.level, p.xp, r.granted, r.replayed)
             }
             Op::Register {
                 email,

@@ -273,7 +273,10 @@ async fn schema_parity_by_catalog_introspection() {
     assert_eq!(lite_schema["sessions"].primary_key, ["token"]);
     assert_eq!(
         lite_schema["sessions"].indexes,
-        BTreeSet::from([strings(&["user_id", "created_at"]), strings(&["expires_at"])])
+        BTreeSet::from([
+            strings(&["user_id", "created_at"]),
+            strings(&["expires_at"])
+        ])
     );
     assert_eq!(
         lite_schema["user_unlocks"].primary_key,
