@@ -285,10 +285,13 @@ pub async fn run(
             .context("PostgreSQL (is it running? try scripts/with-postgres)")?;
         tokio::spawn(conn);
         let name = format!("persist_bench_once_{}", std::process::id());
+        // Two calls: a multi-statement batch would run as one transaction
+        // block, where DROP/CREATE DATABASE are refused.
         admin
-            .batch_execute(&format!(
-                "DROP DATABASE IF EXISTS {name} WITH (FORCE); CREATE DATABASE {name}"
-            ))
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .await?;
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
             .await?;
         let out = async {
             let url = with_db(postgres_url, &name)?;
