@@ -562,16 +562,62 @@ async fn unlock_pages_walk_every_flag_once_in_order(db: &Db) {
     ));
 }
 
-conformance!(
-    battle_end_applies_once_and_repeats_answer_the_same,
-    battle_id_with_other_content_is_a_conflict,
-    failed_battle_ends_change_nothing,
-    concurrent_repeats_of_one_battle_apply_once,
-    battle_records_are_swept_and_go_with_the_account,
-    battle_end_inside_a_unit_of_work_commits_or_rolls_back_with_it,
-    loadout_saves_check_the_version,
-    progression_sets_check_the_version,
-    racing_checked_saves_have_exactly_one_winner,
-    session_pages_walk_every_session_once_in_order,
-    unlock_pages_walk_every_flag_once_in_order,
+// ---------------------------------------------------------------------------
+// `persist sweep-battles`
+// ---------------------------------------------------------------------------
+
+async fn sweep_battles_command_deletes_records_before_the_cutoff(t: &common::TestDb) {
+    let db = &t.db;
+    let u = player(db, "ned", 0).await;
+    for (i, at) in [T0, T0 + 5, T0 + 9].into_iter().enumerate() {
+        db.battles()
+            .apply(&BattleEnd {
+                at,
+                ..end(u, &format!("s{i}"), 1, &[])
+            })
+            .await
+            .unwrap();
+    }
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_persist"))
+            .env_remove("DATABASE_URL")
+            .env_remove("RUST_LOG")
+            .args(["--database-url", &t.url, "sweep-battles"])
+            .args(args)
+            .output()
+            .expect("run persist")
+    };
+    let cutoff = (T0 + 9).to_string();
+    let o = run(&["--before", &cutoff, "--batch-size", "1"]);
+    common::assert_exit(&o, 0, "sweep-battles");
+    let out = common::stdout(&o);
+    assert!(
+        out.starts_with(&format!(
+            "deleted 2 battle records (ended_at < {cutoff}, batches of 1) in "
+        )),
+        "{out}"
+    );
+    assert_eq!(battle_rows(db).await, 1);
+    // The default cutoff (seven days before now) keeps nothing this old.
+    let o = run(&[]);
+    common::assert_exit(&o, 0, "sweep-battles with the default cutoff");
+    assert!(common::stdout(&o).starts_with("deleted 1 battle records"));
+    assert_eq!(battle_rows(db).await, 0);
+    let o = run(&["--batch-size", "0"]);
+    common::assert_exit(&o, 2, "sweep-battles --batch-size 0");
+}
+
+both_backends!(
+    db battle_end_applies_once_and_repeats_answer_the_same,
+    db battle_id_with_other_content_is_a_conflict,
+    db failed_battle_ends_change_nothing,
+    db concurrent_repeats_of_one_battle_apply_once,
+    db battle_records_are_swept_and_go_with_the_account,
+    db battle_end_inside_a_unit_of_work_commits_or_rolls_back_with_it,
+    db loadout_saves_check_the_version,
+    db progression_sets_check_the_version,
+    db racing_checked_saves_have_exactly_one_winner,
+    db session_pages_walk_every_session_once_in_order,
+    db unlock_pages_walk_every_flag_once_in_order,
+    test_db sweep_battles_command_deletes_records_before_the_cutoff,
 );
