@@ -61,7 +61,9 @@ pub enum Error {
     #[error("{0} not found")]
     NotFound(Entity),
 
-    /// A unique key is already taken.
+    /// A unique key is already taken; for the version keys, a
+    /// conflict-checked save lost to another save; for
+    /// [`UniqueKey::BattleId`], the battle id was applied with another result.
     #[error("{0} is already taken")]
     Conflict(UniqueKey),
 
@@ -348,6 +350,9 @@ pub enum Entity {
     Progression,
     /// An unlock flag of a user.
     Unlock,
+    /// A stored battle result (removed by the retention sweep while a
+    /// repeat of it was reading it).
+    Battle,
 }
 
 impl fmt::Display for Entity {
@@ -358,6 +363,7 @@ impl fmt::Display for Entity {
             Entity::Loadout => "loadout",
             Entity::Progression => "progression",
             Entity::Unlock => "unlock",
+            Entity::Battle => "battle result",
         })
     }
 }
@@ -374,6 +380,15 @@ pub enum UniqueKey {
     SessionToken,
     /// `accounts.user_id`, when a caller supplies ids (copy, restore).
     UserId,
+    /// `battle_results (user_id, battle_id)`: the battle id was already
+    /// applied for this player with a different result.
+    BattleId,
+    /// `army_loadouts.version`: a conflict-checked save expected another
+    /// version (someone saved, or deleted, in between).
+    LoadoutVersion,
+    /// `progression.version`: a conflict-checked set expected another
+    /// version.
+    ProgressionVersion,
 }
 
 impl fmt::Display for UniqueKey {
@@ -383,6 +398,9 @@ impl fmt::Display for UniqueKey {
             UniqueKey::Username => "username",
             UniqueKey::SessionToken => "session token",
             UniqueKey::UserId => "user id",
+            UniqueKey::BattleId => "battle id",
+            UniqueKey::LoadoutVersion => "loadout version",
+            UniqueKey::ProgressionVersion => "progression version",
         })
     }
 }

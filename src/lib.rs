@@ -71,10 +71,13 @@ pub use migrate::{
     AppliedMigration, Migration, MigrationReport, MigrationState, MigrationStatus, Migrations,
 };
 pub use models::{
-    Account, ArmyAbilities, Items, Loadout, NewAccount, PieceAbilities, Progression, Session,
-    SessionId, Unlock, UserId,
+    Account, ArmyAbilities, BattleEnd, BattleResult, Items, Loadout, NewAccount, Page,
+    PieceAbilities, Progression, Session, SessionCursor, SessionId, Unlock, UserId, Versioned,
 };
-pub use repo::{AccountsRepo, LoadoutsRepo, ProgressionRepo, SessionsRepo, UnlocksRepo};
+pub use repo::{
+    AccountsRepo, BattlesRepo, LoadoutsRepo, ProgressionRepo, SessionsRepo, UnlocksRepo,
+    MAX_PAGE_SIZE,
+};
 pub use sqlite::sqlite_page_cache_per_connection;
 pub use tools::checksum::content_checksum;
 pub use tools::compare::compare;

@@ -47,6 +47,8 @@ enum Command {
     Verify(cli::verify::Args),
     /// Delete expired sessions in short batches (safe while the server serves).
     SweepSessions(cli::sweep::Args),
+    /// Delete old battle records (exactly-once battle ends) in short batches.
+    SweepBattles(cli::sweep_battles::Args),
     /// Copy every table from one database to another (either dialect).
     Copy(cli::copy::Args),
 }
@@ -173,6 +175,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::Demo(args) => cli::demo::run(&open(url).await?, args).await,
         Command::Verify(args) => cli::verify::run(&open(url).await?, args).await,
         Command::SweepSessions(args) => cli::sweep::run(&open(url).await?, args).await,
+        Command::SweepBattles(args) => cli::sweep_battles::run(&open(url).await?, args).await,
         Command::Copy(args) => cli::copy::run(args).await,
     }
 }

@@ -235,3 +235,121 @@ pub struct Unlock {
     /// When it was granted.
     pub unlocked_at: i64,
 }
+
+/// A value read together with its version, for a conflict-checked save
+/// ([`LoadoutsRepo::save_if_version`](crate::LoadoutsRepo::save_if_version),
+/// [`ProgressionRepo::set_if_version`](crate::ProgressionRepo::set_if_version)).
+/// Every save, checked or plain, adds one to the version; a row's first
+/// version is 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Versioned<T> {
+    /// The value.
+    pub value: T,
+    /// Its version, 1 or more.
+    pub version: i64,
+}
+
+/// One page of a keyset-paginated list: at most the requested number of
+/// items, in the list's order, and where the next page starts (`None` on the
+/// last page).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page<T, C> {
+    /// The items of this page.
+    pub items: Vec<T>,
+    /// Pass this as `after` to read the next page; `None` when this page is
+    /// the last.
+    pub next: Option<C>,
+}
+
+/// Where a page of [`SessionsRepo::list_for_user_page`](crate::SessionsRepo::list_for_user_page)
+/// starts: after the session with this creation time and id (sessions are
+/// listed by creation time, then id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SessionCursor {
+    /// Creation time of the last session of the previous page.
+    pub created_at: i64,
+    /// Its id.
+    pub id: SessionId,
+}
+
+impl SessionCursor {
+    /// The cursor that starts a page after `session`.
+    pub fn after(session: &Session) -> Self {
+        SessionCursor {
+            created_at: session.created_at,
+            id: session.id,
+        }
+    }
+}
+
+/// One battle's result for one player, applied at most once per battle id by
+/// [`BattlesRepo::apply`](crate::BattlesRepo::apply).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BattleEnd<'a> {
+    /// The player.
+    pub user_id: UserId,
+    /// The match server's id of the battle (opaque; 1 to 128 characters, no
+    /// NUL or control characters). Unique per player: both players of one
+    /// battle use the same id.
+    pub battle_id: &'a str,
+    /// XP to add (may be negative, as with `add_xp`).
+    pub xp: i64,
+    /// Flags to grant (order and repeats do not matter; at most
+    /// [`BattleEnd::MAX_FLAGS`]).
+    pub flags: &'a [i32],
+    /// When the battle ended (the grant time of the flags; the retention
+    /// sweep goes by it).
+    pub at: i64,
+}
+
+impl BattleEnd<'_> {
+    /// Most flags one battle may grant.
+    pub const MAX_FLAGS: usize = 256;
+}
+
+/// The answer of [`BattlesRepo::apply`](crate::BattlesRepo::apply): the same
+/// for the first call and every repeat of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BattleResult {
+    /// The player's progression right after the battle was applied.
+    pub progression: Progression,
+    /// The flags the battle granted that the player did not hold before,
+    /// ascending.
+    pub granted: Vec<i32>,
+    /// `true` when this call was a repeat and applied nothing.
+    pub replayed: bool,
+}
+
+/// What the dialect code found or did for one [`BattleEnd`] (the repository
+/// turns it into a [`BattleResult`] or an error).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum BattleOutcome {
+    /// Applied now: level, xp, newly granted flags.
+    Applied(i32, i64, Vec<i32>),
+    /// Applied before: the stored request and answer.
+    Stored(StoredBattle),
+    /// Nothing applied: the player has no progression row.
+    NoProgression,
+    /// Nothing applied: the xp would leave `0..=i64::MAX`.
+    OutOfRange,
+}
+
+/// A stored battle row: the request (xp, flags, time) and the answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct StoredBattle {
+    pub(crate) xp_delta: i64,
+    pub(crate) flags: String,
+    pub(crate) ended_at: i64,
+    pub(crate) level: i32,
+    pub(crate) xp: i64,
+    pub(crate) granted: String,
+}
+
+/// Flag ids as stored in `battle_results` (ascending, joined by commas).
+pub(crate) fn flag_list(flags: &[i32]) -> String {
+    flags
+        .iter()
+        .map(i32::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}

@@ -19,12 +19,13 @@ use persist::{
 };
 
 /// The copied tables, in the order `copy` and `content_checksum` use.
-const COPY_TABLES: [&str; 5] = [
+const COPY_TABLES: [&str; 6] = [
     "accounts",
     "sessions",
     "army_loadouts",
     "progression",
     "user_unlocks",
+    "battle_results",
 ];
 
 const BIN: &str = env!("CARGO_BIN_EXE_persist");
@@ -273,6 +274,21 @@ async fn fill(db: &Db) -> Filled {
             .await
             .unwrap();
         assert_eq!(granted.len(), flags.len());
+        if has_progression {
+            // A battle record per player with progression (text key, with a
+            // non-ASCII battle id, and a flag list).
+            db.battles()
+                .apply(&persist::BattleEnd {
+                    user_id: id,
+                    battle_id: &format!("match-{i}-\u{e9}t\u{e9}"),
+                    // 0: one player holds the largest xp already.
+                    xp: 0,
+                    flags: &flags,
+                    at: 1_700_300_000 + n,
+                })
+                .await
+                .unwrap();
+        }
         ids.push(id);
         per_user.push((
             (i % 4) as u64,
@@ -288,13 +304,13 @@ async fn fill(db: &Db) -> Filled {
         db.accounts().delete(*id).await.unwrap();
     }
     let mut users = Vec::new();
-    let mut rows = [0u64; 5];
+    let mut rows = [0u64; 6];
     for (i, id) in ids.iter().enumerate() {
         if deleted.contains(id) {
             continue;
         }
         let (s, l, p, u) = per_user[i];
-        for (k, n) in [1, s, l, p, u].into_iter().enumerate() {
+        for (k, n) in [1, s, l, p, u, p].into_iter().enumerate() {
             rows[k] += n;
         }
         users.push((*id, view(db, *id).await, tokens[i].clone()));
@@ -371,7 +387,8 @@ async fn sqlite_to_postgres_to_sqlite_round_trips_to_identical_content() {
             ("sessions", 9),
             ("army_loadouts", 4),
             ("progression", 6),
-            ("user_unlocks", 13)
+            ("user_unlocks", 13),
+            ("battle_results", 6)
         ]
     );
     let pg = PgDatabase::create().await;
@@ -445,7 +462,8 @@ async fn sqlite_to_postgres_to_sqlite_round_trips_to_identical_content() {
     assert_eq!(
         one_error_line(&o),
         "error: copy refused: the target already holds data (in accounts, sessions, \
-         army_loadouts, progression, user_unlocks); copy with force (--force) to delete it first"
+         army_loadouts, progression, user_unlocks, battle_results); copy with force (--force) to \
+         delete it first"
     );
     assert!(stdout(&o).is_empty());
     assert_eq!(checksum(&pg.url).await, before);
@@ -457,7 +475,7 @@ async fn sqlite_to_postgres_to_sqlite_round_trips_to_identical_content() {
     assert!(
         stderr(&o).contains(
             "copy: --force: deleted the target's rows (accounts, sessions, army_loadouts, \
-             progression, user_unlocks)\n"
+             progression, user_unlocks, battle_results)\n"
         ),
         "{}",
         stderr(&o)

@@ -197,7 +197,8 @@ async fn hand_edits_are_reported(kind: Backend) {
              CREATE TABLE progression_new (
                  user_id INTEGER NOT NULL PRIMARY KEY REFERENCES accounts (user_id) ON DELETE CASCADE,
                  level   INTEGER NOT NULL DEFAULT 0 CHECK (level BETWEEN 0 AND 2147483647),
-                 xp      INTEGER DEFAULT 0 CHECK (xp >= 0)
+                 xp      INTEGER DEFAULT 0 CHECK (xp >= 0),
+                 version INTEGER NOT NULL DEFAULT 1 CHECK (version >= 1)
              ) STRICT;
              INSERT INTO progression_new SELECT * FROM progression;
              DROP TABLE progression;
@@ -352,6 +353,7 @@ async fn unmigrated_databases_miss_every_table(backend: Backend) {
     let want = pairs(&[
         ("missing_table", "accounts"),
         ("missing_table", "army_loadouts"),
+        ("missing_table", "battle_results"),
         ("missing_table", "progression"),
         ("missing_table", "schema_migrations"),
         ("missing_table", "sessions"),

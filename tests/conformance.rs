@@ -134,8 +134,8 @@ async fn snapshot_of(raw: &Raw) -> Vec<String> {
     out
 }
 
-/// Row counts of the five tables, in `TABLES` order.
-async fn counts(db: &Db) -> [i64; 5] {
+/// Row counts of the six tables, in `TABLES` order.
+async fn counts(db: &Db) -> [i64; 6] {
     Raw::open(db).await.counts().await
 }
 
@@ -221,7 +221,7 @@ async fn account_create_returns_id_and_echoes_fields(db: &Db) {
     let b = mk(db, "bob@example.com", "bob").await;
     assert_ne!(a.user_id, b.user_id);
     assert!(b.user_id > a.user_id, "ids increase: {a:?} {b:?}");
-    assert_eq!(counts(db).await, [2, 0, 0, 0, 0]);
+    assert_eq!(counts(db).await, [2, 0, 0, 0, 0, 0]);
 }
 
 async fn account_get_and_find_not_found(db: &Db) {
@@ -362,7 +362,7 @@ async fn account_create_conflicts(db: &Db) {
     );
     let _ = s;
     // Nothing else was created by the refused calls.
-    assert_eq!(counts(db).await, [3, 0, 0, 0, 0]);
+    assert_eq!(counts(db).await, [3, 0, 0, 0, 0, 0]);
     // The first account is untouched.
     assert_eq!(db.accounts().get(a.user_id).await.unwrap(), a);
 }
@@ -592,7 +592,7 @@ async fn account_delete_then_not_found(db: &Db) {
 async fn account_delete_cascades_every_table(db: &Db) {
     let a = populated_user(db, "ada@example.com", "ada", "ada-tok").await;
     let b = populated_user(db, "bob@example.com", "bob", "bob-tok").await;
-    assert_eq!(counts(db).await, [2, 4, 2, 2, 4]);
+    assert_eq!(counts(db).await, [2, 4, 2, 2, 4, 0]);
     db.accounts().delete(a.user_id).await.unwrap();
     for i in 0..2 {
         assert_err!(
@@ -617,7 +617,7 @@ async fn account_delete_cascades_every_table(db: &Db) {
     assert_eq!(db.unlocks().list(a.user_id).await.unwrap(), vec![]);
     assert!(!db.unlocks().has(a.user_id, 1).await.unwrap());
     // Nothing of the user remains in storage; the other user is intact.
-    assert_eq!(counts(db).await, [1, 2, 1, 1, 2]);
+    assert_eq!(counts(db).await, [1, 2, 1, 1, 2, 0]);
     assert_eq!(
         db.sessions().list_for_user(b.user_id).await.unwrap().len(),
         2
@@ -663,7 +663,7 @@ async fn account_delete_cascades_every_table(db: &Db) {
         Error::UnknownUser
     );
     db.accounts().delete(b.user_id).await.unwrap();
-    assert_eq!(counts(db).await, [0, 0, 0, 0, 0]);
+    assert_eq!(counts(db).await, [0, 0, 0, 0, 0, 0]);
 }
 
 async fn closed_handle_is_typed(db: &Db) {
@@ -1405,7 +1405,7 @@ async fn injection_payloads_round_trip(db: &Db) {
         Error::NotFound(Entity::Session)
     );
     // Every table still exists and holds what was written.
-    assert_eq!(counts(db).await, [6, 3, 0, 0, 0]);
+    assert_eq!(counts(db).await, [6, 3, 0, 0, 0, 0]);
     for a in &made {
         assert_eq!(&db.accounts().get(a.user_id).await.unwrap(), a);
     }
@@ -1581,7 +1581,7 @@ async fn session_create_and_find(db: &Db) {
             .await,
         Error::NotFound(Entity::Session)
     );
-    assert_eq!(counts(db).await, [1, 1, 0, 0, 0]);
+    assert_eq!(counts(db).await, [1, 1, 0, 0, 0, 0]);
 }
 
 async fn session_unknown_user(db: &Db) {
@@ -1754,7 +1754,7 @@ async fn session_delete_all_for_user(db: &Db) {
     assert_eq!(db.sessions().list_for_user(b.user_id).await.unwrap(), bs);
     // The account itself stays.
     assert_eq!(db.accounts().get(a.user_id).await.unwrap(), a);
-    assert_eq!(counts(db).await, [2, 3, 0, 0, 0]);
+    assert_eq!(counts(db).await, [2, 3, 0, 0, 0, 0]);
 }
 
 async fn session_list_and_revoke(db: &Db) {
@@ -1932,7 +1932,7 @@ async fn session_delete_expired_batches(db: &Db) {
     assert_eq!(db.sessions().delete_expired(now + 4, 2).await.unwrap(), 4);
     assert_eq!(counts(db).await[1], 1);
     assert_eq!(db.sessions().delete_expired(now + 5, 1).await.unwrap(), 1);
-    assert_eq!(counts(db).await, [2, 0, 0, 0, 0]);
+    assert_eq!(counts(db).await, [2, 0, 0, 0, 0, 0]);
 }
 
 async fn session_expired_still_found(db: &Db) {
@@ -2055,7 +2055,7 @@ async fn loadout_save_get_replace(db: &Db) {
         db.loadouts().get(a.user_id).await.unwrap(),
         Loadout::empty(a.user_id, T0 + 100)
     );
-    assert_eq!(counts(db).await, [2, 0, 2, 0, 0]);
+    assert_eq!(counts(db).await, [2, 0, 2, 0, 0, 0]);
 }
 
 async fn loadout_save_unknown_user(db: &Db) {
@@ -2147,7 +2147,7 @@ async fn progression_get_set_replace(db: &Db) {
         db.progression().get(a.user_id).await.unwrap(),
         prog(a.user_id, 5, 0)
     );
-    assert_eq!(counts(db).await, [2, 0, 0, 2, 0]);
+    assert_eq!(counts(db).await, [2, 0, 0, 2, 0, 0]);
 }
 
 async fn progression_add_xp(db: &Db) {
@@ -2478,7 +2478,7 @@ async fn tx_register_commit(db: &Db) {
             .user_id,
         a.user_id
     );
-    assert_eq!(counts(db).await, [1, 1, 1, 1, 0]);
+    assert_eq!(counts(db).await, [1, 1, 1, 1, 0, 0]);
 }
 
 async fn tx_register_rollback(db: &Db) {
@@ -2720,7 +2720,7 @@ async fn tx_reads_see_own_writes(db: &Db) {
     );
     assert_eq!(tx.unlocks().list(a.user_id).await.unwrap(), vec![]);
     tx.commit().await.unwrap();
-    assert_eq!(counts(db).await, [0, 0, 0, 0, 0]);
+    assert_eq!(counts(db).await, [0, 0, 0, 0, 0, 0]);
 }
 
 async fn tx_session_sweep_and_logout_all(db: &Db) {

@@ -18,8 +18,8 @@ use std::fmt;
 
 use common::raw::Raw;
 use persist::{
-    canonical_key, Db, Entity, Error, Loadout, NewAccount, PieceAbilities, Progression, SessionId,
-    UniqueKey, UserId, Violation,
+    canonical_key, BattleEnd, Db, Entity, Error, Loadout, NewAccount, PieceAbilities, Progression,
+    SessionId, UniqueKey, UserId, Violation,
 };
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed, TestCaseError, TestRunner};
@@ -151,7 +151,19 @@ enum Op {
         flags: Vec<i32>,
         commit: bool,
     },
+    /// An exactly-once battle end (`battles.apply`) under one of three
+    /// battle ids; repeats with the same or a different content.
+    BattleOnce {
+        u: U,
+        battle: usize,
+        delta: i64,
+        flags: Vec<i32>,
+        at: i64,
+    },
 }
+
+/// The battle ids `Op::BattleOnce` uses.
+const BATTLE_IDS: [&str; 3] = ["match-0001", "match-0002", "match-0003"];
 
 fn name() -> impl Strategy<Value = Name> {
     (prop_oneof![20 => 0..4usize, 1 => Just(4usize)], 0..3usize).prop_map(|(i, v)| Name(i, v))
@@ -238,6 +250,14 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(email, username, commit)| Op::Register { email, username, commit }),
         3 => (user(), delta(), proptest::collection::vec(flag(), 0..4), prop::bool::weighted(0.7))
             .prop_map(|(u, delta, flags, commit)| Op::Battle { u, delta, flags, commit }),
+        4 => (
+            user(),
+            0..3usize,
+            prop_oneof![4 => Just(10i64), 1 => delta()],
+            prop_oneof![4 => Just(vec![1, 2]), 1 => proptest::collection::vec(flag(), 0..3)],
+            prop_oneof![4 => Just(100i64), 1 => ts()],
+        )
+            .prop_map(|(u, battle, delta, flags, at)| Op::BattleOnce { u, battle, delta, flags, at }),
     ]
 }
 
@@ -352,6 +372,8 @@ enum Out {
     Pair(Box<Out>, Box<Out>),
     /// A unit of work that was rolled back on purpose.
     RolledBack,
+    /// A battle end: progression, newly granted flags, replayed.
+    Battled(H, i32, i64, Vec<i32>, bool),
     Err(E),
 }
 
@@ -388,6 +410,18 @@ struct Model {
     loadouts: BTreeMap<H, ([i32; 15], i64)>,
     progression: BTreeMap<H, (i32, i64)>,
     unlocks: BTreeMap<(H, i32), i64>,
+    /// (user, battle) -> (delta, flags, at, level, xp, granted)
+    battles: BTreeMap<(H, usize), MBattle>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct MBattle {
+    delta: i64,
+    flags: Vec<i32>,
+    at: i64,
+    level: i32,
+    xp: i64,
+    granted: Vec<i32>,
 }
 
 type R = Result<Out, E>;
@@ -537,6 +571,7 @@ impl Model {
                 self.loadouts.remove(&h);
                 self.progression.remove(&h);
                 self.unlocks.retain(|(uh, _), _| *uh != h);
+                self.battles.retain(|(uh, _), _| *uh != h);
                 Ok(Out::Unit)
             }
             Op::GetAccount(u) => {
@@ -810,7 +845,57 @@ impl Model {
                 flags,
                 commit,
             } => self.battle(*u, *delta, flags, *commit),
+            Op::BattleOnce {
+                u,
+                battle,
+                delta,
+                flags,
+                at,
+            } => self.battle_once(*u, *battle, *delta, flags, *at),
         }
+    }
+
+    fn battle_once(&mut self, u: U, battle: usize, delta: i64, flags: &[i32], at: i64) -> R {
+        let h = self.user(u)?;
+        m_ts("at", at)?;
+        for f in flags {
+            m_nonneg("flag_id", (*f).into())?;
+        }
+        let set: Vec<i32> = flags
+            .iter()
+            .copied()
+            .collect::<BTreeSet<i32>>()
+            .into_iter()
+            .collect();
+        let h = self.live(h).ok_or(E::UnknownUser)?;
+        if let Some(b) = self.battles.get(&(h, battle)) {
+            if (b.delta, &b.flags, b.at) != (delta, &set, at) {
+                return Err(E::Conflict(UniqueKey::BattleId));
+            }
+            return Ok(Out::Battled(h, b.level, b.xp, b.granted.clone(), true));
+        }
+        let Out::Prog(_, level, xp) = self.step(&Op::AddXp(U::Slot(h), delta))? else {
+            unreachable!("add_xp answers with a progression")
+        };
+        let mut granted = Vec::new();
+        for f in &set {
+            if let std::collections::btree_map::Entry::Vacant(e) = self.unlocks.entry((h, *f)) {
+                e.insert(at);
+                granted.push(*f);
+            }
+        }
+        self.battles.insert(
+            (h, battle),
+            MBattle {
+                delta,
+                flags: set,
+                at,
+                level,
+                xp,
+                granted: granted.clone(),
+            },
+        );
+        Ok(Out::Battled(h, level, xp, granted, false))
     }
 
     fn register(&mut self, email: Name, username: Name, commit: bool) -> R {
@@ -852,13 +937,14 @@ impl Model {
         Ok(Out::Pair(Box::new(xp), Box::new(granted)))
     }
 
-    fn counts(&self) -> [i64; 5] {
+    fn counts(&self) -> [i64; 6] {
         [
             self.accounts.len() as i64,
             self.sessions.len() as i64,
             self.loadouts.len() as i64,
             self.progression.len() as i64,
             self.unlocks.len() as i64,
+            self.battles.len() as i64,
         ]
     }
 }
@@ -1055,6 +1141,26 @@ impl Backend<'_> {
             Op::Revoke(u, f) => {
                 db.unlocks().revoke(self.id(*u), *f).await?;
                 Out::Unit
+            }
+            Op::BattleOnce {
+                u,
+                battle,
+                delta,
+                flags,
+                at,
+            } => {
+                let r = db
+                    .battles()
+                    .apply(&BattleEnd {
+                        user_id: self.id(*u),
+                        battle_id: BATTLE_IDS[*battle],
+                        xp: *delta,
+                        flags,
+                        at: *at,
+                    })
+                    .await?;
+                let p = r.progression;
+                Out::Battled(self.h(p.user_id), p.level, p.xp, r.granted, r.replayed)
             }
             Op::Register {
                 email,
@@ -1379,7 +1485,7 @@ fn model_sanity() {
     );
     assert_eq!(m.apply(&Op::Grant(U::Slot(0), 1, 9)), Out::Bool(false));
     assert_eq!(m.apply(&Op::DeleteAccount(U::Slot(0))), Out::Unit);
-    assert_eq!(m.counts(), [1, 0, 0, 0, 0]);
+    assert_eq!(m.counts(), [1, 0, 0, 0, 0, 0]);
     assert_eq!(
         m.apply(&Op::Grant(U::Slot(0), 1, 9)),
         Out::Err(E::UnknownUser)

@@ -168,6 +168,7 @@ async fn schema_parity_by_catalog_introspection() {
         [
             "accounts",
             "army_loadouts",
+            "battle_results",
             "progression",
             "schema_migrations",
             "sessions",
@@ -217,10 +218,35 @@ async fn schema_parity_by_catalog_introspection() {
             "item_2",
             "item_3",
             "item_4",
-            "updated_at"
+            "updated_at",
+            "version"
         ]
     );
-    assert_eq!(col_names("progression"), ["user_id", "level", "xp"]);
+    assert_eq!(
+        col_names("progression"),
+        ["user_id", "level", "xp", "version"]
+    );
+    assert_eq!(
+        col_names("battle_results"),
+        [
+            "user_id",
+            "battle_id",
+            "xp_delta",
+            "flags",
+            "ended_at",
+            "level",
+            "xp",
+            "granted"
+        ]
+    );
+    assert_eq!(
+        lite_schema["battle_results"].primary_key,
+        ["user_id", "battle_id"]
+    );
+    assert_eq!(
+        lite_schema["battle_results"].indexes,
+        BTreeSet::from([strings(&["ended_at"])])
+    );
     assert_eq!(
         col_names("user_unlocks"),
         ["user_id", "flag_id", "unlocked_at"]
@@ -247,7 +273,10 @@ async fn schema_parity_by_catalog_introspection() {
     assert_eq!(lite_schema["sessions"].primary_key, ["token"]);
     assert_eq!(
         lite_schema["sessions"].indexes,
-        BTreeSet::from([strings(&["user_id"]), strings(&["expires_at"])])
+        BTreeSet::from([
+            strings(&["user_id", "created_at"]),
+            strings(&["expires_at"])
+        ])
     );
     assert_eq!(
         lite_schema["user_unlocks"].primary_key,
@@ -259,7 +288,13 @@ async fn schema_parity_by_catalog_introspection() {
         ref_columns: strings(&["user_id"]),
         on_delete: "CASCADE".into(),
     };
-    for child in ["sessions", "army_loadouts", "progression", "user_unlocks"] {
+    for child in [
+        "sessions",
+        "army_loadouts",
+        "progression",
+        "user_unlocks",
+        "battle_results",
+    ] {
         assert_eq!(
             lite_schema[child].foreign_keys,
             BTreeSet::from([cascade.clone()]),
@@ -277,8 +312,9 @@ async fn schema_parity_by_catalog_introspection() {
         checks,
         [
             ("accounts", 7),
-            ("army_loadouts", 16),
-            ("progression", 2),
+            ("army_loadouts", 17),
+            ("battle_results", 6),
+            ("progression", 3),
             ("schema_migrations", 0),
             ("sessions", 3),
             ("user_unlocks", 2)
@@ -301,7 +337,7 @@ async fn schema_parity_by_catalog_introspection() {
         .unwrap()
         .collect::<rusqlite::Result<_>>()
         .unwrap();
-    assert_eq!(strict.len(), 6);
+    assert_eq!(strict.len(), 7);
     assert!(strict.iter().all(|(_, s)| *s == 1), "{strict:?}");
     let accounts_sql: String = raw
         .query_row(
@@ -796,6 +832,16 @@ async fn deleting_an_account_cascades_to_every_child_table(t: &TestDb) {
             .await
             .unwrap();
         db.unlocks().grant(u, 7, 1).await.unwrap();
+        db.battles()
+            .apply(&persist::BattleEnd {
+                user_id: u,
+                battle_id: "match-1",
+                xp: 5,
+                flags: &[],
+                at: 1,
+            })
+            .await
+            .unwrap();
     }
     // Foreign keys are enforced.
     let err = db
@@ -835,6 +881,7 @@ async fn deleting_an_account_cascades_to_every_child_table(t: &TestDb) {
         "army_loadouts",
         "progression",
         "user_unlocks",
+        "battle_results",
     ] {
         assert_eq!(
             count(table, gone.user_id).await,

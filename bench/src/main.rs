@@ -7,6 +7,7 @@
 //!
 //! See `docs/PERFORMANCE.md` for what is measured and how.
 
+mod battle_once;
 mod bench_pg;
 mod bench_sqlite;
 mod cold;
@@ -144,6 +145,10 @@ struct Cli {
     /// cluster it starts (bench/src/connect.rs).
     #[arg(long)]
     connect: bool,
+    /// Measure only the exactly-once battle end against raw SQL and today's
+    /// battle_end_tx (bench/src/battle_once.rs).
+    #[arg(long)]
+    battle_once: bool,
     #[arg(long, hide = true)]
     rss_child: Option<String>,
     #[arg(long, hide = true)]
@@ -271,6 +276,14 @@ pub fn finish(
 async fn run(cli: Cli) -> Result<Option<(Results, Instant)>> {
     if cli.connect {
         return connect::run(cli.quick).await.map(|_| None);
+    }
+    if cli.battle_once {
+        let dir = cli.sqlite_dir.clone().unwrap_or_else(std::env::temp_dir);
+        let (lite, pg) = (
+            cli.backend != Backends::Postgres,
+            cli.backend != Backends::Sqlite,
+        );
+        return battle_once::run(cli.quick, lite, pg, &cli.postgres_url, &dir).await;
     }
     let scale = if cli.quick {
         Scale::quick()

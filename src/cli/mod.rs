@@ -5,6 +5,7 @@ pub mod copy;
 pub mod demo;
 pub mod status;
 pub mod sweep;
+pub mod sweep_battles;
 pub mod verify;
 
 /// Exit codes of `persist`.

@@ -5,6 +5,7 @@
 //! statements are prepared once per connection and cached.
 
 pub(crate) mod accounts;
+pub(crate) mod battles;
 mod call;
 pub(crate) mod connect;
 pub(crate) mod copy;

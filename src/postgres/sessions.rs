@@ -79,6 +79,32 @@ pub(crate) async fn list_for_user(c: &Client, user: UserId) -> Result<Vec<Sessio
         .await
         .map_err(map)?;
     let rows = c.query(&st, &[&user.0]).await.map_err(map)?;
+    collect(&rows, user)
+}
+
+/// At most `limit` sessions after `(created_at, token)` in the list order
+/// (the repository passes a session id padded with 0xFF bytes as the token).
+pub(crate) async fn list_for_user_page(
+    c: &Client,
+    user: UserId,
+    after: (i64, &[u8; 32]),
+    limit: i64,
+) -> Result<Vec<Session>> {
+    let st = c
+        .prepare_cached(
+            "SELECT token, created_at, expires_at FROM sessions WHERE user_id = $1 \
+             AND (created_at, token) > ($2, $3) ORDER BY created_at, token LIMIT $4",
+        )
+        .await
+        .map_err(map)?;
+    let rows = c
+        .query(&st, &[&user.0, &after.0, &&after.1[..], &limit])
+        .await
+        .map_err(map)?;
+    collect(&rows, user)
+}
+
+fn collect(rows: &[tokio_postgres::Row], user: UserId) -> Result<Vec<Session>> {
     rows.iter()
         .map(|r| {
             let token: &[u8] = r.try_get(0).map_err(map)?;

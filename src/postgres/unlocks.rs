@@ -59,6 +59,32 @@ pub(crate) async fn list(c: &Client, user: UserId) -> Result<Vec<Unlock>> {
         .await
         .map_err(map)?;
     let rows = c.query(&st, &[&user.0]).await.map_err(map)?;
+    collect(&rows)
+}
+
+/// At most `limit` flags above `after`, in flag order: a range of the
+/// primary key.
+pub(crate) async fn list_page(
+    c: &Client,
+    user: UserId,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<Unlock>> {
+    let st = c
+        .prepare_cached(
+            "SELECT flag_id, unlocked_at FROM user_unlocks WHERE user_id = $1 \
+             AND flag_id > $2::int8 ORDER BY flag_id LIMIT $3",
+        )
+        .await
+        .map_err(map)?;
+    let rows = c
+        .query(&st, &[&user.0, &after, &limit])
+        .await
+        .map_err(map)?;
+    collect(&rows)
+}
+
+fn collect(rows: &[tokio_postgres::Row]) -> Result<Vec<Unlock>> {
     rows.iter()
         .map(|r| {
             Ok(Unlock {

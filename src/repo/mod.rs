@@ -5,20 +5,55 @@
 //! unit of work ([`Tx`]); the same methods serve both.
 
 mod accounts;
+mod battles;
 mod loadouts;
 mod progression;
 mod sessions;
 mod unlocks;
 
 pub use accounts::AccountsRepo;
+pub use battles::BattlesRepo;
 pub use loadouts::LoadoutsRepo;
 pub use progression::ProgressionRepo;
 pub use sessions::SessionsRepo;
 pub use unlocks::UnlocksRepo;
 
+/// Most items one page of a paginated list holds.
+pub const MAX_PAGE_SIZE: u32 = 1000;
+
 use crate::db::Db;
+use crate::error::{Error, Result, Violation};
 use crate::exec::Exec;
+use crate::models::Page;
 use crate::tx::Tx;
+
+/// Checks a page size; returns how many rows to read (one more than the
+/// page, to tell whether another page follows).
+fn page_rows(limit: u32) -> Result<i64> {
+    if !(1..=MAX_PAGE_SIZE).contains(&limit) {
+        return Err(Error::invalid(
+            "limit",
+            Violation::OutOfRange {
+                min: 1,
+                max: MAX_PAGE_SIZE.into(),
+            },
+        ));
+    }
+    Ok(i64::from(limit) + 1)
+}
+
+/// A page of at most `limit` of `rows` (read with [`page_rows`]); `next` is
+/// the cursor of its last item when more rows follow.
+fn page<T, C>(mut rows: Vec<T>, limit: u32, cursor: impl Fn(&T) -> C) -> Page<T, C> {
+    let limit = limit as usize;
+    let next = if rows.len() > limit {
+        rows.truncate(limit);
+        rows.last().map(cursor)
+    } else {
+        None
+    };
+    Page { items: rows, next }
+}
 
 impl Db {
     /// The accounts repository.
@@ -40,6 +75,10 @@ impl Db {
     /// The unlocks repository.
     pub fn unlocks(&self) -> UnlocksRepo<'_> {
         UnlocksRepo::new(Exec::Db(self))
+    }
+    /// The battle results repository (exactly-once battle ends).
+    pub fn battles(&self) -> BattlesRepo<'_> {
+        BattlesRepo::new(Exec::Db(self))
     }
 }
 
@@ -63,6 +102,10 @@ impl Tx {
     /// The unlocks repository, inside this unit of work.
     pub fn unlocks(&self) -> UnlocksRepo<'_> {
         UnlocksRepo::new(self.exec())
+    }
+    /// The battle results repository, inside this unit of work.
+    pub fn battles(&self) -> BattlesRepo<'_> {
+        BattlesRepo::new(self.exec())
     }
 }
 

@@ -1,8 +1,8 @@
 //! The `progression` repository.
 
-use crate::error::{Error, Result, Violation};
+use crate::error::{Error, Result, UniqueKey, Violation};
 use crate::exec::{Exec, Mode};
-use crate::models::{Progression, UserId};
+use crate::models::{Progression, UserId, Versioned};
 use crate::validate;
 use crate::{postgres, sqlite};
 
@@ -41,7 +41,56 @@ impl ProgressionRepo<'_> {
             .await
     }
 
-    /// Inserts or replaces level and xp.
+    /// A user's progression with its version, for
+    /// [`ProgressionRepo::set_if_version`].
+    ///
+    /// # Errors
+    /// [`Error::NotFound`](crate::Error::NotFound); [`Error::InvalidInput`](crate::Error::InvalidInput) for an id below 1.
+    pub async fn get_versioned(&self, user: UserId) -> Result<Versioned<Progression>> {
+        validate::user_id(user)?;
+        let (value, version) = self
+            .ex
+            .run(
+                "progression.get_versioned",
+                Mode::Read,
+                |c| sqlite::progression::get_versioned(c, user),
+                async |p| postgres::progression::get_versioned(p, user).await,
+            )
+            .await?;
+        Ok(Versioned { value, version })
+    }
+
+    /// Sets level and xp only if nobody changed them since the caller read
+    /// version `expected` (0: only if there is no row yet), in one
+    /// statement; returns the new version. [`ProgressionRepo::add_xp`] and
+    /// battle ends change the row without a version check but add one to the
+    /// version too.
+    ///
+    /// # Errors
+    /// [`Error::Conflict`](crate::Error::Conflict)`(`[`UniqueKey::ProgressionVersion`](crate::UniqueKey::ProgressionVersion)`)` when the
+    /// stored version is not `expected`: nothing changed;
+    /// [`Error::UnknownUser`](crate::Error::UnknownUser); [`Error::InvalidInput`](crate::Error::InvalidInput) as
+    /// [`ProgressionRepo::set`], or a negative `expected`.
+    pub async fn set_if_version(&self, p: &Progression, expected: i64) -> Result<i64> {
+        validate::user_id(p.user_id)?;
+        validate::non_negative("level", p.level.into())?;
+        validate::non_negative("xp", p.xp)?;
+        if expected < 0 {
+            return Err(Error::invalid("expected_version", Violation::Negative));
+        }
+        self.ex
+            .run(
+                "progression.set_if_version",
+                Mode::Write,
+                |c| sqlite::progression::set_if_version(c, p, expected),
+                async |pg| postgres::progression::set_if_version(pg, p, expected).await,
+            )
+            .await?
+            .ok_or(Error::Conflict(UniqueKey::ProgressionVersion))
+    }
+
+    /// Inserts or replaces level and xp; the last call wins (see
+    /// [`ProgressionRepo::set_if_version`]). Adds one to the version.
     ///
     /// # Errors
     /// [`Error::UnknownUser`](crate::Error::UnknownUser); [`Error::InvalidInput`](crate::Error::InvalidInput) for a negative level or

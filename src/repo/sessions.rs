@@ -4,12 +4,12 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result, Violation};
 use crate::exec::{Exec, Mode};
-use crate::models::{Session, SessionId, UserId};
+use crate::models::{Page, Session, SessionCursor, SessionId, UserId};
 use crate::validate;
 use crate::{postgres, sqlite};
 
 /// Most rows one sweep batch deletes.
-const SWEEP_BATCH_MAX: i64 = 100_000;
+pub(super) const SWEEP_BATCH_MAX: i64 = 100_000;
 
 pub(crate) fn token_digest(token: &str) -> Result<[u8; 32]> {
     validate::token(token)?;
@@ -142,7 +142,10 @@ impl SessionsRepo<'_> {
             .await
     }
 
-    /// A user's sessions, oldest first.
+    /// All of a user's sessions, oldest first. Reads and returns every one:
+    /// its cost grows with the user's session count, which a client
+    /// hammering login can make large. Prefer
+    /// [`SessionsRepo::list_for_user_page`].
     ///
     /// # Errors
     /// [`Error::InvalidInput`](crate::Error::InvalidInput) for an id below 1.
@@ -156,6 +159,49 @@ impl SessionsRepo<'_> {
                 async |p| postgres::sessions::list_for_user(p, user).await,
             )
             .await
+    }
+
+    /// One page of a user's sessions, oldest first (by creation time, then
+    /// id): at most `limit` sessions after `after` (`None`: from the first).
+    /// Keyset pagination: a page reads an index range, whatever page it is,
+    /// and sessions created or deleted between pages never make one repeat
+    /// or skip another.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`](crate::Error::InvalidInput) for an id below 1 or a `limit` outside
+    /// `1..=`[`MAX_PAGE_SIZE`](crate::MAX_PAGE_SIZE).
+    pub async fn list_for_user_page(
+        &self,
+        user: UserId,
+        after: Option<SessionCursor>,
+        limit: u32,
+    ) -> Result<Page<Session, SessionCursor>> {
+        validate::user_id(user)?;
+        let rows = super::page_rows(limit)?;
+        // Sessions sort by (created_at, token digest); the cursor holds the
+        // first 16 bytes of the digest (the public id), so the rest is padded
+        // with 0xFF to sort after every digest with that prefix. No cursor:
+        // before every row (created_at is never negative).
+        let mut key = [0xFFu8; 32];
+        let created_at = match after {
+            Some(c) => {
+                key[..16].copy_from_slice(&c.id.0);
+                c.created_at
+            }
+            None => -1,
+        };
+        let sessions = self
+            .ex
+            .run(
+                "sessions.list_for_user_page",
+                Mode::Read,
+                |c| sqlite::sessions::list_for_user_page(c, user, (created_at, &key), rows),
+                async |p| {
+                    postgres::sessions::list_for_user_page(p, user, (created_at, &key), rows).await
+                },
+            )
+            .await?;
+        Ok(super::page(sessions, limit, SessionCursor::after))
     }
 
     /// Revokes one of a user's sessions by its public id.
@@ -223,7 +269,7 @@ const SWEEP_BATCH_TIME: std::time::Duration = std::time::Duration::from_millis(2
 /// The next sweep batch size: halved after a batch that took longer than
 /// [`SWEEP_BATCH_TIME`], doubled (up to the caller's `max`) after one that
 /// took less than half of it.
-fn next_sweep_batch(batch: i64, max: i64, took: std::time::Duration) -> i64 {
+pub(super) fn next_sweep_batch(batch: i64, max: i64, took: std::time::Duration) -> i64 {
     if took > SWEEP_BATCH_TIME {
         (batch / 2).max(1)
     } else if took < SWEEP_BATCH_TIME / 2 {

@@ -2,7 +2,7 @@
 
 use crate::error::Result;
 use crate::exec::{Exec, Mode};
-use crate::models::{Unlock, UserId};
+use crate::models::{Page, Unlock, UserId};
 use crate::validate;
 use crate::{postgres, sqlite};
 
@@ -89,7 +89,9 @@ impl UnlocksRepo<'_> {
             .await
     }
 
-    /// The user's flags in flag order (empty for an unknown user).
+    /// All of the user's flags in flag order (empty for an unknown user).
+    /// Reads and returns every one: its cost grows with the number of flags
+    /// the user holds. [`UnlocksRepo::list_page`] bounds it.
     ///
     /// # Errors
     /// [`Error::InvalidInput`](crate::Error::InvalidInput) for an id below 1.
@@ -103,6 +105,40 @@ impl UnlocksRepo<'_> {
                 async |p| postgres::unlocks::list(p, user).await,
             )
             .await
+    }
+
+    /// One page of the user's flags in flag order: at most `limit` flags
+    /// above `after` (`None`: from the first). Keyset pagination over the
+    /// primary key; `next` is the last flag of the page when more follow.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`](crate::Error::InvalidInput) for an id below 1, a negative `after` or a
+    /// `limit` outside `1..=`[`MAX_PAGE_SIZE`](crate::MAX_PAGE_SIZE).
+    pub async fn list_page(
+        &self,
+        user: UserId,
+        after: Option<i32>,
+        limit: u32,
+    ) -> Result<Page<Unlock, i32>> {
+        validate::user_id(user)?;
+        let after = match after {
+            Some(f) => {
+                validate::non_negative("after", f.into())?;
+                i64::from(f)
+            }
+            None => -1,
+        };
+        let rows = super::page_rows(limit)?;
+        let flags = self
+            .ex
+            .run(
+                "unlocks.list_page",
+                Mode::Read,
+                |c| sqlite::unlocks::list_page(c, user, after, rows),
+                async |p| postgres::unlocks::list_page(p, user, after, rows).await,
+            )
+            .await?;
+        Ok(super::page(flags, limit, |u: &Unlock| u.flag_id))
     }
 
     /// Revokes a flag.

@@ -8,6 +8,7 @@
 //! held by *other processes* use SQLite's busy timeout.
 
 pub(crate) mod accounts;
+pub(crate) mod battles;
 mod busy;
 mod connect;
 pub(crate) mod copy;

@@ -59,12 +59,35 @@ pub(crate) fn list_for_user(c: &Connection, user: UserId) -> Result<Vec<Session>
              ORDER BY created_at, token",
         )
         .map_err(map)?;
-    let rows = st
-        .query_map([user.0], |r| {
-            let token: Vec<u8> = r.get(0)?;
-            Ok((token, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
-        })
+    let rows = st.query([user.0]).map_err(map)?;
+    collect(rows, user)
+}
+
+/// At most `limit` sessions after `(created_at, token)` in the list order
+/// (the repository passes a session id padded with 0xFF bytes as the token).
+pub(crate) fn list_for_user_page(
+    c: &Connection,
+    user: UserId,
+    after: (i64, &[u8; 32]),
+    limit: i64,
+) -> Result<Vec<Session>> {
+    let mut st = c
+        .prepare_cached(
+            "SELECT token, created_at, expires_at FROM sessions WHERE user_id = ?1 \
+             AND (created_at, token) > (?2, ?3) ORDER BY created_at, token LIMIT ?4",
+        )
         .map_err(map)?;
+    let rows = st
+        .query(params![user.0, after.0, &after.1[..], limit])
+        .map_err(map)?;
+    collect(rows, user)
+}
+
+fn collect(rows: rusqlite::Rows<'_>, user: UserId) -> Result<Vec<Session>> {
+    let rows = rows.mapped(|r| {
+        let token: Vec<u8> = r.get(0)?;
+        Ok((token, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+    });
     let mut out = Vec::new();
     for row in rows {
         let (token, created_at, expires_at) = row.map_err(map)?;

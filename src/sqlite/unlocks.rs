@@ -50,13 +50,25 @@ pub(crate) fn has(c: &Connection, user: UserId, flag: i32) -> Result<bool> {
 }
 
 pub(crate) fn list(c: &Connection, user: UserId) -> Result<Vec<Unlock>> {
+    list_page(c, user, -1, i64::MAX)
+}
+
+/// At most `limit` flags above `after`, in flag order: a range of the
+/// primary key.
+pub(crate) fn list_page(
+    c: &Connection,
+    user: UserId,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<Unlock>> {
     let mut st = c
         .prepare_cached(
-            "SELECT flag_id, unlocked_at FROM user_unlocks WHERE user_id = ?1 ORDER BY flag_id",
+            "SELECT flag_id, unlocked_at FROM user_unlocks WHERE user_id = ?1 AND flag_id > ?2 \
+             ORDER BY flag_id LIMIT ?3",
         )
         .map_err(map)?;
     let rows = st
-        .query_map([user.0], |r| {
+        .query_map(params![user.0, after, limit], |r| {
             Ok(Unlock {
                 flag_id: r.get(0)?,
                 unlocked_at: r.get(1)?,

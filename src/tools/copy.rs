@@ -22,7 +22,7 @@ const MAX_BATCH: usize = 100_000;
 /// SQLite file must already exist (opening would create an empty one).
 ///
 /// # Errors
-/// [`Error::Config`] for a SQLite file that does not exist; otherwise as
+/// [`Error::Config`](crate::Error::Config) for a SQLite file that does not exist; otherwise as
 /// [`open`](crate::open).
 pub async fn open_copy_source(config: &Config) -> Result<Db> {
     if let Some(path) = config.sqlite_path() {
@@ -40,7 +40,7 @@ pub async fn open_copy_source(config: &Config) -> Result<Db> {
 ///
 /// The steps, stopping at the first failure:
 ///
-/// 1. **Refusals** (nothing is written; [`Error::CopyRefused`]): source and
+/// 1. **Refusals** (nothing is written; [`Error::CopyRefused`](crate::Error::CopyRefused)): source and
 ///    target are one database; the source is not exactly at this binary's
 ///    schema (a pending, drifted or unknown migration); the target has a
 ///    drifted or unknown migration; the target already holds rows in one of
@@ -66,18 +66,18 @@ pub async fn open_copy_source(config: &Config) -> Result<Db> {
 ///    newest accounts may have been deleted), and never one the target issued.
 /// 6. **Verify**: [`ContentChecksum`](crate::ContentChecksum) of the source (in the same snapshot)
 ///    and of the target; any difference in row counts or checksums is
-///    [`Error::CopyMismatch`].
+///    [`Error::CopyMismatch`](crate::Error::CopyMismatch).
 ///
 /// `schema_migrations` is not copied: each side keeps its own history.
 /// The target should not be in use during the copy (nothing locks it between
 /// the checks and the writes).
 ///
 /// # Errors
-/// [`Error::InvalidInput`] for a batch size outside 1..=100000 (nothing
-/// runs); [`Error::CopyRefused`] (nothing written); migration errors of the
-/// target; [`Error::CopyMismatch`] when the verification finds a difference;
-/// [`Error::Closed`], [`Error::Unavailable`], [`Error::Timeout`],
-/// [`Error::Constraint`] or a driver error from either side. After a failure
+/// [`Error::InvalidInput`](crate::Error::InvalidInput) for a batch size outside 1..=100000 (nothing
+/// runs); [`Error::CopyRefused`](crate::Error::CopyRefused) (nothing written); migration errors of the
+/// target; [`Error::CopyMismatch`](crate::Error::CopyMismatch) when the verification finds a difference;
+/// [`Error::Closed`](crate::Error::Closed), [`Error::Unavailable`](crate::Error::Unavailable), [`Error::Timeout`](crate::Error::Timeout),
+/// [`Error::Constraint`](crate::Error::Constraint) or a driver error from either side. After a failure
 /// in or after the copy step the target holds a partial copy.
 pub async fn copy(
     from: &Db,
@@ -257,7 +257,7 @@ async fn copy_table(
 }
 
 /// Step 6: any difference in row counts or checksums is
-/// [`Error::CopyMismatch`].
+/// [`Error::CopyMismatch`](crate::Error::CopyMismatch).
 fn compare_checksums(source: &ContentChecksum, target: &ContentChecksum) -> Result<()> {
     let mismatched: Vec<String> = source
         .tables

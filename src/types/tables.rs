@@ -53,7 +53,7 @@ const B: Kind = Kind::Bytes;
 /// The copied tables in foreign-key order (parents first), at this binary's
 /// schema version (a unit test holds
 /// it to the migrations).
-pub(crate) const TABLES: [TableSpec; 5] = [
+pub(crate) const TABLES: [TableSpec; 6] = [
     TableSpec {
         name: "accounts",
         columns: &[
@@ -98,17 +98,32 @@ pub(crate) const TABLES: [TableSpec; 5] = [
             ("item_3", I),
             ("item_4", I),
             ("updated_at", I),
+            ("version", I),
         ],
         key: 1,
     },
     TableSpec {
         name: "progression",
-        columns: &[("user_id", I), ("level", I), ("xp", I)],
+        columns: &[("user_id", I), ("level", I), ("xp", I), ("version", I)],
         key: 1,
     },
     TableSpec {
         name: "user_unlocks",
         columns: &[("user_id", I), ("flag_id", I), ("unlocked_at", I)],
+        key: 2,
+    },
+    TableSpec {
+        name: "battle_results",
+        columns: &[
+            ("user_id", I),
+            ("battle_id", T),
+            ("xp_delta", I),
+            ("flags", T),
+            ("ended_at", I),
+            ("level", I),
+            ("xp", I),
+            ("granted", T),
+        ],
         key: 2,
     },
 ];
@@ -224,16 +239,18 @@ mod tests {
                 "sessions",
                 "army_loadouts",
                 "progression",
-                "user_unlocks"
+                "user_unlocks",
+                "battle_results"
             ]
         );
         assert_eq!(TABLES[4].key_list(), "user_id, flag_id");
+        assert_eq!(TABLES[5].key_list(), "user_id, battle_id");
         assert_eq!(TABLES[1].key_list(), "token");
     }
 
     #[test]
     fn checksum_encoding_is_canonical() {
-        let spec = &TABLES[3]; // progression: three integers
+        let spec = &TABLES[3]; // progression: four integers
         let mut b = Batch::new(spec, 1);
         for (i, col) in b.columns.iter_mut().enumerate() {
             if let ColumnData::Int(v) = col {
@@ -244,7 +261,7 @@ mod tests {
         let mut h = Sha256::new();
         b.hash_into(&mut h);
         let mut want = Sha256::new();
-        for x in [1i64, 2, 3] {
+        for x in [1i64, 2, 3, 4] {
             want.update([1u8]);
             want.update(x.to_be_bytes());
         }

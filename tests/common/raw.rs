@@ -5,13 +5,14 @@ use std::time::Duration;
 
 use persist::{BackendKind, Db};
 
-/// The five tables, parents first.
-pub const TABLES: [&str; 5] = [
+/// The six tables, parents first.
+pub const TABLES: [&str; 6] = [
     "accounts",
     "sessions",
     "army_loadouts",
     "progression",
     "user_unlocks",
+    "battle_results",
 ];
 
 pub enum Raw {
@@ -47,9 +48,9 @@ impl Raw {
         }
     }
 
-    /// Empties the five tables, children first, in one transaction.
+    /// Empties the six tables, children first, in one transaction.
     pub async fn wipe(&self) {
-        let sql = "BEGIN; DELETE FROM user_unlocks; DELETE FROM progression; \
+        let sql = "BEGIN; DELETE FROM battle_results; DELETE FROM user_unlocks; DELETE FROM progression; \
                    DELETE FROM army_loadouts; DELETE FROM sessions; DELETE FROM accounts; \
                    COMMIT;";
         match self {
@@ -58,16 +59,16 @@ impl Raw {
         }
     }
 
-    /// Row counts of the five tables, in [`TABLES`] order, read by one
+    /// Row counts of the six tables, in [`TABLES`] order, read by one
     /// statement.
-    pub async fn counts(&self) -> [i64; 5] {
+    pub async fn counts(&self) -> [i64; 6] {
         let sql = format!(
             "SELECT {}",
             TABLES
                 .map(|t| format!("(SELECT count(*) FROM {t})"))
                 .join(", ")
         );
-        let mut out = [0; 5];
+        let mut out = [0; 6];
         match self {
             Raw::Sqlite(c) => c
                 .query_row(&sql, [], |r| {

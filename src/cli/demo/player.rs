@@ -3,9 +3,12 @@
 use std::collections::BTreeSet;
 use std::time::Instant;
 
-use persist::{Db, Loadout, NewAccount, PieceAbilities, Progression, Result, Session, UserId};
+use persist::{Db, Loadout, NewAccount, Progression, Result, Session, UserId};
 use rand::rngs::ChaCha8Rng;
 use rand::{Rng, SeedableRng};
+
+#[path = "game.rs"]
+mod game;
 
 use super::workload::{player_email, player_username, OpKind, Tally, SESSION_TTL, SIMULATED_START};
 
@@ -35,6 +38,9 @@ struct Player<'a> {
     xp: i64,
     flags: BTreeSet<i32>,
     loadout: Option<Loadout>,
+    /// Battles played so far (names the next battle id).
+    battles: u32,
+    seed: u64,
     tally: Tally,
 }
 
@@ -57,6 +63,8 @@ pub(super) async fn play(db: &Db, seed: u64, index: u32) -> Result<Tally> {
         xp: 0,
         flags: BTreeSet::new(),
         loadout: None,
+        battles: 0,
+        seed,
         tally: Tally::default(),
     };
     p.remove_earlier_run().await?;
@@ -220,6 +228,10 @@ impl Player<'_> {
             self.request().await?;
             self.battle().await?;
         }
+        if self.below(4) == 0 {
+            self.advance(1, 30);
+            self.profile_screen().await?;
+        }
         if self.below(5) != 0 {
             self.advance(1, 60);
             self.logout().await?;
@@ -287,82 +299,6 @@ impl Player<'_> {
         accounts.update_last_login(self.user, self.now).await?;
         self.issue_session().await?;
         self.record(OpKind::Login, started, 3);
-        Ok(())
-    }
-
-    async fn loadout_screen(&mut self) -> Result<()> {
-        let mut army = [0i32; 4];
-        for slot in &mut army {
-            *slot = self.below_i32(9); // 0 = empty, abilities 1..=8
-        }
-        let mut pieces = [0i32; 6];
-        for slot in &mut pieces {
-            *slot = self.below_i32(9);
-        }
-        let mut items = [0i32; 4];
-        for slot in &mut items {
-            *slot = self.below_i32(8); // 0 = empty, items 1..=7
-        }
-        let loadout = Loadout {
-            user_id: self.user,
-            element_id: self.below_i32(5),
-            army_abilities: army,
-            piece_abilities: PieceAbilities::from_array(pieces),
-            items,
-            updated_at: self.now,
-        };
-        let started = Instant::now();
-        let current = self.db.loadouts().get(self.user).await?;
-        self.db.loadouts().save(&loadout).await?;
-        self.record(OpKind::LoadoutSave, started, 2);
-        self.check(
-            Some(current) == self.loadout,
-            "loadout read back differs from the last save",
-        );
-        self.loadout = Some(loadout);
-        Ok(())
-    }
-
-    async fn battle(&mut self) -> Result<()> {
-        let delta = 10 + i64::try_from(self.below(191)).unwrap_or(0);
-        let mut grant = Vec::new();
-        for _ in 0..1 + self.below(3) {
-            grant.push(1 + self.below_i32(24));
-        }
-        let expected_xp = self.xp + delta;
-        let level = (1 + expected_xp / 1_000).min(i64::from(i32::MAX));
-        let new_level = i32::try_from(level).unwrap_or(i32::MAX).max(self.level);
-        let mut expected_new: Vec<i32> = grant
-            .iter()
-            .copied()
-            .filter(|f| !self.flags.contains(f))
-            .collect();
-        expected_new.sort_unstable();
-        expected_new.dedup();
-
-        let started = Instant::now();
-        let mut calls = 2;
-        let tx = self.db.begin().await?;
-        let after = tx.progression().add_xp(self.user, delta).await?;
-        if new_level > self.level {
-            calls += 1;
-            tx.progression()
-                .set(&Progression {
-                    user_id: self.user,
-                    level: new_level,
-                    xp: after.xp,
-                })
-                .await?;
-        }
-        let granted = tx.unlocks().grant_many(self.user, &grant, self.now).await?;
-        tx.commit().await?;
-        self.record(OpKind::Battle, started, calls);
-
-        self.check(after.xp == expected_xp, "xp after add_xp differs");
-        self.check(granted == expected_new, "newly granted flags differ");
-        self.xp = expected_xp;
-        self.level = new_level;
-        self.flags.extend(grant);
         Ok(())
     }
 

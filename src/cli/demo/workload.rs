@@ -14,10 +14,16 @@
 //!    authenticated requests (**session_lookup**: the token is looked up and
 //!    `expires_at` checked; a session that expired meanwhile is refused and
 //!    the client logs in again), maybe opens the loadout screen (**loadout_save**:
-//!    read and save the whole loadout), plays battles (**battle**: one unit of
-//!    work adding xp, raising the level when the xp crosses the next thousand,
-//!    and granting unlock flags) and usually ends with a **logout** (the
-//!    token is deleted, then a lookup must miss);
+//!    read the loadout with its version and save it expecting that version;
+//!    one time in three on two devices at once, from two tasks: one save wins,
+//!    the other must get `Conflict` and re-applies its edit on the new
+//!    version), plays battles (**battle**: one unit of work applying the
+//!    result exactly once under the player's own battle id with
+//!    `battles().apply`, raising the level when the xp crosses the next
+//!    thousand; one report in four is sent again and must apply nothing and
+//!    answer the same), sometimes opens a profile screen (sessions and unlock
+//!    flags read in keyset pages of two, counted in the calls) and usually
+//!    ends with a **logout** (the token is deleted, then a lookup must miss);
 //! 3. sometimes a **password_change** (one unit of work replacing the hash and
 //!    deleting every session of the user) and, for about one player in twenty,
 //!    an **account_delete** (after which the progression must be gone).
@@ -29,9 +35,11 @@
 //! # Determinism
 //!
 //! The final content of the database (accounts, hashes, timestamps, sessions,
-//! loadouts, xp, levels, unlock flags) is a function of the seed and the
-//! number of players only, whatever the number of tasks and however they
-//! interleave, on both backends. Each player's script comes from its own
+//! loadouts and their versions, xp, levels, unlock flags, battle records) is
+//! a function of the seed and the number of players only, whatever the
+//! number of tasks and however they interleave (the two-device loadout races
+//! included: the final loadout is the re-applied edit whoever won), on both
+//! backends. Each player's script comes from its own
 //! ChaCha8 stream (key from the seed, stream number = player index), touches
 //! only that player's rows, and reads time from a simulated clock that
 //! starts at [`SIMULATED_START`] (not the wall clock). The one exception is
