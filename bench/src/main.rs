@@ -283,7 +283,9 @@ async fn run(cli: Cli) -> Result<Option<(Results, Instant)>> {
             cli.backend != Backends::Postgres,
             cli.backend != Backends::Sqlite,
         );
-        return battle_once::run(cli.quick, lite, pg, &cli.postgres_url, &dir).await;
+        return battle_once::run(cli.quick, lite, pg, &cli.postgres_url, &dir)
+            .await
+            .map(|()| None);
     }
     let scale = if cli.quick {
         Scale::quick()
