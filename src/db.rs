@@ -7,7 +7,8 @@ use std::sync::Arc;
 use crate::backend::BackendKind;
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::migrate::{self, MigrationReport, MigrationStatus, Migrations};
+use crate::migrate::{self, MigrationReport, MigrationState, MigrationStatus, Migrations};
+use crate::observe;
 use crate::{postgres, sqlite};
 
 pub(crate) enum Backend {
@@ -171,6 +172,15 @@ impl Db {
     /// dialect is not the backend's.
     pub async fn migrate_with(&self, set: &Migrations) -> Result<MigrationReport> {
         self.check_dialect(set)?;
+        let started = std::time::Instant::now();
+        let report = self.migrate_locked(set).await?;
+        let sys = observe::system(self.backend());
+        observe::migration_run(sys, started.elapsed());
+        observe::schema(sys, report.version, 0);
+        Ok(report)
+    }
+
+    async fn migrate_locked(&self, set: &Migrations) -> Result<MigrationReport> {
         let lock_timeout = self.inner.config.lock_timeout;
         match self.live()? {
             Backend::Sqlite(p) => {
@@ -211,7 +221,19 @@ impl Db {
             Backend::Sqlite(p) => p.read(sqlite::migrate::applied).await?,
             Backend::Postgres(p) => postgres::migrate::applied(&p.get().await?).await?,
         };
-        Ok(migrate::status(set, &applied))
+        let status = migrate::status(set, &applied);
+        let version = status
+            .iter()
+            .filter(|s| s.state != MigrationState::Pending)
+            .map(|s| s.version)
+            .max()
+            .unwrap_or(0);
+        let pending = status
+            .iter()
+            .filter(|s| s.state == MigrationState::Pending)
+            .count();
+        observe::schema(observe::system(self.backend()), version, pending);
+        Ok(status)
     }
 
     /// Size of the database on disk: for SQLite the file plus its

@@ -41,9 +41,11 @@ mod config;
 mod db;
 mod error;
 mod exec;
+mod health;
 mod keys;
 mod migrate;
 mod models;
+pub mod observe;
 mod postgres;
 mod repo;
 mod sqlite;
@@ -56,6 +58,7 @@ pub use backend::BackendKind;
 pub use config::{Config, Durability, PasswordSource, SslMode, SslRootCert, DEFAULT_DATABASE_URL};
 pub use db::{open, DatabaseSize, Db};
 pub use error::{CopyRefusal, DatabaseError, Entity, Error, Result, UniqueKey, Violation};
+pub use health::{Health, HealthError, DEFAULT_HEALTH_DEADLINE};
 pub use keys::canonical_key;
 pub use migrate::{
     AppliedMigration, Migration, MigrationReport, MigrationState, MigrationStatus, Migrations,
