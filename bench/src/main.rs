@@ -12,6 +12,7 @@ mod bench_sqlite;
 mod connect;
 mod data;
 mod harness;
+mod metrics_cost;
 mod ops;
 mod raw_pg;
 mod raw_sqlite;
@@ -110,6 +111,9 @@ struct Cli {
     /// cluster it starts (bench/src/connect.rs).
     #[arg(long)]
     connect: bool,
+    /// Measure only what recording metrics costs (bench/src/metrics_cost.rs).
+    #[arg(long)]
+    metrics_cost: bool,
     #[arg(long, hide = true)]
     rss_child: Option<String>,
     #[arg(long, hide = true)]
@@ -168,6 +172,11 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<()> {
     if cli.connect {
         return connect::run(cli.quick).await.map(drop);
+    }
+    if cli.metrics_cost {
+        return metrics_cost::run(&cli.postgres_url, cli.quick)
+            .await
+            .map(drop);
     }
     let scale = if cli.quick {
         Scale::quick()
