@@ -18,8 +18,10 @@ use persist::{Config, Db, Error, NewAccount};
 
 const T0: i64 = 1_700_000_000;
 
+/// Label pairs of a series.
+type Labels = Vec<(String, String)>;
 /// One recorded series: name, labels, value.
-type Series = (String, Vec<(String, String)>, DebugValue);
+type Series = (String, Labels, DebugValue);
 
 fn snapshot(s: &Snapshotter) -> Vec<Series> {
     s.snapshot()
@@ -40,7 +42,7 @@ fn snapshot(s: &Snapshotter) -> Vec<Series> {
 /// recorder returns what moved since the last one and resets it: counters
 /// and gauges read as changes since the last snapshot).
 #[derive(Default)]
-struct Totals(Vec<(String, Vec<(String, String)>, u64)>);
+struct Totals(Vec<(String, Labels, u64)>);
 
 impl Totals {
     /// Takes a snapshot, adds its counters to the totals, returns it.
