@@ -472,3 +472,65 @@ fn a_killed_backend_shows_a_discarded_connection() {
         assert_eq!(closed, 1);
     });
 }
+
+// ---------------------------------------------------------------------------
+// Health
+
+async fn health_reports_liveness_and_readiness(backend: Backend) {
+    let (url, _place) = backend.empty().await;
+    let db = persist::open(&Config::from_url(&url).unwrap())
+        .await
+        .unwrap();
+    let latest = persist::Migrations::embedded(backend.dialect())
+        .unwrap()
+        .latest_version();
+    let shipped = persist::Migrations::embedded(backend.dialect())
+        .unwrap()
+        .iter()
+        .count();
+    // Reachable, nothing applied: live, not ready.
+    let h = db.health().await;
+    assert!(h.live && !h.ready, "{h:?}");
+    assert_eq!(h.schema_version, Some(0));
+    assert_eq!(h.pending_migrations, Some(shipped));
+    assert_eq!(h.latest_version, latest);
+    assert!(!h.schema_up_to_date && h.error.is_none() && h.incomplete.is_none());
+    // Migrated: ready.
+    db.migrate().await.unwrap();
+    let h = db.health().await;
+    assert!(h.live && h.ready && h.schema_up_to_date, "{h:?}");
+    assert_eq!(h.schema_version, Some(latest));
+    assert_eq!(h.pending_migrations, Some(0));
+    // The struct serialises with the documented field names.
+    let json = serde_json::to_value(&h).unwrap();
+    for field in [
+        "live",
+        "ready",
+        "backend",
+        "elapsed_us",
+        "schema_version",
+        "latest_version",
+        "pending_migrations",
+        "schema_up_to_date",
+        "incomplete",
+        "error",
+    ] {
+        assert!(json.get(field).is_some(), "{field} missing in {json}");
+    }
+    assert_eq!(json["backend"], backend.name());
+    // Closed: neither live nor ready, and the error says why.
+    db.close().await;
+    let h = db.health().await;
+    assert!(!h.live && !h.ready, "{h:?}");
+    assert_eq!(h.error.as_ref().map(|e| e.kind), Some("closed"));
+}
+
+#[test]
+fn health_reports_liveness_and_readiness_on_sqlite() {
+    common::block_on(health_reports_liveness_and_readiness(Backend::Sqlite));
+}
+
+#[test]
+fn health_reports_liveness_and_readiness_on_postgres() {
+    common::block_on(health_reports_liveness_and_readiness(Backend::Postgres));
+}

@@ -231,7 +231,10 @@ impl Pool {
         // Checked under the lock that close() clears the list under, so a
         // reader is never put back after close.
         let mut idle = self.readers.lock().unwrap_or_else(PoisonError::into_inner);
-        if !self.reader_slots.is_closed() {
+        if self.reader_slots.is_closed() {
+            // In use when the handle closed: closes now.
+            observe::closed(SYSTEM, READERS, 1);
+        } else {
             idle.push(conn);
         }
         out
