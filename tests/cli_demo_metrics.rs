@@ -151,3 +151,21 @@ fn demo_writes_a_parsable_exposition_on_sqlite() {
 fn demo_writes_a_parsable_exposition_on_postgres() {
     demo_writes_a_parsable_exposition(Backend::Postgres);
 }
+
+#[test]
+fn an_unwritable_metrics_path_fails_before_the_run() {
+    let (url, _place) = Backend::Sqlite.empty_blocking();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("missing-dir").join("demo.prom");
+    let o = Command::new(env!("CARGO_BIN_EXE_persist"))
+        .args(["--database-url", &url, "demo", "--players", "3"])
+        .arg("--metrics")
+        .arg(&path)
+        .output()
+        .expect("run persist");
+    assert_exit(&o, 1, "demo --metrics into a missing directory");
+    assert!(stdout(&o).is_empty(), "nothing played: {}", stdout(&o));
+    let err = common::stderr(&o);
+    assert!(err.starts_with("error: cannot write the metrics"), "{err}");
+    assert!(!path.exists());
+}

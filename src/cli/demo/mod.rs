@@ -90,6 +90,14 @@ pub async fn run(db: &Db, args: Args) -> Result<ExitCode, Error> {
             return Ok(ExitCode::from(exit::ERROR));
         }
     };
+    // Refuse an unwritable path before the run, not after it.
+    if let Some((path, _)) = &exporter {
+        if let Err(e) = std::fs::write(path, "") {
+            eprintln!("error: cannot write the metrics to {}: {e}", path.display());
+            db.close().await;
+            return Ok(ExitCode::from(exit::ERROR));
+        }
+    }
     let out = play(db, &args).await;
     let written = match &exporter {
         Some((path, handle)) => write_metrics(db, handle, path),
