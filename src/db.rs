@@ -11,12 +11,17 @@ use crate::migrate::{self, MigrationReport, MigrationState, MigrationStatus, Mig
 use crate::observe;
 use crate::{postgres, sqlite};
 
+/// The next [`Db`]'s id.
+static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
 pub(crate) enum Backend {
     Sqlite(sqlite::Pool),
     Postgres(postgres::Pool),
 }
 
 struct Inner {
+    /// Unique in the process: keys this handle's cached metric handles.
+    id: u64,
     backend: Backend,
     closed: AtomicBool,
     config: Config,
@@ -90,6 +95,7 @@ pub async fn open(config: &Config) -> Result<Db> {
     tracing::debug!(url = %config.redacted_url(), "opened database");
     Ok(Db {
         inner: Arc::new(Inner {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             backend,
             closed: AtomicBool::new(false),
             config: config.clone(),
@@ -104,6 +110,11 @@ impl Db {
             Backend::Sqlite(_) => BackendKind::Sqlite,
             Backend::Postgres(_) => BackendKind::Postgres,
         }
+    }
+
+    /// This handle's id, unique in the process (shared by its clones).
+    pub(crate) fn id(&self) -> u64 {
+        self.inner.id
     }
 
     /// The configuration it was opened with.

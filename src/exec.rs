@@ -44,6 +44,14 @@ pub(crate) enum Exec<'a> {
 }
 
 impl Exec<'_> {
+    /// The id of the handle the call runs on (keys the metric handles).
+    fn db_id(&self) -> u64 {
+        match self {
+            Exec::Db(db) => db.id(),
+            Exec::SqliteTx(_, state) | Exec::PostgresTx(_, state) => state.db_id,
+        }
+    }
+
     pub(crate) fn backend(&self) -> BackendKind {
         match self {
             Exec::Db(db) => db.backend(),
@@ -70,7 +78,7 @@ impl Exec<'_> {
         let out = self.dispatch(mode, lite, pg).instrument(span.clone()).await;
         let took = start.elapsed();
         let outcome = observe::outcome(&out);
-        observe::call(observe::system(backend), op, outcome, took);
+        observe::call(self.db_id(), observe::system(backend), op, outcome, took);
         if !span.is_disabled() {
             span.in_scope(|| {
                 tracing::debug!(
@@ -125,12 +133,17 @@ pub(crate) struct TxState {
     failed: AtomicBool,
     /// PostgreSQL: the client-side deadline of one call.
     deadline: Option<Duration>,
+    /// The handle the unit of work was begun on ([`Db::id`]).
+    db_id: u64,
 }
 
 impl TxState {
-    pub(crate) fn with_deadline(deadline: Option<Duration>) -> Self {
+    /// The state of a unit of work begun on `db`, with the client-side
+    /// deadline of one call.
+    pub(crate) fn new(db: &Db, deadline: Option<Duration>) -> Self {
         TxState {
             deadline,
+            db_id: db.id(),
             ..TxState::default()
         }
     }

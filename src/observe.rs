@@ -178,11 +178,67 @@ pub(crate) fn outcome<T>(out: &Result<T, Error>) -> &'static str {
     }
 }
 
-/// Records one repository call.
-pub(crate) fn call(sys: &'static str, op: &'static str, outcome: &'static str, took: Duration) {
-    histogram!(OPERATION_DURATION, "db_system" => sys, "db_operation" => op).record(took);
-    counter!(OPERATIONS, "db_system" => sys, "db_operation" => op, "outcome" => outcome)
-        .increment(1);
+/// The per-call handles of one (handle, recorder, operation, outcome).
+type CallHandles = (metrics::Histogram, metrics::Counter);
+
+thread_local! {
+    /// Per-call metric handles, so a call costs no registry look-up. Keyed
+    /// by the `Db`'s id (unique in the process), the address of the
+    /// recorder in force (the global one never changes once set; a new
+    /// local recorder, used by tests, gets entries of its own), and the
+    /// operation and outcome strings.
+    static CALLS: std::cell::RefCell<std::collections::HashMap<(u64, usize, usize, usize, usize, usize), CallHandles>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
+/// Most cached entries per thread (handles opened and closed many times,
+/// as in tests, would grow it); cleared when reached.
+const CALLS_CAP: usize = 4096;
+
+/// Records one repository call made on the handle `db_id`.
+pub(crate) fn call(
+    db_id: u64,
+    sys: &'static str,
+    op: &'static str,
+    outcome: &'static str,
+    took: Duration,
+) {
+    let recorder = metrics::with_recorder(|r| std::ptr::from_ref(r).cast::<()>() as usize);
+    let key = (
+        db_id,
+        recorder,
+        op.as_ptr() as usize,
+        op.len(),
+        outcome.as_ptr() as usize,
+        outcome.len(),
+    );
+    let cached = CALLS.try_with(|calls| {
+        let Ok(mut calls) = calls.try_borrow_mut() else {
+            return false;
+        };
+        if calls.len() >= CALLS_CAP && !calls.contains_key(&key) {
+            calls.clear();
+        }
+        let (h, c) = calls
+            .entry(key)
+            .or_insert_with(|| call_handles(sys, op, outcome));
+        h.record(took);
+        c.increment(1);
+        true
+    });
+    // Thread-local storage gone (a thread ending) or in use: no cache.
+    if !matches!(cached, Ok(true)) {
+        let (h, c) = call_handles(sys, op, outcome);
+        h.record(took);
+        c.increment(1);
+    }
+}
+
+fn call_handles(sys: &'static str, op: &'static str, outcome: &'static str) -> CallHandles {
+    (
+        histogram!(OPERATION_DURATION, "db_system" => sys, "db_operation" => op),
+        counter!(OPERATIONS, "db_system" => sys, "db_operation" => op, "outcome" => outcome),
+    )
 }
 
 /// Records the usage of a pool: `used` and `idle` connections of at most `max`.

@@ -53,7 +53,7 @@ impl Db {
                 guard.slot().with(sqlite::tx::begin)?;
                 Ok(Tx {
                     conn: Some(Conn::Sqlite(guard)),
-                    state: TxState::default(),
+                    state: TxState::new(self, None),
                     began: Instant::now(),
                     sys: sqlite::SYSTEM,
                 })
@@ -64,7 +64,7 @@ impl Db {
                 // connection going back to the pool inside a transaction.
                 let mut tx = Tx {
                     conn: Some(Conn::Postgres(Box::new(p.get().await?))),
-                    state: TxState::with_deadline(p.deadline()),
+                    state: TxState::new(self, p.deadline()),
                     began: Instant::now(),
                     sys: postgres::SYSTEM,
                 };
