@@ -180,6 +180,10 @@ pub(crate) fn outcome<T>(out: &Result<T, Error>) -> &'static str {
 
 /// The per-call handles of one (handle, recorder, operation, outcome).
 type CallHandles = (metrics::Histogram, metrics::Counter);
+/// Handle id, recorder address, operation and outcome (address, length).
+type CallKey = (u64, usize, usize, usize, usize, usize);
+/// The cache of per-call handles.
+type CallCache = std::cell::RefCell<std::collections::HashMap<CallKey, CallHandles>>;
 
 thread_local! {
     /// Per-call metric handles, so a call costs no registry look-up. Keyed
@@ -187,8 +191,7 @@ thread_local! {
     /// recorder in force (the global one never changes once set; a new
     /// local recorder, used by tests, gets entries of its own), and the
     /// operation and outcome strings.
-    static CALLS: std::cell::RefCell<std::collections::HashMap<(u64, usize, usize, usize, usize, usize), CallHandles>> =
-        std::cell::RefCell::new(std::collections::HashMap::new());
+    static CALLS: CallCache = CallCache::default();
 }
 
 /// Most cached entries per thread (handles opened and closed many times,
