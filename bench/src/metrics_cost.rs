@@ -7,7 +7,9 @@
 //! switch: a recorder that hands out the Prometheus recorder's handles when
 //! on and the facade's no-op handles when off (the same handles the facade
 //! uses when no recorder is installed; the switch adds one atomic load per
-//! metric). Rounds alternate off, on, off, on, ... so drift on this shared
+//! metric). persist caches its per-call handles per `Db`, so the off rounds
+//! and the on rounds use two handles on the same database, each only ever
+//! used in its own switch state. Rounds alternate off, on, off, on, ... so drift on this shared
 //! machine falls on both alike; each on round is paired with the off round
 //! before it, and the report gives the mean of the paired ratios with a 95 %
 //! confidence interval (t distribution).
@@ -172,21 +174,32 @@ async fn backend(
     rounds: usize,
     window: Duration,
 ) -> Result<bool> {
-    let db = persist::open(&Config::from_url(url)?).await?;
-    let users = Arc::new(seed(&db).await?);
+    // Two handles on the same database: persist caches per-call metric
+    // handles per `Db`, so each handle is only ever used in one switch
+    // state (`off` while off, `on` while on) and its cached handles match.
+    let config = Config::from_url(url)?;
+    let off_db = persist::open(&config).await?;
+    let users = Arc::new(seed(&off_db).await?);
+    switch.on.store(true, Ordering::Relaxed);
+    let on_db = persist::open(&config).await;
+    switch.on.store(false, Ordering::Relaxed);
+    let on_db = on_db?;
     let mut all_met = true;
     for op in [Op::Lookup, Op::Write] {
         for tasks in TASK_COUNTS {
             // One warm-up round each way.
-            round(&db, &users, op, tasks, window).await?;
+            round(&off_db, &users, op, tasks, window).await?;
+            switch.on.store(true, Ordering::Relaxed);
+            round(&on_db, &users, op, tasks, window).await?;
+            switch.on.store(false, Ordering::Relaxed);
             let mut ratios = Vec::new();
             let (mut off_sum, mut on_sum) = (0.0, 0.0);
             for _ in 0..rounds {
-                switch.on.store(false, Ordering::Relaxed);
-                let off = round(&db, &users, op, tasks, window).await?;
+                let off = round(&off_db, &users, op, tasks, window).await?;
                 switch.on.store(true, Ordering::Relaxed);
-                let on = round(&db, &users, op, tasks, window).await?;
+                let on = round(&on_db, &users, op, tasks, window).await;
                 switch.on.store(false, Ordering::Relaxed);
+                let on = on?;
                 ratios.push(on / off);
                 off_sum += off;
                 on_sum += on;
@@ -203,7 +216,8 @@ async fn backend(
             );
         }
     }
-    db.close().await;
+    on_db.close().await;
+    off_db.close().await;
     Ok(all_met)
 }
 
