@@ -7,8 +7,12 @@ use std::sync::Arc;
 use crate::backend::BackendKind;
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::migrate::{self, MigrationReport, MigrationStatus, Migrations};
+use crate::migrate::{self, MigrationReport, MigrationState, MigrationStatus, Migrations};
+use crate::observe;
 use crate::{postgres, sqlite};
+
+/// The next [`Db`]'s id.
+static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 pub(crate) enum Backend {
     Sqlite(sqlite::Pool),
@@ -16,6 +20,8 @@ pub(crate) enum Backend {
 }
 
 struct Inner {
+    /// Unique in the process: keys this handle's cached metric handles.
+    id: u64,
     backend: Backend,
     closed: AtomicBool,
     config: Config,
@@ -89,6 +95,7 @@ pub async fn open(config: &Config) -> Result<Db> {
     tracing::debug!(url = %config.redacted_url(), "opened database");
     Ok(Db {
         inner: Arc::new(Inner {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             backend,
             closed: AtomicBool::new(false),
             config: config.clone(),
@@ -103,6 +110,11 @@ impl Db {
             Backend::Sqlite(_) => BackendKind::Sqlite,
             Backend::Postgres(_) => BackendKind::Postgres,
         }
+    }
+
+    /// This handle's id, unique in the process (shared by its clones).
+    pub(crate) fn id(&self) -> u64 {
+        self.inner.id
     }
 
     /// The configuration it was opened with.
@@ -171,6 +183,15 @@ impl Db {
     /// dialect is not the backend's.
     pub async fn migrate_with(&self, set: &Migrations) -> Result<MigrationReport> {
         self.check_dialect(set)?;
+        let started = std::time::Instant::now();
+        let report = self.migrate_locked(set).await?;
+        let sys = observe::system(self.backend());
+        observe::migration_run(sys, started.elapsed());
+        observe::schema(sys, report.version, 0);
+        Ok(report)
+    }
+
+    async fn migrate_locked(&self, set: &Migrations) -> Result<MigrationReport> {
         let lock_timeout = self.inner.config.lock_timeout;
         match self.live()? {
             Backend::Sqlite(p) => {
@@ -211,7 +232,19 @@ impl Db {
             Backend::Sqlite(p) => p.read(sqlite::migrate::applied).await?,
             Backend::Postgres(p) => postgres::migrate::applied(&p.get().await?).await?,
         };
-        Ok(migrate::status(set, &applied))
+        let status = migrate::status(set, &applied);
+        let version = status
+            .iter()
+            .filter(|s| s.state != MigrationState::Pending)
+            .map(|s| s.version)
+            .max()
+            .unwrap_or(0);
+        let pending = status
+            .iter()
+            .filter(|s| s.state == MigrationState::Pending)
+            .count();
+        observe::schema(observe::system(self.backend()), version, pending);
+        Ok(status)
     }
 
     /// Size of the database on disk: for SQLite the file plus its

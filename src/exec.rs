@@ -11,12 +11,21 @@ use tracing::Instrument;
 use crate::backend::BackendKind;
 use crate::db::{Backend, Db};
 use crate::error::{Error, Result};
+use crate::observe;
 use crate::postgres::Client;
 use crate::{postgres, sqlite};
 
 /// The log target of the per-call spans and events, kept stable for log
 /// filters (`RUST_LOG=persist::repos=debug`).
 const CALL_TARGET: &str = "persist::repos";
+
+/// The span's `backend` field (the names the logs have always used).
+fn backend_name(kind: BackendKind) -> &'static str {
+    match kind {
+        BackendKind::Sqlite => "sqlite",
+        BackendKind::Postgres => "postgres",
+    }
+}
 
 /// Whether a call only reads: which SQLite connection a pool call uses, and
 /// whether a PostgreSQL pool call may run on a shared connection (D-041).
@@ -35,21 +44,27 @@ pub(crate) enum Exec<'a> {
 }
 
 impl Exec<'_> {
-    fn backend_name(&self) -> &'static str {
+    /// The id of the handle the call runs on (keys the metric handles).
+    fn db_id(&self) -> u64 {
         match self {
-            Exec::Db(db) => match db.backend() {
-                BackendKind::Sqlite => "sqlite",
-                BackendKind::Postgres => "postgres",
-            },
-            Exec::SqliteTx(..) => "sqlite",
-            Exec::PostgresTx(..) => "postgres",
+            Exec::Db(db) => db.id(),
+            Exec::SqliteTx(_, state) | Exec::PostgresTx(_, state) => state.db_id,
+        }
+    }
+
+    pub(crate) fn backend(&self) -> BackendKind {
+        match self {
+            Exec::Db(db) => db.backend(),
+            Exec::SqliteTx(..) => BackendKind::Sqlite,
+            Exec::PostgresTx(..) => BackendKind::Postgres,
         }
     }
 
     /// Runs one repository call: `lite` on SQLite, `pg` on PostgreSQL, on
     /// the connection this `Exec` designates, inside a span per call
-    /// (operation, backend, duration, outcome kind). Values are never
-    /// recorded: no token, hash or email reaches a log.
+    /// (operation, backend, duration, outcome kind), and records its
+    /// latency and outcome ([`observe::call`]). Values are never recorded:
+    /// no token, hash or email reaches a log or a label.
     pub(crate) async fn run<T>(
         self,
         op: &'static str,
@@ -57,19 +72,19 @@ impl Exec<'_> {
         lite: impl FnOnce(&Connection) -> Result<T>,
         pg: impl AsyncFnOnce(&Client) -> Result<T>,
     ) -> Result<T> {
-        let span =
-            tracing::debug_span!(target: CALL_TARGET, "persist", op, backend = self.backend_name());
-        let start = (!span.is_disabled()).then(Instant::now);
+        let backend = self.backend();
+        let span = tracing::debug_span!(target: CALL_TARGET, "persist", op, backend = backend_name(backend));
+        let start = Instant::now();
         let out = self.dispatch(mode, lite, pg).instrument(span.clone()).await;
-        if let Some(start) = start {
+        let took = start.elapsed();
+        let outcome = observe::outcome(&out);
+        observe::call(self.db_id(), observe::system(backend), op, outcome, took);
+        if !span.is_disabled() {
             span.in_scope(|| {
                 tracing::debug!(
                     target: CALL_TARGET,
-                    elapsed_us = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX),
-                    outcome = match &out {
-                        Ok(_) => "ok",
-                        Err(e) => e.kind(),
-                    },
+                    elapsed_us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+                    outcome,
                     "call"
                 )
             });
@@ -118,12 +133,17 @@ pub(crate) struct TxState {
     failed: AtomicBool,
     /// PostgreSQL: the client-side deadline of one call.
     deadline: Option<Duration>,
+    /// The handle the unit of work was begun on ([`Db::id`]).
+    db_id: u64,
 }
 
 impl TxState {
-    pub(crate) fn with_deadline(deadline: Option<Duration>) -> Self {
+    /// The state of a unit of work begun on `db`, with the client-side
+    /// deadline of one call.
+    pub(crate) fn new(db: &Db, deadline: Option<Duration>) -> Self {
         TxState {
             deadline,
+            db_id: db.id(),
             ..TxState::default()
         }
     }

@@ -49,9 +49,11 @@ mod config;
 mod db;
 mod error;
 mod exec;
+mod health;
 mod keys;
 mod migrate;
 mod models;
+pub mod observe;
 mod postgres;
 mod repo;
 mod sqlite;
@@ -66,6 +68,7 @@ pub use db::{open, DatabaseSize, Db};
 pub use error::{
     BoxError, CopyRefusal, DatabaseError, Entity, Error, Result, UniqueKey, Violation,
 };
+pub use health::{Health, HealthError, DEFAULT_HEALTH_DEADLINE};
 pub use keys::canonical_key;
 pub use migrate::{
     AppliedMigration, Migration, MigrationReport, MigrationState, MigrationStatus, Migrations,

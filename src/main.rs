@@ -151,11 +151,22 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
     let url = cli.database_url.as_deref();
     match cli.command {
         Command::Ping => {
+            // The liveness half of the health check: the same deadline and
+            // error an orchestrator's probe would see.
             let db = open(url).await?;
-            db.ping().await?;
-            println!("ok: {} answers", db.config().redacted_url());
+            let health = db.health().await;
             db.close().await;
-            Ok(ExitCode::SUCCESS)
+            match (health.live, health.error) {
+                (true, _) => {
+                    println!("ok: {} answers", db.config().redacted_url());
+                    Ok(ExitCode::SUCCESS)
+                }
+                (false, error) => {
+                    let message = error.map_or_else(|| "no answer".to_string(), |e| e.message);
+                    eprintln!("error: {}", message.replace('\n', " "));
+                    Ok(ExitCode::from(exit::ERROR))
+                }
+            }
         }
         Command::Migrate => {
             let db = open(url).await?;

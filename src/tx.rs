@@ -1,16 +1,17 @@
 //! Units of work spanning repositories.
 
-use deadpool_postgres::Object;
+use std::time::Instant;
 
 use crate::db::{Backend, Db};
 use crate::error::{Error, Result};
 use crate::exec::{Exec, TxState};
+use crate::observe;
 use crate::sqlite::WriteGuard;
 use crate::{postgres, sqlite};
 
 enum Conn {
     Sqlite(WriteGuard),
-    Postgres(Box<Object>),
+    Postgres(Box<deadpool_postgres::Object>),
 }
 
 /// A unit of work: every repository call made through it commits together
@@ -32,6 +33,9 @@ enum Conn {
 pub struct Tx {
     conn: Option<Conn>,
     state: TxState,
+    /// When it began and on which `db_system` (its metrics).
+    began: Instant,
+    sys: &'static str,
 }
 
 impl Db {
@@ -49,7 +53,9 @@ impl Db {
                 guard.slot().with(sqlite::tx::begin)?;
                 Ok(Tx {
                     conn: Some(Conn::Sqlite(guard)),
-                    state: TxState::default(),
+                    state: TxState::new(self, None),
+                    began: Instant::now(),
+                    sys: sqlite::SYSTEM,
                 })
             }
             Backend::Postgres(p) => {
@@ -58,7 +64,9 @@ impl Db {
                 // connection going back to the pool inside a transaction.
                 let mut tx = Tx {
                     conn: Some(Conn::Postgres(Box::new(p.get().await?))),
-                    state: TxState::with_deadline(p.deadline()),
+                    state: TxState::new(self, p.deadline()),
+                    began: Instant::now(),
+                    sys: postgres::SYSTEM,
                 };
                 let begun = match &tx.conn {
                     Some(Conn::Postgres(o)) => postgres::tx::begin(o).await,
@@ -66,7 +74,7 @@ impl Db {
                 };
                 if let Err(e) = begun {
                     if let Some(Conn::Postgres(o)) = tx.conn.take() {
-                        drop(Object::take(*o));
+                        postgres::discard(*o, "unknown_state");
                     }
                     return Err(e);
                 }
@@ -94,10 +102,14 @@ impl Tx {
     /// back too).
     pub async fn commit(mut self) -> Result<()> {
         if !self.state.can_commit() {
-            self.finish(End::Rollback).await?;
+            let out = self.finish(End::Rollback).await;
+            self.record("aborted");
+            out?;
             return Err(Error::Aborted);
         }
-        self.finish(End::Commit).await
+        let out = self.finish(End::Commit).await;
+        self.record(if out.is_ok() { "committed" } else { "aborted" });
+        out
     }
 
     /// Rolls back every change made through this unit of work.
@@ -106,7 +118,14 @@ impl Tx {
     /// The backend's error when the rollback fails (the connection is then
     /// discarded, which also ends the transaction).
     pub async fn rollback(mut self) -> Result<()> {
-        self.finish(End::Rollback).await
+        let out = self.finish(End::Rollback).await;
+        self.record("rolled_back");
+        out
+    }
+
+    /// Records how it ended: `committed`, `rolled_back` or `aborted`.
+    fn record(&self, outcome: &'static str) {
+        observe::unit_of_work(self.sys, outcome, self.began.elapsed());
     }
 
     async fn finish(&mut self, end: End) -> Result<()> {
@@ -122,7 +141,7 @@ impl Tx {
                 };
                 if out.is_err() {
                     // State unknown: never hand this connection out again.
-                    drop(Object::take(*o));
+                    postgres::discard(*o, "unknown_state");
                 }
                 out
             }
@@ -154,6 +173,10 @@ impl std::fmt::Debug for Tx {
 
 impl Drop for Tx {
     fn drop(&mut self) {
+        if self.conn.is_some() {
+            // Dropped without commit or rollback: rolled back here.
+            self.record("rolled_back");
+        }
         match self.conn.take() {
             None => {}
             Some(Conn::Sqlite(g)) => {
@@ -171,13 +194,13 @@ impl Drop for Tx {
                     rt.spawn(async move {
                         if let Err(e) = postgres::tx::rollback(&o).await {
                             tracing::warn!(error = %e, "rollback of a dropped unit of work failed");
-                            drop(Object::take(*o));
+                            postgres::discard(*o, "unknown_state");
                         }
                     });
                 }
                 // No runtime to roll back on: close the connection, which
                 // makes the server roll back.
-                Err(_) => drop(Object::take(*o)),
+                Err(_) => drop(deadpool_postgres::Object::take(*o)),
             },
         }
     }

@@ -27,11 +27,13 @@ const LAYERS: &[(&str, u8)] = &[
     ("validate", 0),
     ("types", 0),
     ("migrate", 0),
+    ("observe", 0),
     ("sqlite", 1),
     ("postgres", 1),
     ("db", 2),
     ("exec", 2),
     ("tx", 2),
+    ("health", 2),
     ("repo", 3),
     ("tools", 4),
 ];

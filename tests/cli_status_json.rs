@@ -17,7 +17,7 @@ use serde_json::Value;
 const BIN: &str = env!("CARGO_BIN_EXE_persist");
 
 /// The documented top-level fields.
-const FIELDS: [&str; 7] = [
+const FIELDS: [&str; 8] = [
     "backend",
     "url",
     "status",
@@ -25,6 +25,7 @@ const FIELDS: [&str; 7] = [
     "schema_version",
     "latest_version",
     "migrations",
+    "health",
 ];
 /// The documented fields of each migration.
 const MIGRATION_FIELDS: [&str; 4] = ["version", "name", "state", "applied_at"];
@@ -52,6 +53,9 @@ fn status_json(url: &str, code: i32, what: &str) -> (Value, String) {
     assert_eq!(keys, FIELDS.into_iter().collect(), "{out}");
     assert!(v["backend"].is_string() && v["url"].is_string() && v["status"].is_string());
     assert!(v["up_to_date"].is_boolean());
+    // The health check: live, and ready exactly when up to date.
+    assert_eq!(v["health"]["live"], Value::Bool(true), "{out}");
+    assert_eq!(v["health"]["ready"], v["up_to_date"], "{out}");
     assert!(v["schema_version"].is_i64() && v["latest_version"].is_i64());
     for m in v["migrations"].as_array().unwrap() {
         let keys: BTreeSet<&str> = m.as_object().unwrap().keys().map(String::as_str).collect();

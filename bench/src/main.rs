@@ -15,6 +15,7 @@ mod connect;
 mod data;
 mod harness;
 mod mixed;
+mod metrics_cost;
 mod ops;
 mod raw_pg;
 mod raw_sqlite;
@@ -149,6 +150,9 @@ struct Cli {
     /// battle_end_tx (bench/src/battle_once.rs).
     #[arg(long)]
     battle_once: bool,
+    /// Measure only what recording metrics costs (bench/src/metrics_cost.rs).
+    #[arg(long)]
+    metrics_cost: bool,
     #[arg(long, hide = true)]
     rss_child: Option<String>,
     #[arg(long, hide = true)]
@@ -286,6 +290,11 @@ async fn run(cli: Cli) -> Result<Option<(Results, Instant)>> {
         return battle_once::run(cli.quick, lite, pg, &cli.postgres_url, &dir)
             .await
             .map(|()| None);
+    }
+    if cli.metrics_cost {
+        return metrics_cost::run(&cli.postgres_url, cli.quick)
+            .await
+            .map(|_| None);
     }
     let scale = if cli.quick {
         Scale::quick()

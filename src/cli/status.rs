@@ -28,6 +28,7 @@
 //! | `migrations[].name` | string | name (the shipped one; the recorded one for `unknown`) |
 //! | `migrations[].state` | string | `"applied"`, `"pending"`, `"drifted"` or `"unknown"` (recorded, not shipped) |
 //! | `migrations[].applied_at` | integer or null | when it was applied, Unix seconds (UTC); `null` when pending |
+//! | `health` | object | `Db::health()`: `live`, `ready`, ... (docs/OBSERVABILITY.md) |
 //!
 //! ```json
 //! {"backend":"sqlite","url":"sqlite://persist.db","status":"up_to_date","up_to_date":true,"schema_version":1,"latest_version":1,"migrations":[{"version":1,"name":"init","state":"applied","applied_at":1764270000}]}
@@ -59,6 +60,7 @@ struct StatusJson<'a> {
     schema_version: i64,
     latest_version: i64,
     migrations: Vec<MigrationJson<'a>>,
+    health: persist::Health,
 }
 
 #[derive(Serialize)]
@@ -98,7 +100,8 @@ async fn report(db: &Db, args: Args) -> Result<ExitCode, Error> {
 
     if args.json {
         let latest_version = Migrations::embedded(db.backend())?.latest_version();
-        if !print_json(db, &status, word, latest_version) {
+        let health = db.health().await;
+        if !print_json(db, &status, word, latest_version, health) {
             return Ok(ExitCode::from(exit::ERROR));
         }
     } else {
@@ -135,6 +138,7 @@ fn print_json(
     status: &[MigrationStatus],
     word: &'static str,
     latest_version: i64,
+    health: persist::Health,
 ) -> bool {
     let mut migrations: Vec<MigrationJson<'_>> = status
         .iter()
@@ -160,6 +164,7 @@ fn print_json(
         schema_version,
         latest_version,
         migrations,
+        health,
     };
     match serde_json::to_string(&json) {
         Ok(line) => {

@@ -15,7 +15,7 @@ impl Pool {
         f: impl AsyncFnOnce(&Client) -> Result<T>,
     ) -> Result<T> {
         let conn = self.conn(shared).await?;
-        match timed(self.deadline(), f(&conn)).await {
+        let out = match timed(self.deadline(), f(&conn)).await {
             Ok(out) => {
                 conn.answered();
                 out
@@ -24,6 +24,8 @@ impl Pool {
                 conn.discard(d);
                 Err(missed_deadline(d))
             }
-        }
+        };
+        self.record_usage();
+        out
     }
 }

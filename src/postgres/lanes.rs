@@ -38,6 +38,12 @@ use tokio::sync::Notify;
 
 use super::Client;
 use crate::error::{Error, Result};
+use crate::observe;
+
+/// Records the reads in flight on every lane (the lanes' queue depth).
+fn record_in_flight(lanes: &[Lane]) {
+    observe::shared_reads(lanes.iter().map(|l| l.in_flight).sum());
+}
 
 /// One connection in use as a lane. Dropped (and so returned to the pool)
 /// when the last read on it ends; a poisoned one is detached from the pool
@@ -56,7 +62,7 @@ impl Drop for LaneConn {
     fn drop(&mut self) {
         if self.poisoned.load(Ordering::Acquire) {
             if let Some(obj) = self.obj.take() {
-                drop(Object::take(obj));
+                super::discard(obj, "deadline");
             }
         }
     }
@@ -150,7 +156,7 @@ impl Conn<'_> {
     /// a discarded shared connection finish or time out on their own.
     pub(crate) fn discard(self, window: Duration) {
         match self {
-            Conn::Exclusive(o) => drop(Object::take(o)),
+            Conn::Exclusive(o) => super::discard(o, "deadline"),
             Conn::Shared(s) => {
                 if s.conn.answered_within(window) {
                     return;
@@ -183,11 +189,13 @@ impl Drop for SharedRead<'_> {
                 .is_some_and(|c| Arc::ptr_eq(c, &self.conn))
             {
                 lane.in_flight -= 1;
-                if lane.in_flight == 0 {
+                let last = if lane.in_flight == 0 {
                     lane.conn.take()
                 } else {
                     None
-                }
+                };
+                record_in_flight(&lanes);
+                last
             } else {
                 None
             }
@@ -266,7 +274,9 @@ impl Lanes {
                 let lane = &mut lanes[i];
                 if let Some(conn) = &lane.conn {
                     lane.in_flight += 1;
-                    return Pick::Live(i, Arc::clone(conn));
+                    let conn = Arc::clone(conn);
+                    record_in_flight(&lanes);
+                    return Pick::Live(i, conn);
                 }
             }
         }
@@ -354,6 +364,7 @@ impl Lanes {
         debug_assert!(lane.conn.is_none());
         lane.conn = Some(Arc::clone(&conn));
         lane.in_flight = 1;
+        record_in_flight(&lanes);
         drop(lanes);
         self.opened.notify_waiters();
         Ok(Conn::Shared(SharedRead {

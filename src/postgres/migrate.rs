@@ -33,7 +33,7 @@ impl Drop for PgMigrator {
         // hold the advisory lock (a cancelled or failed unlock) or carry
         // session settings a migration made. Closing it frees the lock.
         if let Some(obj) = self.conn.take() {
-            drop(Object::take(obj));
+            super::discard(obj, "after_migration");
         }
     }
 }

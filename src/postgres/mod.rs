@@ -26,10 +26,23 @@ pub(crate) mod unlocks;
 
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, Object, RecyclingMethod, Runtime};
+use deadpool_postgres::{Hook, Manager, ManagerConfig, Object, RecyclingMethod, Runtime};
 
 use crate::config::{Config, Target};
 use crate::error::{Error, Result};
+use crate::observe;
+
+/// The `db_system` label of this backend's metrics.
+pub(crate) const SYSTEM: &str = "postgresql";
+/// The `pool` label of the connection pool's metrics.
+pub(crate) const POOL: &str = "main";
+
+/// Throws a connection away (never back to the pool), counted with `reason`
+/// (`deadline`, `unknown_state`).
+pub(crate) fn discard(obj: Object, reason: &'static str) {
+    observe::discarded(SYSTEM, POOL, reason);
+    drop(Object::take(obj));
+}
 
 /// A pooled client; repositories take `&Client`.
 pub(crate) type Client = deadpool_postgres::ClientWrapper;
@@ -115,6 +128,18 @@ impl Pool {
             .wait_timeout(Some(config.acquire_timeout))
             .create_timeout(Some(config.connect_timeout + Duration::from_millis(500)))
             .recycle_timeout(Some(config.connect_timeout))
+            .post_create(Hook::sync_fn(|_, _| {
+                observe::opened(SYSTEM, POOL, 1);
+                Ok(())
+            }))
+            // Fast recycling drops a connection the server closed (a killed
+            // backend, a restart): count it before it goes.
+            .pre_recycle(Hook::sync_fn(|client, _| {
+                if client.is_closed() {
+                    observe::discarded(SYSTEM, POOL, "closed_by_server");
+                }
+                Ok(())
+            }))
             .build()
             .map_err(|e| Error::Config(format!("cannot build the connection pool: {e}")))?;
         // At most pool_size - 1 lanes: reads never hold every connection.
@@ -145,7 +170,24 @@ impl Pool {
 
     /// Checks a connection out of the pool.
     pub(crate) async fn get(&self) -> Result<Object> {
-        self.pool.get().await.map_err(error::map_pool)
+        let waiting = observe::Waiting::start(SYSTEM, POOL);
+        let out = self.pool.get().await.map_err(error::map_pool);
+        waiting.done();
+        self.record_usage();
+        out
+    }
+
+    /// Records the pool's usage gauges (at each checkout and after each
+    /// call: a mutex taken for a few loads).
+    pub(crate) fn record_usage(&self) {
+        let s = self.pool.status();
+        observe::pool_usage(
+            SYSTEM,
+            POOL,
+            s.size.saturating_sub(s.available),
+            s.available,
+            s.max_size,
+        );
     }
 
     /// Checks a connection out of the pool, waiting at most `wait` for a
@@ -153,10 +195,15 @@ impl Pool {
     async fn get_within(&self, wait: Duration) -> Result<Object> {
         let mut timeouts = self.pool.timeouts();
         timeouts.wait = Some(wait);
-        self.pool
+        let waiting = observe::Waiting::start(SYSTEM, POOL);
+        let out = self
+            .pool
             .timeout_get(&timeouts)
             .await
-            .map_err(error::map_pool)
+            .map_err(error::map_pool);
+        waiting.done();
+        self.record_usage();
+        out
     }
 
     /// The connection for one repository call outside a unit of work: a
@@ -177,7 +224,7 @@ impl Pool {
         })
         .await;
         if matches!(out, Err(Error::Timeout { .. })) {
-            drop(Object::take(c));
+            discard(c, "deadline");
         }
         out
     }
@@ -189,6 +236,7 @@ impl Pool {
     }
 
     pub(crate) fn close(&self) {
+        observe::closed(SYSTEM, POOL, self.pool.status().size as u64);
         self.pool.close();
         if let Some(lanes) = &self.lanes {
             lanes.clear();

@@ -5,7 +5,7 @@ use sha2::{Digest, Sha256};
 use crate::error::{Error, Result, Violation};
 use crate::exec::{Exec, Mode};
 use crate::models::{Page, Session, SessionCursor, SessionId, UserId};
-use crate::validate;
+use crate::{observe, validate};
 use crate::{postgres, sqlite};
 
 /// Most rows one sweep batch deletes.
@@ -254,6 +254,7 @@ impl SessionsRepo<'_> {
                 )
                 .await?;
             total += n;
+            observe::sweep_batch(observe::system(self.ex.backend()), n, started.elapsed());
             if n < batch.unsigned_abs() {
                 return Ok(total);
             }

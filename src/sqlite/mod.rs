@@ -35,6 +35,13 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
 use crate::config::{Config, Durability, Target};
 use crate::error::{after, Error, Result};
+use crate::observe;
+
+/// The `db_system` label of this backend's metrics.
+pub(crate) const SYSTEM: &str = "sqlite";
+/// The `pool` labels of the writer gate and of the readers.
+const WRITER: &str = "writer";
+const READERS: &str = "readers";
 
 pub(crate) use busy::set_busy_timeout;
 use connect::{configure, open_reader, open_writer};
@@ -100,6 +107,8 @@ pub(crate) struct Pool {
     writer: Arc<WriterSlot>,
     readers: Mutex<Vec<Connection>>,
     reader_slots: Semaphore,
+    /// Most readers (`pool_size`).
+    reader_slots_max: usize,
 }
 
 impl Pool {
@@ -125,6 +134,7 @@ impl Pool {
                 c
             }
         };
+        observe::opened(SYSTEM, WRITER, 1);
         Ok(Pool {
             path,
             settings,
@@ -134,6 +144,7 @@ impl Pool {
             }),
             readers: Mutex::new(Vec::new()),
             reader_slots: Semaphore::new(config.pool_size),
+            reader_slots_max: config.pool_size,
         })
     }
 
@@ -145,12 +156,15 @@ impl Pool {
     /// Takes the writer gate, waiting at most `wait`.
     pub(crate) async fn write_guard_within(&self, wait: Duration) -> Result<WriteGuard> {
         let permit = match Arc::clone(&self.writer.gate).try_acquire_owned() {
+            // Free at once: nothing recorded (the hot path of every call).
             Ok(p) => p,
             Err(TryAcquireError::Closed) => return Err(Error::Closed),
             Err(TryAcquireError::NoPermits) => {
-                match tokio::time::timeout(wait, Arc::clone(&self.writer.gate).acquire_owned())
-                    .await
-                {
+                let waiting = observe::Waiting::start(SYSTEM, WRITER);
+                let got =
+                    tokio::time::timeout(wait, Arc::clone(&self.writer.gate).acquire_owned()).await;
+                waiting.done();
+                match got {
                     Ok(Ok(p)) => p,
                     Ok(Err(_)) => return Err(Error::Closed),
                     Err(_) => {
@@ -186,7 +200,10 @@ impl Pool {
             Err(TryAcquireError::Closed) => return Err(Error::Closed),
             Err(TryAcquireError::NoPermits) => {
                 let wait = self.settings.acquire_timeout;
-                match tokio::time::timeout(wait, self.reader_slots.acquire()).await {
+                let waiting = observe::Waiting::start(SYSTEM, READERS);
+                let got = tokio::time::timeout(wait, self.reader_slots.acquire()).await;
+                waiting.done();
+                match got {
                     Ok(Ok(p)) => p,
                     Ok(Err(_)) => return Err(Error::Closed),
                     Err(_) => {
@@ -205,13 +222,20 @@ impl Pool {
             .pop();
         let conn = match idle {
             Some(c) => c,
-            None => open_reader(path, self.settings)?,
+            None => {
+                let c = open_reader(path, self.settings)?;
+                observe::opened(SYSTEM, READERS, 1);
+                c
+            }
         };
         let out = f(&conn);
         // Checked under the lock that close() clears the list under, so a
         // reader is never put back after close.
         let mut idle = self.readers.lock().unwrap_or_else(PoisonError::into_inner);
-        if !self.reader_slots.is_closed() {
+        if self.reader_slots.is_closed() {
+            // In use when the handle closed: closes now.
+            observe::closed(SYSTEM, READERS, 1);
+        } else {
             idle.push(conn);
         }
         out
@@ -226,13 +250,31 @@ impl Pool {
         .await
     }
 
+    /// Records the usage gauges of the writer gate and the readers.
+    pub(crate) fn record_usage(&self) {
+        let writer_used = usize::from(self.writer.gate.available_permits() == 0);
+        observe::pool_usage(SYSTEM, WRITER, writer_used, 1 - writer_used, 1);
+        let idle = self
+            .readers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len();
+        let used = self
+            .reader_slots_max
+            .saturating_sub(self.reader_slots.available_permits());
+        observe::pool_usage(SYSTEM, READERS, used, idle, self.reader_slots_max);
+    }
+
     /// Closes every connection; connections in use close when released.
     pub(crate) fn close(&self) {
         self.reader_slots.close();
-        self.readers
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clear();
+        let idle =
+            std::mem::take(&mut *self.readers.lock().unwrap_or_else(PoisonError::into_inner));
+        observe::closed(SYSTEM, READERS, idle.len() as u64);
+        drop(idle);
+        if !self.writer.gate.is_closed() {
+            observe::closed(SYSTEM, WRITER, 1);
+        }
         // No new writer can start once the gate is closed. If a guard is
         // out (a unit of work), its drop closes the connection; otherwise
         // close it here. Guards hold the only other references to the slot.

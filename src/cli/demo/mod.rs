@@ -6,6 +6,10 @@
 //! (`progress: 20/200 players (10%), 512 operations`) at every tenth of the
 //! players. Exit 0 when the run finished and every consistency check passed,
 //! 1 otherwise.
+//!
+//! `--metrics PATH`: the run's metrics (docs/OBSERVABILITY.md), recorded by
+//! the Prometheus exporter, are written to `PATH` in the Prometheus text
+//! format at the end (also when the run fails).
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -37,9 +41,76 @@ pub struct Args {
     #[arg(long, value_name = "T", default_value_t = demo::DEFAULT_TASKS,
           value_parser = clap::value_parser!(u32).range(1..=i64::from(demo::MAX_TASKS)))]
     tasks: u32,
+    /// Write the run's metrics to this file, in the Prometheus text format.
+    #[arg(long, value_name = "PATH")]
+    metrics: Option<std::path::PathBuf>,
+}
+
+/// Histogram buckets of the exposition, in seconds (0.1 ms to 10 s).
+const BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+
+/// Installs the Prometheus recorder for the rest of the process.
+fn install_prometheus() -> Result<metrics_exporter_prometheus::PrometheusHandle, String> {
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .set_buckets(BUCKETS)
+        .map_err(|e| e.to_string())?
+        .build_recorder();
+    let handle = recorder.handle();
+    metrics::set_global_recorder(recorder).map_err(|e| e.to_string())?;
+    persist::observe::describe_metrics();
+    Ok(handle)
+}
+
+/// Writes the exposition to `path`; false (and an `error:` line) on failure.
+fn write_metrics(
+    db: &Db,
+    handle: &metrics_exporter_prometheus::PrometheusHandle,
+    path: &std::path::Path,
+) -> bool {
+    db.record_pool_metrics();
+    match std::fs::write(path, handle.render()) {
+        Ok(()) => true,
+        Err(e) => {
+            eprintln!("error: cannot write the metrics to {}: {e}", path.display());
+            false
+        }
+    }
 }
 
 pub async fn run(db: &Db, args: Args) -> Result<ExitCode, Error> {
+    let exporter = match args.metrics.as_deref().map(|p| (p, install_prometheus())) {
+        None => None,
+        Some((path, Ok(handle))) => Some((path.to_path_buf(), handle)),
+        Some((_, Err(e))) => {
+            eprintln!("error: cannot install the metrics recorder: {e}");
+            db.close().await;
+            return Ok(ExitCode::from(exit::ERROR));
+        }
+    };
+    // Refuse an unwritable path before the run, not after it.
+    if let Some((path, _)) = &exporter {
+        if let Err(e) = std::fs::write(path, "") {
+            eprintln!("error: cannot write the metrics to {}: {e}", path.display());
+            db.close().await;
+            return Ok(ExitCode::from(exit::ERROR));
+        }
+    }
+    let out = play(db, &args).await;
+    let written = match &exporter {
+        Some((path, handle)) => write_metrics(db, handle, path),
+        None => true,
+    };
+    db.close().await;
+    match out {
+        Ok(_) if !written => Ok(ExitCode::from(exit::ERROR)),
+        other => other,
+    }
+}
+
+async fn play(db: &Db, args: &Args) -> Result<ExitCode, Error> {
     let options = DemoOptions {
         players: args.players,
         seed: args.seed,
@@ -55,14 +126,7 @@ pub async fn run(db: &Db, args: Args) -> Result<ExitCode, Error> {
     let mut progress = Progress::new(options.players);
     let out = demo::run(db, &options, |p| progress.update(p)).await;
     progress.finish();
-    let report = match out {
-        Ok(r) => r,
-        Err(e) => {
-            db.close().await;
-            return Err(e);
-        }
-    };
-    db.close().await;
+    let report = out?;
     print_report(&report);
     if report.failed_checks > 0 {
         eprintln!(

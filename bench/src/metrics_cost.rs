@@ -1,0 +1,282 @@
+//! `persist-bench --metrics-cost`: what recording metrics costs. A session
+//! lookup and a write (`progression.add_xp`) are timed with the Prometheus
+//! recorder on and off, on SQLite and PostgreSQL, by one task and by 16.
+//! Target: with the recorder >= 0.95x the throughput without.
+//!
+//! A process installs one global recorder for good, so the run installs a
+//! switch: a recorder that hands out the Prometheus recorder's handles when
+//! on and the facade's no-op handles when off (the same handles the facade
+//! uses when no recorder is installed; the switch adds one atomic load per
+//! metric). persist caches its per-call handles per `Db`, so the off rounds
+//! and the on rounds use two handles on the same database, each only ever
+//! used in its own switch state. Rounds alternate off, on, off, on, ... so drift on this shared
+//! machine falls on both alike; each on round is paired with the off round
+//! before it, and the report gives the mean of the paired ratios with a 95 %
+//! confidence interval (t distribution).
+//!
+//! Self-contained (its own scratch databases and figures), hooked into
+//! `main.rs` by the `--metrics-cost` flag only.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
+use persist::{Config, Db, NewAccount, UserId};
+
+/// The recorder switch (see the module docs).
+struct Switch {
+    on: AtomicBool,
+    inner: PrometheusRecorder,
+}
+
+impl Recorder for Switch {
+    fn describe_counter(&self, k: KeyName, u: Option<Unit>, d: SharedString) {
+        self.inner.describe_counter(k, u, d);
+    }
+    fn describe_gauge(&self, k: KeyName, u: Option<Unit>, d: SharedString) {
+        self.inner.describe_gauge(k, u, d);
+    }
+    fn describe_histogram(&self, k: KeyName, u: Option<Unit>, d: SharedString) {
+        self.inner.describe_histogram(k, u, d);
+    }
+    fn register_counter(&self, key: &Key, m: &Metadata<'_>) -> Counter {
+        if self.on.load(Ordering::Relaxed) {
+            self.inner.register_counter(key, m)
+        } else {
+            Counter::noop()
+        }
+    }
+    fn register_gauge(&self, key: &Key, m: &Metadata<'_>) -> Gauge {
+        if self.on.load(Ordering::Relaxed) {
+            self.inner.register_gauge(key, m)
+        } else {
+            Gauge::noop()
+        }
+    }
+    fn register_histogram(&self, key: &Key, m: &Metadata<'_>) -> Histogram {
+        if self.on.load(Ordering::Relaxed) {
+            self.inner.register_histogram(key, m)
+        } else {
+            Histogram::noop()
+        }
+    }
+}
+
+const USERS: i64 = 200;
+const TASK_COUNTS: [usize; 2] = [1, 16];
+
+#[derive(Clone, Copy, Debug)]
+enum Op {
+    Lookup,
+    Write,
+}
+
+impl Op {
+    fn name(self) -> &'static str {
+        match self {
+            Op::Lookup => "session_lookup",
+            Op::Write => "add_xp",
+        }
+    }
+}
+
+fn token(i: i64) -> String {
+    format!("metrics-cost-token-{i:024}")
+}
+
+async fn seed(db: &Db) -> Result<Vec<UserId>> {
+    db.migrate().await?;
+    let mut users = Vec::new();
+    for i in 0..USERS {
+        let (email, name) = (format!("mc{i}@example.com"), format!("mc{i}"));
+        let a = db
+            .accounts()
+            .create(&NewAccount {
+                email: &email,
+                username: &name,
+                pass_hash: b"hash",
+                created_at: 1_700_000_000,
+            })
+            .await?;
+        db.progression()
+            .set(&persist::Progression {
+                user_id: a.user_id,
+                level: 1,
+                xp: 0,
+            })
+            .await?;
+        db.sessions()
+            .create(&token(i), a.user_id, 1_700_000_000, 1_900_000_000)
+            .await?;
+        users.push(a.user_id);
+    }
+    Ok(users)
+}
+
+/// Operations per second of `op` run by `tasks` tasks for `window`.
+async fn round(
+    db: &Db,
+    users: &Arc<Vec<UserId>>,
+    op: Op,
+    tasks: usize,
+    window: Duration,
+) -> Result<f64> {
+    let start = Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    for t in 0..tasks {
+        let (db, users) = (db.clone(), Arc::clone(users));
+        set.spawn(async move {
+            let mut n = 0u64;
+            let mut i = t as i64;
+            while start.elapsed() < window {
+                let k = i % USERS;
+                match op {
+                    Op::Lookup => drop(db.sessions().find_by_token(&token(k)).await?),
+                    Op::Write => drop(db.progression().add_xp(users[k as usize], 1).await?),
+                }
+                n += 1;
+                i += 7;
+            }
+            anyhow::Ok(n)
+        });
+    }
+    let mut total = 0u64;
+    while let Some(done) = set.join_next().await {
+        total += done.context("task")??;
+    }
+    Ok(total as f64 / start.elapsed().as_secs_f64())
+}
+
+/// Mean and half-width of the 95 % confidence interval of `xs`.
+fn mean_ci(xs: &[f64]) -> (f64, f64) {
+    let n = xs.len() as f64;
+    let mean = xs.iter().sum::<f64>() / n;
+    if xs.len() < 2 {
+        return (mean, f64::NAN);
+    }
+    let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0);
+    // Two-sided 95 % t quantiles for n-1 degrees of freedom (>= 30: normal).
+    const T: [f64; 30] = [
+        12.71, 4.30, 3.18, 2.78, 2.57, 2.45, 2.36, 2.31, 2.26, 2.23, 2.20, 2.18, 2.16, 2.14, 2.13,
+        2.12, 2.11, 2.10, 2.09, 2.09, 2.08, 2.07, 2.07, 2.06, 2.06, 2.06, 2.05, 2.05, 2.05, 2.04,
+    ];
+    let t = T.get(xs.len() - 2).copied().unwrap_or(1.96);
+    (mean, t * (var / n).sqrt())
+}
+
+async fn backend(
+    name: &str,
+    url: &str,
+    switch: &Switch,
+    rounds: usize,
+    window: Duration,
+) -> Result<bool> {
+    // Two handles on the same database: persist caches per-call metric
+    // handles per `Db`, so each handle is only ever used in one switch
+    // state (`off` while off, `on` while on) and its cached handles match.
+    let config = Config::from_url(url)?;
+    let off_db = persist::open(&config).await?;
+    let users = Arc::new(seed(&off_db).await?);
+    switch.on.store(true, Ordering::Relaxed);
+    let on_db = persist::open(&config).await;
+    switch.on.store(false, Ordering::Relaxed);
+    let on_db = on_db?;
+    let mut all_met = true;
+    for op in [Op::Lookup, Op::Write] {
+        for tasks in TASK_COUNTS {
+            // One warm-up round each way.
+            round(&off_db, &users, op, tasks, window).await?;
+            switch.on.store(true, Ordering::Relaxed);
+            round(&on_db, &users, op, tasks, window).await?;
+            switch.on.store(false, Ordering::Relaxed);
+            let mut ratios = Vec::new();
+            let (mut off_sum, mut on_sum) = (0.0, 0.0);
+            for _ in 0..rounds {
+                let off = round(&off_db, &users, op, tasks, window).await?;
+                switch.on.store(true, Ordering::Relaxed);
+                let on = round(&on_db, &users, op, tasks, window).await;
+                switch.on.store(false, Ordering::Relaxed);
+                let on = on?;
+                ratios.push(on / off);
+                off_sum += off;
+                on_sum += on;
+            }
+            let (ratio, half) = mean_ci(&ratios);
+            let met = ratio >= 0.95;
+            all_met &= met;
+            println!(
+                "{name:<10} {:<15} {tasks:>5} {:>12.0} {:>12.0} {ratio:>7.3} ± {half:.3}  {}",
+                op.name(),
+                off_sum / rounds as f64,
+                on_sum / rounds as f64,
+                if met { "met" } else { "MISSED" }
+            );
+        }
+    }
+    on_db.close().await;
+    off_db.close().await;
+    Ok(all_met)
+}
+
+/// Creates a scratch database on the server of `admin_url`; returns its URL.
+async fn scratch_pg(admin_url: &str, name: &str) -> Result<String> {
+    let (client, conn) = tokio_postgres::connect(admin_url, tokio_postgres::NoTls)
+        .await
+        .context("connect to PostgreSQL")?;
+    tokio::spawn(conn);
+    client
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .await?;
+    client
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await?;
+    let base = admin_url.split('?').next().unwrap_or(admin_url);
+    let base = base.rsplit_once('/').map_or(base, |(b, _)| b);
+    Ok(format!("{base}/{name}?sslmode=disable"))
+}
+
+async fn drop_pg(admin_url: &str, name: &str) -> Result<()> {
+    let (client, conn) = tokio_postgres::connect(admin_url, tokio_postgres::NoTls).await?;
+    tokio::spawn(conn);
+    client
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .await?;
+    Ok(())
+}
+
+/// Runs the whole measurement; `Ok(false)` when a ratio missed 0.95.
+pub async fn run(postgres_url: &str, quick: bool) -> Result<bool> {
+    let inner = PrometheusBuilder::new().build_recorder();
+    let switch: &'static Switch = Box::leak(Box::new(Switch {
+        on: AtomicBool::new(false),
+        inner,
+    }));
+    metrics::set_global_recorder(switch).map_err(|e| anyhow::anyhow!("{e}"))?;
+    persist::observe::describe_metrics();
+    let (rounds, window) = if quick {
+        (4, Duration::from_millis(50))
+    } else {
+        (15, Duration::from_millis(200))
+    };
+    println!("metrics cost: throughput (ops/s) without and with the Prometheus recorder,");
+    println!(
+        "{rounds} alternating rounds of {} ms; ratio = with / without, mean ± 95 % CI",
+        window.as_millis()
+    );
+    println!(
+        "{:<10} {:<15} {:>5} {:>12} {:>12} {:>7}",
+        "backend", "operation", "tasks", "without", "with", "ratio"
+    );
+    let dir = tempfile::tempdir()?;
+    let sqlite_url = format!("sqlite://{}", dir.path().join("metrics_cost.db").display());
+    let mut met = backend("sqlite", &sqlite_url, switch, rounds, window).await?;
+    let name = format!("persist_metrics_cost_{}", std::process::id());
+    let pg_url = scratch_pg(postgres_url, &name).await?;
+    let pg = backend("postgres", &pg_url, switch, rounds, window).await;
+    drop_pg(postgres_url, &name).await?;
+    met &= pg?;
+    Ok(met)
+}
