@@ -133,6 +133,13 @@ pub enum Error {
         source: BoxError,
     },
 
+    /// The database belongs to something else, so persist refuses to migrate
+    /// or read it: a `schema_migrations` table of another migration tool
+    /// (the message names the tool), or a SQLite file holding another
+    /// application's tables and no persist history. Nothing was changed.
+    #[error("not a persist database: {0}")]
+    ForeignDatabase(String),
+
     /// [`copy`](crate::copy()) refused to start and wrote nothing; the
     /// [`CopyRefusal`](crate::CopyRefusal) says why (target holds data, source
     /// and target are one database, a schema not at this binary's version).
@@ -177,6 +184,7 @@ impl Error {
             Error::MigrationDrift { .. } => "migration_drift",
             Error::DatabaseAhead { .. } => "database_ahead",
             Error::MigrationFailed { .. } => "migration_failed",
+            Error::ForeignDatabase(_) => "foreign_database",
             Error::CopyRefused(_) => "copy_refused",
             Error::CopyMismatch(_) => "copy_mismatch",
             Error::Database(d) => match d.backend {

@@ -187,13 +187,20 @@ fn bad_arguments_are_refused() {
         &["--batch-size", "0"][..],
         &["--batch-size", "100001"],
         &["--now", "soon"],
+        &["--now", "-1"],
+        &["--now", "-5"],
     ] {
         let o = sweep(&url, args);
         assert_exit(&o, 2, &format!("sweep-sessions {args:?}"));
         assert!(stdout(&o).is_empty());
+        assert!(
+            stderr(&o).contains(&format!("'{}", args[0])),
+            "{}",
+            stderr(&o)
+        );
     }
-    // A time out of range is the library's InvalidInput: one error line.
-    for now in ["-5", "253402300800"] {
+    // A time past the library's range is its InvalidInput: one error line.
+    for now in ["253402300800"] {
         let o = sweep(&url, &["--now", now]);
         assert_exit(&o, 1, &format!("sweep-sessions --now {now}"));
         assert!(stdout(&o).is_empty());

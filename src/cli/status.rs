@@ -3,7 +3,8 @@
 //! Exit codes, the same with and without `--json`: 0 up to date, 3 migrations
 //! pending, 4 drift (an applied migration was edited after it was applied),
 //! 5 the database records migrations this binary does not ship, 1 any error
-//! (then nothing is printed on stdout, and stderr has one `error:` line).
+//! (then stderr has one `error:` line; the table prints nothing on stdout,
+//! `--json` prints an error object, below).
 //! On drift and "ahead", stderr also has one `error:` line.
 //!
 //! # Text output
@@ -31,6 +32,15 @@
 //!
 //! ```json
 //! {"backend":"sqlite","url":"sqlite://persist.db","status":"up_to_date","up_to_date":true,"schema_version":1,"latest_version":1,"migrations":[{"version":1,"name":"init","state":"applied","applied_at":1764270000}]}
+//! ```
+//!
+//! On any error (exit 1) `--json` prints one object with `status` `"error"`,
+//! `up_to_date` `false`, `error` (the message, as on stderr) and `kind`
+//! (`Error::kind`), so a consumer always has an object to read and
+//! `jq -e .up_to_date` fails:
+//!
+//! ```json
+//! {"status":"error","up_to_date":false,"error":"database unavailable: ...","kind":"unavailable"}
 //! ```
 
 use std::process::ExitCode;
@@ -69,10 +79,42 @@ struct MigrationJson<'a> {
     applied_at: Option<i64>,
 }
 
-pub async fn run(db: &Db, args: Args) -> Result<ExitCode, Error> {
-    let out = report(db, args).await;
-    db.close().await;
+/// The `--json` object on error.
+#[derive(Serialize)]
+struct ErrorJson {
+    status: &'static str,
+    up_to_date: bool,
+    error: String,
+    kind: &'static str,
+}
+
+pub async fn run(db: Result<Db, Error>, args: Args) -> Result<ExitCode, Error> {
+    let json = args.json;
+    let out = match db {
+        Ok(db) => {
+            let out = report(&db, args).await;
+            db.close().await;
+            out
+        }
+        Err(e) => Err(e),
+    };
+    if let (Err(e), true) = (&out, json) {
+        print_error_json(e);
+    }
     out
+}
+
+/// Prints the `--json` error object (the caller prints the `error:` line).
+fn print_error_json(e: &Error) {
+    let json = ErrorJson {
+        status: "error",
+        up_to_date: false,
+        error: crate::chain(e),
+        kind: e.kind(),
+    };
+    if let Ok(line) = serde_json::to_string(&json) {
+        println!("{line}");
+    }
 }
 
 async fn report(db: &Db, args: Args) -> Result<ExitCode, Error> {

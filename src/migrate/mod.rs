@@ -13,8 +13,10 @@ use sha2::{Digest, Sha256};
 use crate::backend::BackendKind;
 use crate::error::{Error, Result};
 
+mod foreign;
 mod runner;
 
+pub(crate) use foreign::{check_history_columns, foreign_tables};
 pub(crate) use runner::{failed, run, status, Applied, AppliedRow, MigrationBackend};
 
 mod embedded {
