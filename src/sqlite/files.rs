@@ -77,5 +77,50 @@ pub(super) fn open_read_only(path: &Path) -> Result<Connection> {
         ));
     }
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    Connection::open_with_flags(path, flags).map_err(|e| open_failed(path, e))
+    let c = Connection::open_with_flags(path, flags).map_err(|e| open_failed(path, e))?;
+    match c.query_row("SELECT count(*) FROM sqlite_schema", [], |r| {
+        r.get::<_, i64>(0)
+    }) {
+        Ok(_) => Ok(c),
+        // A WAL database whose `-shm` cannot be created (read-only
+        // directory): with no `-wal` beside it no connection has it open
+        // in WAL mode, so it is read as immutable.
+        Err(e) if cannot_create_side_files(&e) && !wal_path(path).exists() => {
+            drop(c);
+            tracing::debug!(path = %path.display(), "read-only directory: reading the database as immutable");
+            Connection::open_with_flags(immutable_uri(path), flags | OpenFlags::SQLITE_OPEN_URI)
+                .map_err(|e| open_failed(path, e))
+        }
+        Err(e) => Err(open_failed(path, e)),
+    }
+}
+
+/// `SQLITE_READONLY_DIRECTORY` or `SQLITE_CANTOPEN`: the `-shm` could not
+/// be created.
+fn cannot_create_side_files(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::ReadOnly | rusqlite::ErrorCode::CannotOpen)
+    )
+}
+
+fn wal_path(path: &Path) -> std::path::PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push("-wal");
+    p.into()
+}
+
+/// `file:PATH?immutable=1`, the path's `%`, `?` and `#` escaped.
+fn immutable_uri(path: &Path) -> String {
+    let mut uri = String::from("file:");
+    for ch in path.to_string_lossy().chars() {
+        match ch {
+            '%' => uri.push_str("%25"),
+            '?' => uri.push_str("%3f"),
+            '#' => uri.push_str("%23"),
+            c => uri.push(c),
+        }
+    }
+    uri.push_str("?immutable=1");
+    uri
 }

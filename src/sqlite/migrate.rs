@@ -47,12 +47,7 @@ impl MigrationBackend for SqliteMigrator {
 
     async fn ensure_table(&mut self) -> Result<()> {
         self.guard.slot().with(|c| {
-            if !table_exists(c, "schema_migrations")? {
-                let others = other_tables(c)?;
-                if !others.is_empty() {
-                    return Err(foreign_tables(&others));
-                }
-            }
+            refuse_foreign(c)?;
             c.execute_batch(CREATE).map_err(map)
         })
     }
@@ -164,6 +159,21 @@ pub(crate) fn applied(c: &rusqlite::Connection) -> Result<Vec<AppliedRow>> {
         })
         .map_err(map)?;
     rows.collect::<rusqlite::Result<Vec<_>>>().map_err(map)
+}
+
+/// Refuses a file that holds other tables but no `schema_migrations`:
+/// another application's database, which persist must not switch to WAL nor
+/// add tables to.
+pub(crate) fn refuse_foreign(c: &rusqlite::Connection) -> Result<()> {
+    if table_exists(c, "schema_migrations")? {
+        return Ok(());
+    }
+    let others = other_tables(c)?;
+    if others.is_empty() {
+        Ok(())
+    } else {
+        Err(foreign_tables(&others))
+    }
 }
 
 /// The tables of the file other than SQLite's own.

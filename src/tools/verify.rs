@@ -53,7 +53,10 @@ pub async fn verify(db: &Db) -> Result<VerifyReport> {
             // can fail with SQLITE_CORRUPT, and its findings must survive.
             let integrity = match p.read(sqlite::introspect::integrity_check).await {
                 Ok(rows) => rows,
-                Err(e) if is_corrupt(&e) => vec![e.to_string()],
+                // SQLite's own words ("database disk image is malformed").
+                Err(e) if is_corrupt(&e) => vec![std::error::Error::source(&e)
+                    .and_then(std::error::Error::source)
+                    .map_or_else(|| e.to_string(), ToString::to_string)],
                 Err(e) => return Err(e),
             };
             let sound = integrity.len() == 1 && integrity[0] == "ok";
