@@ -2,10 +2,11 @@
 //!
 //! Exit codes, the same with and without `--json`: 0 up to date, 3 migrations
 //! pending, 4 drift (an applied migration was edited after it was applied),
-//! 5 the database records migrations this binary does not ship, 1 any error
+//! 5 the database records migrations this binary does not ship, 7 the
+//! database is the target of a `copy` that did not finish, 1 any error
 //! (then stderr has one `error:` line; the table prints nothing on stdout,
 //! `--json` prints an error object, below).
-//! On drift and "ahead", stderr also has one `error:` line.
+//! On drift, "ahead" and an incomplete copy, stderr also has one `error:` line.
 //!
 //! # Text output
 //!
@@ -20,7 +21,7 @@
 //! |---|---|---|
 //! | `backend` | string | `"sqlite"` or `"postgres"` |
 //! | `url` | string | the database URL, password replaced by `***` |
-//! | `status` | string | `"up_to_date"` (exit 0), `"pending"` (3), `"drifted"` (4) or `"ahead"` (5); when several apply, the one with the higher exit code |
+//! | `status` | string | `"up_to_date"` (exit 0), `"pending"` (3), `"drifted"` (4), `"ahead"` (5) or `"incomplete_copy"` (7); when several apply, the one with the higher exit code |
 //! | `up_to_date` | bool | `status == "up_to_date"` |
 //! | `schema_version` | integer | highest version recorded in the database's `schema_migrations` (applied, drifted or unknown), 0 when none |
 //! | `latest_version` | integer | highest version this binary ships |
@@ -118,7 +119,9 @@ fn print_error_json(e: &Error) {
 }
 
 async fn report(db: &Db, args: Args) -> Result<ExitCode, Error> {
-    let status = db.migration_status().await?;
+    let mut status = db.migration_status().await?;
+    let incomplete = status.iter().any(MigrationStatus::marks_incomplete_copy);
+    status.retain(|s| !s.marks_incomplete_copy());
     let with = |st: MigrationState| -> Vec<i64> {
         status
             .iter()
@@ -128,7 +131,9 @@ async fn report(db: &Db, args: Args) -> Result<ExitCode, Error> {
     };
     let (unknown, drifted) = (with(MigrationState::Unknown), with(MigrationState::Drifted));
     let pending = !with(MigrationState::Pending).is_empty();
-    let (code, word) = if !unknown.is_empty() {
+    let (code, word) = if incomplete {
+        (exit::INCOMPLETE, "incomplete_copy")
+    } else if !unknown.is_empty() {
         (exit::AHEAD, "ahead")
     } else if !drifted.is_empty() {
         (exit::DRIFT, "drifted")
@@ -147,7 +152,9 @@ async fn report(db: &Db, args: Args) -> Result<ExitCode, Error> {
         print_table(&status);
     }
 
-    if !unknown.is_empty() {
+    if incomplete {
+        eprintln!("error: {}", super::INCOMPLETE_COPY);
+    } else if !unknown.is_empty() {
         eprintln!("error: {}", Error::DatabaseAhead { versions: unknown });
     } else if !drifted.is_empty() {
         eprintln!("error: {}", Error::MigrationDrift { versions: drifted });
