@@ -200,15 +200,13 @@ fn bad_arguments_are_refused() {
         );
     }
     // A time past the library's range is its InvalidInput: one error line.
-    for now in ["253402300800"] {
-        let o = sweep(&url, &["--now", now]);
-        assert_exit(&o, 1, &format!("sweep-sessions --now {now}"));
-        assert!(stdout(&o).is_empty());
-        let err = stderr(&o);
-        let last = err.lines().last().unwrap();
-        assert_eq!(
-            last, "error: invalid now: must be between 0 and 253402300799",
-            "{err}"
-        );
-    }
+    let o = sweep(&url, &["--now", "253402300800"]);
+    assert_exit(&o, 1, "sweep-sessions --now 253402300800");
+    assert!(stdout(&o).is_empty());
+    let err = stderr(&o);
+    let last = err.lines().last().unwrap();
+    assert_eq!(
+        last, "error: invalid now: must be between 0 and 253402300799",
+        "{err}"
+    );
 }

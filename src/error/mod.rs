@@ -5,6 +5,9 @@ use std::time::Duration;
 
 use crate::backend::BackendKind;
 
+mod retry;
+pub(crate) use retry::OutcomeUnknown;
+
 /// Boxed source error, for variants that wrap whatever a driver returned.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
