@@ -121,7 +121,14 @@ pub(super) async fn open_writer(path: &Path, s: Settings) -> Result<Connection> 
     // Before the switch to WAL, which would change another application's
     // file for good.
     set_busy_timeout(&c, s.busy_timeout).map_err(|e| open_failed(path, e))?;
-    super::migrate::refuse_foreign(&c)?;
+    super::migrate::refuse_foreign(&c).map_err(|e| match e {
+        Error::ForeignDatabase(_) => e,
+        // Not readable as a database at all: as any open failure.
+        other => Error::unavailable(
+            format!("cannot open SQLite database {}: {other}", path.display()),
+            Some(Box::new(other)),
+        ),
+    })?;
     // Switching to WAL needs a moment of exclusive access; another process
     // opening the same new file at once can make the switch report the old
     // mode, or fail with SQLITE_BUSY without calling the busy handler (lock
