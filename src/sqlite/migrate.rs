@@ -165,14 +165,13 @@ pub(crate) fn applied(c: &rusqlite::Connection) -> Result<Vec<AppliedRow>> {
 /// another application's database, which persist must not switch to WAL nor
 /// add tables to.
 pub(crate) fn refuse_foreign(c: &rusqlite::Connection) -> Result<()> {
-    if table_exists(c, "schema_migrations")? {
-        return Ok(());
-    }
-    let others = other_tables(c)?;
-    if others.is_empty() {
+    // One read of the catalog: a concurrent migrator may be creating
+    // `schema_migrations` meanwhile.
+    let tables = other_tables(c)?;
+    if tables.is_empty() || tables.iter().any(|t| t == "schema_migrations") {
         Ok(())
     } else {
-        Err(foreign_tables(&others))
+        Err(foreign_tables(&tables))
     }
 }
 
