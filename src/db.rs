@@ -89,9 +89,10 @@ pub struct Db {
 /// configuration.
 pub async fn open(config: &Config) -> Result<Db> {
     let backend = match config.backend() {
-        BackendKind::Sqlite => Backend::Sqlite(sqlite::Pool::open(config).await?),
-        BackendKind::Postgres => Backend::Postgres(postgres::Pool::open(config).await?),
-    };
+        BackendKind::Sqlite => sqlite::Pool::open(config).await.map(Backend::Sqlite),
+        BackendKind::Postgres => postgres::Pool::open(config).await.map(Backend::Postgres),
+    }
+    .map_err(|e| naming_target(e, config))?;
     tracing::debug!(url = %config.redacted_url(), "opened database");
     Ok(Db {
         inner: Arc::new(Inner {
@@ -101,6 +102,27 @@ pub async fn open(config: &Config) -> Result<Db> {
             config: config.clone(),
         }),
     })
+}
+
+/// An open failure names the database it was for (password hidden), so a
+/// mistaken `DATABASE_URL` shows in the message.
+fn naming_target(e: Error, config: &Config) -> Error {
+    match e {
+        Error::Unavailable { message, source } => {
+            let url = config.redacted_url();
+            let named = message.contains(&url)
+                || config
+                    .sqlite_path()
+                    .is_some_and(|p| message.contains(&p.display().to_string()));
+            let message = if named {
+                message
+            } else {
+                format!("{url}: {message}")
+            };
+            Error::Unavailable { message, source }
+        }
+        other => other,
+    }
 }
 
 impl Db {

@@ -130,20 +130,7 @@ impl Db {
             .filter(|s| s.state == MigrationState::Pending)
             .count();
         let up_to_date = status.iter().all(|s| s.state == MigrationState::Applied);
-        Ok((
-            version,
-            pending,
-            up_to_date,
-            self.incomplete_copy_or_migration().await?,
-        ))
-    }
-
-    /// Hook of the readiness check: `Some(reason)` when the database is an
-    /// incomplete copy (a `persist copy` that did not finish) or is in the
-    /// middle of a migration. Answers `None` until the copy and migration
-    /// markers exist; the readiness check already calls it.
-    async fn incomplete_copy_or_migration(&self) -> Result<Option<String>> {
-        Ok(None)
+        Ok((version, pending, up_to_date, incomplete_copy(&status)))
     }
 
     /// Refreshes the usage gauges of every pool of this handle
@@ -157,6 +144,18 @@ impl Db {
             Err(_) => {}
         }
     }
+}
+
+/// `Some(reason)` when the database is the target of a `persist copy` that
+/// did not finish (its mark in `schema_migrations`): not ready, whatever
+/// the rest of the schema says. A migration in progress holds its lock and
+/// its transaction, so it shows as pending until it commits.
+fn incomplete_copy(status: &[crate::migrate::MigrationStatus]) -> Option<String> {
+    status.iter().any(|s| s.marks_incomplete_copy()).then(|| {
+        "an unfinished copy: its target is incomplete until `persist copy --force` \
+         finishes and verifies it"
+            .to_string()
+    })
 }
 
 async fn within<T>(d: Duration, f: impl std::future::Future<Output = Result<T>>) -> Result<T> {

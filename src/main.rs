@@ -19,8 +19,9 @@ use cli::exit;
 )]
 struct Cli {
     /// Database URL (sqlite://path.db, sqlite::memory:, postgres://user@host/db).
-    /// Defaults to $DATABASE_URL, then sqlite://persist.db.
-    #[arg(long, global = true, value_name = "URL")]
+    /// Defaults to $DATABASE_URL, then sqlite://persist.db. Also accepted
+    /// after the subcommand; `copy` takes --from and --to instead.
+    #[arg(long, value_name = "URL")]
     database_url: Option<String>,
 
     /// More logging (-v: debug, -vv: trace). RUST_LOG overrides.
@@ -31,24 +32,58 @@ struct Cli {
     command: Command,
 }
 
+/// The database option of the subcommands that work on one database.
+#[derive(clap::Args)]
+struct DbArg {
+    /// Database URL (sqlite://path.db, sqlite::memory:, postgres://user@host/db).
+    /// Defaults to $DATABASE_URL, then sqlite://persist.db.
+    #[arg(long = "database-url", value_name = "URL")]
+    database_url: Option<String>,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Apply every pending migration.
-    Migrate,
+    Migrate(DbArg),
     /// Show each migration as applied, pending, drifted or unknown.
     /// Exit 0 when up to date, 3 when migrations are pending, 4 on drift,
     /// 5 when the database is newer than this binary, 1 on any error.
-    Status(cli::status::Args),
+    Status {
+        #[command(flatten)]
+        db: DbArg,
+        #[command(flatten)]
+        args: cli::status::Args,
+    },
     /// Check that the database answers.
-    Ping,
+    Ping(DbArg),
     /// Migrate, then play the game's flows for synthetic players and print a summary.
-    Demo(cli::demo::Args),
+    Demo {
+        #[command(flatten)]
+        db: DbArg,
+        #[command(flatten)]
+        args: cli::demo::Args,
+    },
     /// Compare the live schema with what this binary's migrations produce.
-    Verify(cli::verify::Args),
+    Verify {
+        #[command(flatten)]
+        db: DbArg,
+        #[command(flatten)]
+        args: cli::verify::Args,
+    },
     /// Delete expired sessions in short batches (safe while the server serves).
-    SweepSessions(cli::sweep::Args),
+    SweepSessions {
+        #[command(flatten)]
+        db: DbArg,
+        #[command(flatten)]
+        args: cli::sweep::Args,
+    },
     /// Delete old battle records (exactly-once battle ends) in short batches.
-    SweepBattles(cli::sweep_battles::Args),
+    SweepBattles {
+        #[command(flatten)]
+        db: DbArg,
+        #[command(flatten)]
+        args: cli::sweep_battles::Args,
+    },
     /// Copy every table from one database to another (either dialect).
     Copy(cli::copy::Args),
 }
@@ -102,7 +137,7 @@ fn init_logging(verbose: u8) {
 
 /// The error and its sources on one line, without repeating a source whose
 /// text the error already shows.
-fn chain(e: &Error) -> String {
+pub(crate) fn chain(e: &Error) -> String {
     let mut out = e.to_string();
     let mut src = std::error::Error::source(e);
     while let Some(s) = src {
@@ -124,6 +159,16 @@ fn chain(e: &Error) -> String {
 
 /// Opens the database the global `--database-url` (or `DATABASE_URL`) names.
 async fn open(database_url: Option<&str>) -> Result<Db, Error> {
+    persist::open(&config(database_url)?).await
+}
+
+/// Opens it for inspection: a SQLite file must exist and is opened read-only
+/// (`status`, `ping`, `verify` never create or change it).
+async fn inspect(database_url: Option<&str>) -> Result<Db, Error> {
+    persist::open(&config(database_url)?.with_read_only(true)).await
+}
+
+fn config(database_url: Option<&str>) -> Result<Config, Error> {
     let config = match database_url {
         Some(url) => {
             let config = Config::from_url(url)?;
@@ -132,7 +177,7 @@ async fn open(database_url: Option<&str>) -> Result<Db, Error> {
         }
         None => Config::from_env()?,
     };
-    persist::open(&config).await
+    Ok(config)
 }
 
 /// Warns on stderr when `config`'s password came from a URL given as the
@@ -148,12 +193,14 @@ pub(crate) fn warn_if_password_on_command_line(flag: &str, config: &Config) {
 }
 
 async fn run(cli: Cli) -> Result<ExitCode, Error> {
-    let url = cli.database_url.as_deref();
+    let top = cli.database_url;
+    // The option after the subcommand wins over the one before it.
+    let pick = |a: DbArg| a.database_url.or(top.clone());
     match cli.command {
-        Command::Ping => {
+        Command::Ping(a) => {
             // The liveness half of the health check: the same deadline and
             // error an orchestrator's probe would see.
-            let db = open(url).await?;
+            let db = inspect(pick(a).as_deref()).await?;
             let health = db.health().await;
             db.close().await;
             match (health.live, health.error) {
@@ -168,8 +215,8 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
                 }
             }
         }
-        Command::Migrate => {
-            let db = open(url).await?;
+        Command::Migrate(a) => {
+            let db = open(pick(a).as_deref()).await?;
             let report = db.migrate().await?;
             for m in &report.applied {
                 println!("applied {:04}_{} ({} ms)", m.version, m.name, m.millis);
@@ -182,11 +229,28 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
             db.close().await;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Status(args) => cli::status::run(&open(url).await?, args).await,
-        Command::Demo(args) => cli::demo::run(&open(url).await?, args).await,
-        Command::Verify(args) => cli::verify::run(&open(url).await?, args).await,
-        Command::SweepSessions(args) => cli::sweep::run(&open(url).await?, args).await,
-        Command::SweepBattles(args) => cli::sweep_battles::run(&open(url).await?, args).await,
-        Command::Copy(args) => cli::copy::run(args).await,
+        Command::Status { db: a, args } => {
+            cli::status::run(inspect(pick(a).as_deref()).await, args).await
+        }
+        Command::Demo { db: a, args } => {
+            cli::demo::run(&open(pick(a).as_deref()).await?, args).await
+        }
+        Command::Verify { db: a, args } => {
+            cli::verify::run(&inspect(pick(a).as_deref()).await?, args).await
+        }
+        Command::SweepSessions { db: a, args } => {
+            cli::sweep::run(&open(pick(a).as_deref()).await?, args).await
+        }
+        Command::SweepBattles { db: a, args } => {
+            cli::sweep_battles::run(&open(pick(a).as_deref()).await?, args).await
+        }
+        Command::Copy(args) => {
+            if top.is_some() {
+                return Err(Error::Config(
+                    "copy reads --from and writes --to; it takes no --database-url".into(),
+                ));
+            }
+            cli::copy::run(args).await
+        }
     }
 }

@@ -167,7 +167,15 @@ fn database_url_env_is_used_when_no_flag_is_given() {
         .arg("status")
         .env("DATABASE_URL", &url)
         .current_dir(cwd.path());
-    assert_exit(&run(c), 3, "status with the flag on a fresh file");
+    // status inspects: it used the flag's (missing) file, and did not create it.
+    let o = run(c);
+    assert_exit(&o, 1, "status with the flag on a missing file");
+    assert!(
+        stderr(&o).contains("from-flag.db does not exist"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!flagged.exists(), "status created the file");
 }
 
 #[test]

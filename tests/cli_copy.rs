@@ -574,7 +574,7 @@ async fn refusals_and_usage_errors_change_nothing() {
 
     // A source that is not migrated.
     let bare = sqlite_file(dir.path(), "bare.db");
-    rusqlite::Connection::open(bare.strip_prefix("sqlite://").unwrap()).unwrap();
+    common::create_private_file(Path::new(bare.strip_prefix("sqlite://").unwrap()));
     let target = sqlite_file(dir.path(), "target.db");
     let o = copy(&bare, &target, &[]);
     assert_exit(&o, 1, "copy from an unmigrated source");

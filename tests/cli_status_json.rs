@@ -232,16 +232,35 @@ fn sqlite_drift_and_ahead() {
     );
 }
 
-/// An unreachable database: exit 1, one error line, nothing on stdout.
+/// An unreachable database: exit 1, one error line, and on stdout one JSON
+/// object with `error`, `up_to_date: false`, so `jq -e .up_to_date` fails
+/// and a JSON consumer always has an object to read.
 #[test]
-fn unreachable_database_exits_1_with_nothing_on_stdout() {
-    let o = persist(
-        "postgres://postgres@127.0.0.1:1/nothing",
-        &["status", "--json"],
-    );
-    assert_exit(&o, 1, "status --json on a closed port");
-    assert!(stdout(&o).is_empty(), "{}", stdout(&o));
-    let err = stderr(&o);
-    assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(err.starts_with("error: database unavailable"), "{err}");
+fn unreachable_database_exits_1_with_an_error_object() {
+    for (url, target) in [
+        (
+            "postgres://postgres@127.0.0.1:1/nothing",
+            "postgres://postgres@127.0.0.1:1/nothing",
+        ),
+        ("sqlite:///nonexistent-dir/x.db", "/nonexistent-dir/x.db"),
+    ] {
+        let o = persist(url, &["status", "--json"]);
+        assert_exit(&o, 1, "status --json on a closed port");
+        let err = stderr(&o);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.starts_with("error: database unavailable"), "{err}");
+        assert!(err.contains(target), "the target is named: {err}");
+        let out = stdout(&o);
+        assert_eq!(out.lines().count(), 1, "{out}");
+        let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+        let keys: BTreeSet<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(keys, ["error", "kind", "status", "up_to_date"].into());
+        assert_eq!(v["status"], "error");
+        assert_eq!(v["up_to_date"], false);
+        assert_eq!(v["kind"], "unavailable");
+        assert_eq!(
+            format!("error: {}", v["error"].as_str().unwrap()),
+            err.trim_end()
+        );
+    }
 }

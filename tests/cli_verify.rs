@@ -48,6 +48,7 @@ fn verify_json(url: &str, code: i32, what: &str) -> Value {
             "database",
             "differences",
             "foreign_key_violations",
+            "incomplete_copy",
             "integrity_check",
             "ok"
         ]

@@ -92,6 +92,14 @@ fn dialect_name(d: BackendKind) -> &'static str {
 }
 
 // ---------------------------------------------------------------------------
+/// The knob table, in a file that already holds persist's (empty)
+/// `schema_migrations`: persist refuses to open a SQLite file that holds
+/// other tables and no history of its own (another application's file).
+const KNOB_SQLITE: &str = "CREATE TABLE schema_migrations (version INTEGER NOT NULL PRIMARY KEY, \
+     name TEXT NOT NULL, checksum TEXT NOT NULL, applied_at INTEGER NOT NULL, \
+     execution_ms INTEGER NOT NULL) STRICT; \
+     CREATE TABLE knob (n INTEGER); INSERT INTO knob VALUES (1000000000000);";
+
 // The child: a migrator that is killed inside its long migration
 
 /// Runs only as a child (`PERSIST_MIGRATOR_CHILD` set to the database URL):
@@ -238,10 +246,7 @@ fn killed_holding_the_lock_sqlite() {
     let mut violations = Vec::new();
     while bound.next() {
         let f = lite_file();
-        lite_exec(
-            &f.path,
-            "CREATE TABLE knob (n INTEGER); INSERT INTO knob VALUES (1000000000000);",
-        );
+        lite_exec(&f.path, KNOB_SQLITE);
         let mut child = lite_child_inside(&f);
         // The next migrator starts while the child holds the lock.
         let config = Config::from_url(&f.url)
@@ -326,10 +331,7 @@ fn killed_mid_migration_sqlite() {
     while bound.next() {
         let round = bound.done();
         let f = lite_file();
-        lite_exec(
-            &f.path,
-            "CREATE TABLE knob (n INTEGER); INSERT INTO knob VALUES (1000000000000);",
-        );
+        lite_exec(&f.path, KNOB_SQLITE);
         let mut child = lite_child_inside(&f);
         // Anywhere in the rest of the migration: still filling, or in the
         // long statement.
@@ -816,7 +818,8 @@ async fn eight_concurrent_migrator_processes_per_round(backend: Backend) {
     while bound.next() {
         let (url, place) = backend.empty().await;
         if let Place::Sqlite(dir) = &place {
-            assert!(!dir.path().join("test.db").exists());
+            // Every migrator races to create the file.
+            std::fs::remove_file(dir.path().join("test.db")).unwrap();
         }
         let outputs = tokio::task::spawn_blocking(move || eight_migrators(&url))
             .await

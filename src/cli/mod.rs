@@ -21,4 +21,11 @@ pub mod exit {
     /// `verify`: the live schema differs from what the migrations produce, or
     /// an integrity check failed.
     pub const MISMATCH: u8 = 6;
+    /// `status`: the database is the target of a `copy` that did not finish
+    /// (`verify` reports it with [`MISMATCH`]).
+    pub const INCOMPLETE: u8 = 7;
 }
+
+/// The `error:` line for a database marked by an unfinished copy.
+pub const INCOMPLETE_COPY: &str = "the database is the target of a copy that did not finish \
+     (its checksums were never verified): do not use it; run `persist copy --force` into it again";

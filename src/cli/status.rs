@@ -2,9 +2,11 @@
 //!
 //! Exit codes, the same with and without `--json`: 0 up to date, 3 migrations
 //! pending, 4 drift (an applied migration was edited after it was applied),
-//! 5 the database records migrations this binary does not ship, 1 any error
-//! (then nothing is printed on stdout, and stderr has one `error:` line).
-//! On drift and "ahead", stderr also has one `error:` line.
+//! 5 the database records migrations this binary does not ship, 7 the
+//! database is the target of a `copy` that did not finish, 1 any error
+//! (then stderr has one `error:` line; the table prints nothing on stdout,
+//! `--json` prints an error object, below).
+//! On drift, "ahead" and an incomplete copy, stderr also has one `error:` line.
 //!
 //! # Text output
 //!
@@ -19,7 +21,7 @@
 //! |---|---|---|
 //! | `backend` | string | `"sqlite"` or `"postgres"` |
 //! | `url` | string | the database URL, password replaced by `***` |
-//! | `status` | string | `"up_to_date"` (exit 0), `"pending"` (3), `"drifted"` (4) or `"ahead"` (5); when several apply, the one with the higher exit code |
+//! | `status` | string | `"up_to_date"` (exit 0), `"pending"` (3), `"drifted"` (4), `"ahead"` (5) or `"incomplete_copy"` (7); when several apply, the one with the higher exit code |
 //! | `up_to_date` | bool | `status == "up_to_date"` |
 //! | `schema_version` | integer | highest version recorded in the database's `schema_migrations` (applied, drifted or unknown), 0 when none |
 //! | `latest_version` | integer | highest version this binary ships |
@@ -32,6 +34,15 @@
 //!
 //! ```json
 //! {"backend":"sqlite","url":"sqlite://persist.db","status":"up_to_date","up_to_date":true,"schema_version":1,"latest_version":1,"migrations":[{"version":1,"name":"init","state":"applied","applied_at":1764270000}]}
+//! ```
+//!
+//! On any error (exit 1) `--json` prints one object with `status` `"error"`,
+//! `up_to_date` `false`, `error` (the message, as on stderr) and `kind`
+//! (`Error::kind`), so a consumer always has an object to read and
+//! `jq -e .up_to_date` fails:
+//!
+//! ```json
+//! {"status":"error","up_to_date":false,"error":"database unavailable: ...","kind":"unavailable"}
 //! ```
 
 use std::process::ExitCode;
@@ -71,14 +82,48 @@ struct MigrationJson<'a> {
     applied_at: Option<i64>,
 }
 
-pub async fn run(db: &Db, args: Args) -> Result<ExitCode, Error> {
-    let out = report(db, args).await;
-    db.close().await;
+/// The `--json` object on error.
+#[derive(Serialize)]
+struct ErrorJson {
+    status: &'static str,
+    up_to_date: bool,
+    error: String,
+    kind: &'static str,
+}
+
+pub async fn run(db: Result<Db, Error>, args: Args) -> Result<ExitCode, Error> {
+    let json = args.json;
+    let out = match db {
+        Ok(db) => {
+            let out = report(&db, args).await;
+            db.close().await;
+            out
+        }
+        Err(e) => Err(e),
+    };
+    if let (Err(e), true) = (&out, json) {
+        print_error_json(e);
+    }
     out
 }
 
+/// Prints the `--json` error object (the caller prints the `error:` line).
+fn print_error_json(e: &Error) {
+    let json = ErrorJson {
+        status: "error",
+        up_to_date: false,
+        error: crate::chain(e),
+        kind: e.kind(),
+    };
+    if let Ok(line) = serde_json::to_string(&json) {
+        println!("{line}");
+    }
+}
+
 async fn report(db: &Db, args: Args) -> Result<ExitCode, Error> {
-    let status = db.migration_status().await?;
+    let mut status = db.migration_status().await?;
+    let incomplete = status.iter().any(MigrationStatus::marks_incomplete_copy);
+    status.retain(|s| !s.marks_incomplete_copy());
     let with = |st: MigrationState| -> Vec<i64> {
         status
             .iter()
@@ -88,7 +133,9 @@ async fn report(db: &Db, args: Args) -> Result<ExitCode, Error> {
     };
     let (unknown, drifted) = (with(MigrationState::Unknown), with(MigrationState::Drifted));
     let pending = !with(MigrationState::Pending).is_empty();
-    let (code, word) = if !unknown.is_empty() {
+    let (code, word) = if incomplete {
+        (exit::INCOMPLETE, "incomplete_copy")
+    } else if !unknown.is_empty() {
         (exit::AHEAD, "ahead")
     } else if !drifted.is_empty() {
         (exit::DRIFT, "drifted")
@@ -108,7 +155,9 @@ async fn report(db: &Db, args: Args) -> Result<ExitCode, Error> {
         print_table(&status);
     }
 
-    if !unknown.is_empty() {
+    if incomplete {
+        eprintln!("error: {}", super::INCOMPLETE_COPY);
+    } else if !unknown.is_empty() {
         eprintln!("error: {}", Error::DatabaseAhead { versions: unknown });
     } else if !drifted.is_empty() {
         eprintln!("error: {}", Error::MigrationDrift { versions: drifted });

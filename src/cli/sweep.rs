@@ -23,7 +23,8 @@ use persist::{Db, Error};
 pub struct Args {
     /// Delete sessions with expires_at <= SECS (Unix seconds, UTC).
     /// Defaults to the current time.
-    #[arg(long, value_name = "SECS", allow_negative_numbers = true)]
+    #[arg(long, value_name = "SECS", allow_negative_numbers = true,
+          value_parser = clap::value_parser!(i64).range(0..))]
     now: Option<i64>,
     /// Most rows deleted per batch (1..=100000); each batch is one short
     /// transaction.

@@ -143,6 +143,7 @@ pub struct Config {
     pub(crate) password_source: Option<PasswordSource>,
     pub(crate) sqlite_max_size: Option<u64>,
     pub(crate) shared_reads: usize,
+    pub(crate) read_only: bool,
 }
 
 impl Config {
@@ -189,6 +190,7 @@ impl Config {
             password_source: None,
             sqlite_max_size: None,
             shared_reads: 2,
+            read_only: false,
         }
     }
 
@@ -339,6 +341,20 @@ impl Config {
     pub fn with_sqlite_max_size(mut self, bytes: Option<u64>) -> Self {
         self.sqlite_max_size = bytes;
         self
+    }
+
+    /// Inspection only: a SQLite file is opened read-only, must already exist
+    /// (a missing file is [`Error::Unavailable`] naming it, never created) and
+    /// keeps its journal mode; a database in a read-only directory can still be
+    /// read. Writes fail. No effect on PostgreSQL and in-memory databases.
+    pub fn with_read_only(mut self, read_only: bool) -> Self {
+        self.read_only = read_only;
+        self
+    }
+
+    /// Whether the handle is for inspection only (see [`Config::with_read_only`]).
+    pub fn read_only(&self) -> bool {
+        self.read_only
     }
 
     /// The SQLite size cap in bytes (see [`Config::with_sqlite_max_size`]).

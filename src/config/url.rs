@@ -44,7 +44,13 @@ fn parse_sqlite(rest: &str) -> Result<Config> {
     };
     // `sqlite:///abs` -> `/abs`; `sqlite://rel` -> `rel`; `sqlite:rel` -> `rel`.
     let path = path_part.strip_prefix("//").unwrap_or(path_part);
-    let target = match path {
+    // Percent-decoded, as in PostgreSQL URLs (`my%20game.db`).
+    let path = percent_decode(path).ok_or_else(|| {
+        Error::Config(format!(
+            "SQLite path is not valid percent-encoded UTF-8 (write '%' as %25): {path}"
+        ))
+    })?;
+    let target = match path.as_str() {
         ":memory:" => Target::SqliteMemory,
         "" => {
             return Err(Error::Config(
@@ -58,9 +64,17 @@ fn parse_sqlite(rest: &str) -> Result<Config> {
         p => Target::SqliteFile(PathBuf::from(p)),
     };
     let mut cfg = Config::with_target(target, SslMode::Disable);
+    let mut seen: Vec<String> = Vec::new();
     for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        match (k, v.to_ascii_lowercase().as_str()) {
+        let bad = |what: &str| Error::Config(format!("SQLite URL parameter {what}"));
+        let k = percent_decode(k).ok_or_else(|| bad("name is not valid percent-encoded UTF-8"))?;
+        let v = percent_decode(v).ok_or_else(|| bad("value is not valid percent-encoded UTF-8"))?;
+        if seen.contains(&k) {
+            return Err(bad(&format!("{k:?} is given twice")));
+        }
+        seen.push(k.clone());
+        match (k.as_str(), v.to_ascii_lowercase().as_str()) {
             ("synchronous", "full") => cfg.durability = Durability::Full,
             ("synchronous", "normal") => cfg.durability = Durability::Normal,
             ("synchronous", other) => {
@@ -118,8 +132,16 @@ fn own_params<'u>(
 ) -> Result<(pg::UrlParams, Vec<&'u str>)> {
     let mut own = pg::UrlParams::default();
     let mut kept: Vec<&str> = Vec::new();
+    let mut seen: Vec<&str> = Vec::new();
     for pair in query.unwrap_or("").split('&') {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        if !k.is_empty() && seen.contains(&k) {
+            // Which one wins differs between parsers: refuse.
+            return Err(Error::Config(format!(
+                "PostgreSQL URL parameter {k:?} is given twice"
+            )));
+        }
+        seen.push(k);
         if !OWN_PARAMS.contains(&k) {
             kept.push(pair);
             continue;

@@ -13,8 +13,10 @@ use sha2::{Digest, Sha256};
 use crate::backend::BackendKind;
 use crate::error::{Error, Result};
 
+mod foreign;
 mod runner;
 
+pub(crate) use foreign::{check_history_columns, foreign_tables};
 pub(crate) use runner::{failed, run, status, Applied, AppliedRow, MigrationBackend};
 
 mod embedded {
@@ -219,6 +221,24 @@ pub struct MigrationStatus {
     pub state: MigrationState,
     /// When it was applied (seconds since the epoch), if it was.
     pub applied_at: Option<i64>,
+}
+
+/// The `schema_migrations` version of the row [`copy`](crate::copy()) keeps
+/// while its target is incomplete: no migration has version 0, so a binary
+/// that does not know the marker sees a migration it does not ship and
+/// refuses the database too.
+pub(crate) const INCOMPLETE_COPY_VERSION: i64 = 0;
+
+/// The marker row's name.
+pub(crate) const INCOMPLETE_COPY_NAME: &str = "incomplete_copy";
+
+impl MigrationStatus {
+    /// True for the row that marks a database as the target of a copy that
+    /// has not finished (its checksums not verified yet): it must not be
+    /// used. `persist copy --force` into it again clears the mark.
+    pub fn marks_incomplete_copy(&self) -> bool {
+        self.version == INCOMPLETE_COPY_VERSION && self.state == MigrationState::Unknown
+    }
 }
 
 /// One migration a [`Db::migrate`](crate::Db::migrate) run applied.

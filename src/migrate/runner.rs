@@ -53,6 +53,12 @@ pub(crate) fn pending<'a>(
     applied: &[AppliedRow],
 ) -> Result<Vec<&'a Migration>> {
     let shipped: BTreeMap<i64, &Migration> = set.list.iter().map(|m| (m.version, m)).collect();
+    // The incomplete-copy marker is not a migration: migrating such a
+    // database is allowed, using it is what the marker flags.
+    let applied: Vec<&AppliedRow> = applied
+        .iter()
+        .filter(|r| r.version != super::INCOMPLETE_COPY_VERSION)
+        .collect();
     let ahead: Vec<i64> = applied
         .iter()
         .filter(|r| !shipped.contains_key(&r.version))

@@ -264,6 +264,28 @@ pub(crate) async fn fingerprint(c: &Client) -> Result<String> {
     .map_err(map)
 }
 
+/// Sets (`on`) or clears the incomplete-copy marker row of
+/// `schema_migrations`.
+pub(crate) async fn mark_incomplete(c: &Client, on: bool, now: i64) -> Result<()> {
+    use crate::migrate::{INCOMPLETE_COPY_NAME, INCOMPLETE_COPY_VERSION};
+    if on {
+        c.execute(
+            "INSERT INTO schema_migrations (version, name, checksum, applied_at, execution_ms) \
+             VALUES ($1, $2, '-', $3, 0) ON CONFLICT (version) DO NOTHING",
+            &[&INCOMPLETE_COPY_VERSION, &INCOMPLETE_COPY_NAME, &now],
+        )
+        .await
+    } else {
+        c.execute(
+            "DELETE FROM schema_migrations WHERE version = $1",
+            &[&INCOMPLETE_COPY_VERSION],
+        )
+        .await
+    }
+    .map_err(map)?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

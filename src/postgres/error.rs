@@ -3,7 +3,7 @@
 use deadpool_postgres::{PoolError, TimeoutType};
 use tokio_postgres::error::SqlState;
 
-use crate::error::{DatabaseError, Error, UniqueKey};
+use crate::error::{DatabaseError, Error, OutcomeUnknown, UniqueKey};
 
 /// The unique constraints of the schema and the key each one guards.
 const UNIQUE_KEYS: &[(&str, UniqueKey)] = &[
@@ -79,7 +79,11 @@ pub(crate) fn map(e: tokio_postgres::Error) -> Error {
         };
     }
     if e.is_closed() || has_io_source(&e) {
-        return Error::unavailable(message(&e), Some(e.into()));
+        // Lost while a statement was in flight (connect failures are
+        // mapped by `map_pool`): the server may have run it.
+        let text = message(&e);
+        let source = OutcomeUnknown(e.into());
+        return Error::unavailable(format!("{text} ({source})"), Some(Box::new(source)));
     }
     other(e)
 }

@@ -12,7 +12,9 @@ use deadpool_postgres::Object;
 use super::error::map;
 use super::error::message;
 use crate::error::{after, Error, Result};
-use crate::migrate::{failed, Applied, AppliedRow, Migration, MigrationBackend};
+use crate::migrate::{
+    check_history_columns, failed, Applied, AppliedRow, Migration, MigrationBackend,
+};
 
 /// Advisory lock key of the migrator: the bytes of "persist\0" as an i64.
 const LOCK_KEY: i64 = 0x7065_7273_6973_7400;
@@ -140,6 +142,21 @@ pub(crate) async fn applied(c: &Object) -> Result<Vec<AppliedRow>> {
         .map_err(map)?;
     if !exists {
         return Ok(Vec::new());
+    }
+    let columns: Vec<String> = c
+        .query(
+            "SELECT attname::text FROM pg_attribute \
+             WHERE attrelid = to_regclass('schema_migrations') AND attnum > 0 \
+             AND NOT attisdropped",
+            &[],
+        )
+        .await
+        .map_err(map)?
+        .iter()
+        .map(|r| r.try_get(0).map_err(map))
+        .collect::<Result<_>>()?;
+    if let Some(e) = check_history_columns(&columns) {
+        return Err(e);
     }
     let rows = c
         .query(

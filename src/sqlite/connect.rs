@@ -23,7 +23,11 @@ pub(super) fn open_failed(path: &Path, e: rusqlite::Error) -> Error {
     )
 }
 
-pub(super) fn open_conn(path: &Path) -> Result<Connection> {
+pub(super) fn open_conn(path: &Path, s: Settings) -> Result<Connection> {
+    if s.read_only {
+        return super::files::open_read_only(path);
+    }
+    super::files::prepare(path)?;
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
         | OpenFlags::SQLITE_OPEN_CREATE
         | OpenFlags::SQLITE_OPEN_NO_MUTEX;
@@ -106,8 +110,25 @@ fn cap_size(c: &Connection, bytes: u64, path: &Path) -> Result<()> {
 }
 
 pub(super) async fn open_writer(path: &Path, s: Settings) -> Result<Connection> {
-    let c = open_conn(path)?;
+    let c = open_conn(path, s)?;
+    if s.read_only {
+        // Inspection: the journal mode stays whatever the file has.
+        configure(&c, s, false, path)?;
+        c.pragma_update(None, "query_only", true)
+            .map_err(|e| open_failed(path, e))?;
+        return Ok(c);
+    }
+    // Before the switch to WAL, which would change another application's
+    // file for good.
     set_busy_timeout(&c, s.busy_timeout).map_err(|e| open_failed(path, e))?;
+    super::migrate::refuse_foreign(&c).map_err(|e| match e {
+        Error::ForeignDatabase(_) => e,
+        // Not readable as a database at all: as any open failure.
+        other => Error::unavailable(
+            format!("cannot open SQLite database {}: {other}", path.display()),
+            Some(Box::new(other)),
+        ),
+    })?;
     // Switching to WAL needs a moment of exclusive access; another process
     // opening the same new file at once can make the switch report the old
     // mode, or fail with SQLITE_BUSY without calling the busy handler (lock
@@ -157,8 +178,8 @@ pub(super) fn is_busy(e: &rusqlite::Error) -> bool {
 pub(super) const READER_CACHE_KIB: i64 = 1000;
 
 pub(super) fn open_reader(path: &Path, s: Settings) -> Result<Connection> {
-    let c = open_conn(path)?;
-    configure(&c, s, true, path)?;
+    let c = open_conn(path, s)?;
+    configure(&c, s, !s.read_only, path)?;
     c.pragma_update(None, "query_only", true)
         .map_err(|e| open_failed(path, e))?;
     c.pragma_update(None, "cache_size", -READER_CACHE_KIB)

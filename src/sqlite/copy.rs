@@ -239,6 +239,26 @@ pub(crate) fn set_id_counter(c: &Connection, value: i64) -> Result<()> {
     })
 }
 
+/// Sets (`on`) or clears the incomplete-copy marker row of
+/// `schema_migrations`.
+pub(crate) fn mark_incomplete(c: &Connection, on: bool, now: i64) -> Result<()> {
+    use crate::migrate::{INCOMPLETE_COPY_NAME, INCOMPLETE_COPY_VERSION};
+    if on {
+        c.execute(
+            "INSERT INTO schema_migrations (version, name, checksum, applied_at, execution_ms) \
+             VALUES (?1, ?2, '-', ?3, 0) ON CONFLICT (version) DO NOTHING",
+            rusqlite::params![INCOMPLETE_COPY_VERSION, INCOMPLETE_COPY_NAME, now],
+        )
+    } else {
+        c.execute(
+            "DELETE FROM schema_migrations WHERE version = ?1",
+            [INCOMPLETE_COPY_VERSION],
+        )
+    }
+    .map_err(map)?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

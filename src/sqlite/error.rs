@@ -10,7 +10,19 @@ fn other(e: rusqlite::Error) -> Error {
         rusqlite::Error::SqliteFailure(f, _) => Some(f.extended_code),
         _ => None,
     };
-    Error::Database(DatabaseError::sqlite(code, e.to_string(), e.into()))
+    let damaged = matches!(
+        code.map(|c| c & 0xff),
+        Some(ffi::SQLITE_CORRUPT | ffi::SQLITE_NOTADB)
+    );
+    let message = if damaged {
+        format!(
+            "the database file is damaged ({e}); `persist verify` (PRAGMA integrity_check) \
+             lists the findings"
+        )
+    } else {
+        e.to_string()
+    };
+    Error::Database(DatabaseError::sqlite(code, message, e.into()))
 }
 
 /// Maps a SQLite error to the crate's error by its (extended) result code.
@@ -120,6 +132,7 @@ mod tests {
                 assert_eq!(d.sqlite_code(), Some(ffi::SQLITE_CORRUPT));
                 assert_eq!(d.sqlstate(), None);
                 assert!(d.to_string().starts_with("sqlite: "), "{d}");
+                assert!(d.to_string().contains("file is damaged"), "{d}");
             }
             other => panic!("expected Error::Database, got {other:?}"),
         }

@@ -14,7 +14,9 @@ use super::error::map;
 use super::tx::in_immediate_transaction;
 use super::{set_busy_timeout, table_exists, WriteGuard};
 use crate::error::{Error, Result};
-use crate::migrate::{failed, Applied, AppliedRow, Migration, MigrationBackend};
+use crate::migrate::{
+    check_history_columns, failed, foreign_tables, Applied, AppliedRow, Migration, MigrationBackend,
+};
 
 pub(crate) struct SqliteMigrator {
     pub(crate) guard: WriteGuard,
@@ -44,9 +46,10 @@ impl MigrationBackend for SqliteMigrator {
     }
 
     async fn ensure_table(&mut self) -> Result<()> {
-        self.guard
-            .slot()
-            .with(|c| c.execute_batch(CREATE).map_err(map))
+        self.guard.slot().with(|c| {
+            refuse_foreign(c)?;
+            c.execute_batch(CREATE).map_err(map)
+        })
     }
 
     async fn applied(&mut self) -> Result<Vec<AppliedRow>> {
@@ -113,8 +116,7 @@ fn apply_locked(c: &rusqlite::Connection, m: &Migration, applied_at: i64) -> Res
         None => {}
     }
     let start = Instant::now();
-    c.execute_batch(m.sql())
-        .map_err(|e| failed(m, e.to_string(), e.into()))?;
+    super::script::run(c, m)?;
     super::rekey::after_sql(c, m)?;
     let ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
     c.execute(
@@ -130,6 +132,16 @@ fn apply_locked(c: &rusqlite::Connection, m: &Migration, applied_at: i64) -> Res
 pub(crate) fn applied(c: &rusqlite::Connection) -> Result<Vec<AppliedRow>> {
     if !table_exists(c, "schema_migrations")? {
         return Ok(Vec::new());
+    }
+    let columns = c
+        .prepare("SELECT name FROM pragma_table_info('schema_migrations')")
+        .and_then(|mut st| {
+            st.query_map([], |r| r.get::<_, String>(0))?
+                .collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .map_err(map)?;
+    if let Some(e) = check_history_columns(&columns) {
+        return Err(e);
     }
     let mut st = c
         .prepare(
@@ -147,4 +159,31 @@ pub(crate) fn applied(c: &rusqlite::Connection) -> Result<Vec<AppliedRow>> {
         })
         .map_err(map)?;
     rows.collect::<rusqlite::Result<Vec<_>>>().map_err(map)
+}
+
+/// Refuses a file that holds other tables but no `schema_migrations`:
+/// another application's database, which persist must not switch to WAL nor
+/// add tables to.
+pub(crate) fn refuse_foreign(c: &rusqlite::Connection) -> Result<()> {
+    // One read of the catalog: a concurrent migrator may be creating
+    // `schema_migrations` meanwhile.
+    let tables = other_tables(c)?;
+    if tables.is_empty() || tables.iter().any(|t| t == "schema_migrations") {
+        Ok(())
+    } else {
+        Err(foreign_tables(&tables))
+    }
+}
+
+/// The tables of the file other than SQLite's own.
+fn other_tables(c: &rusqlite::Connection) -> Result<Vec<String>> {
+    c.prepare(
+        "SELECT name FROM sqlite_schema WHERE type = 'table' \
+         AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name",
+    )
+    .and_then(|mut st| {
+        st.query_map([], |r| r.get::<_, String>(0))?
+            .collect::<rusqlite::Result<Vec<_>>>()
+    })
+    .map_err(map)
 }

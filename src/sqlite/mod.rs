@@ -14,6 +14,7 @@ mod connect;
 pub(crate) mod copy;
 mod ddl;
 pub(crate) mod error;
+mod files;
 pub(crate) mod ids;
 pub(crate) mod introspect;
 pub(crate) mod loadouts;
@@ -21,6 +22,7 @@ pub(crate) mod migrate;
 mod pagecache;
 pub(crate) mod progression;
 pub(crate) mod rekey;
+mod script;
 pub(crate) mod sessions;
 pub(crate) mod size;
 pub(crate) mod tx;
@@ -54,6 +56,8 @@ struct Settings {
     durability: Durability,
     /// `Config::with_sqlite_max_size`, in bytes.
     max_size: Option<u64>,
+    /// `Config::with_read_only`.
+    read_only: bool,
 }
 
 /// The writer connection behind an async gate. The gate (one permit) orders
@@ -118,6 +122,7 @@ impl Pool {
             acquire_timeout: config.acquire_timeout,
             durability: config.durability,
             max_size: config.sqlite_max_size,
+            read_only: config.read_only,
         };
         let path = match &config.target {
             Target::SqliteFile(p) => Some(p.clone()),

@@ -116,6 +116,9 @@ pub async fn copy(
     let schema_version = source_status.iter().map(|s| s.version).max().unwrap_or(0);
 
     let mut writer = Writer::open(to).await?;
+    // Until its checksums are verified, the target is marked incomplete:
+    // status, verify and an older binary's migrate all refuse it.
+    writer.mark_incomplete(true).await?;
     let mut target_emptied = Vec::new();
     if !occupied.is_empty() {
         writer.empty().await?;
@@ -144,6 +147,7 @@ pub async fn copy(
     reader.finish().await?;
     let target = content_checksum_with(to, limit).await?;
     compare_checksums(&source, &target)?;
+    Writer::open(to).await?.mark_incomplete(false).await?;
     Ok(CopyReport {
         schema_version,
         target_migrated,
@@ -180,7 +184,10 @@ async fn check(from: &Db, to: &Db, options: &CopyOptions) -> Result<Checked> {
             },
         }));
     }
-    let target_status = to.migration_status().await?;
+    // The mark of an unfinished copy is cleared by this one (after --force
+    // if rows were written).
+    let mut target_status = to.migration_status().await?;
+    target_status.retain(|s| !s.marks_incomplete_copy());
     let in_the_way = describe_states(&target_status, |s| {
         matches!(s, MigrationState::Drifted | MigrationState::Unknown)
     });
@@ -207,7 +214,8 @@ async fn check(from: &Db, to: &Db, options: &CopyOptions) -> Result<Checked> {
 /// After migrating the target: both sides are at the same version.
 async fn check_target_matches(to: &Db, source_status: &[MigrationStatus]) -> Result<()> {
     let versions = |st: &[MigrationStatus]| -> Vec<i64> { st.iter().map(|s| s.version).collect() };
-    let target_status = to.migration_status().await?;
+    let mut target_status = to.migration_status().await?;
+    target_status.retain(|s| !s.marks_incomplete_copy());
     let not_applied = describe_states(&target_status, |s| s != MigrationState::Applied);
     if !not_applied.is_empty() || versions(&target_status) != versions(source_status) {
         return Err(Error::CopyRefused(CopyRefusal::TargetSchema {

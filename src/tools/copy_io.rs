@@ -119,6 +119,17 @@ impl<'a> Writer<'a> {
         }
     }
 
+    /// Sets or clears the target's incomplete-copy marker.
+    pub(super) async fn mark_incomplete(&mut self, on: bool) -> Result<()> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        match self {
+            Writer::Sqlite(p) => p.write(|c| sqlite::copy::mark_incomplete(c, on, now)).await,
+            Writer::Postgres(c) => postgres::copy::mark_incomplete(c, on, now).await,
+        }
+    }
+
     pub(super) async fn set_id_counter(&mut self, value: i64) -> Result<()> {
         match self {
             Writer::Sqlite(p) => p.write(|c| sqlite::copy::set_id_counter(c, value)).await,

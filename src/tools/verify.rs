@@ -49,16 +49,35 @@ pub async fn verify(db: &Db) -> Result<VerifyReport> {
     let database = db.config().redacted_url();
     match db.live()? {
         Backend::Sqlite(p) => {
-            let live = p.read(sqlite::introspect::schema).await?;
+            // The integrity check first: on a damaged file the later reads
+            // can fail with SQLITE_CORRUPT, and its findings must survive.
+            let integrity = match p.read(sqlite::introspect::integrity_check).await {
+                Ok(rows) => rows,
+                // SQLite's own words ("database disk image is malformed").
+                Err(e) if is_corrupt(&e) => vec![std::error::Error::source(&e)
+                    .and_then(std::error::Error::source)
+                    .map_or_else(|| e.to_string(), ToString::to_string)],
+                Err(e) => return Err(e),
+            };
+            let sound = integrity.len() == 1 && integrity[0] == "ok";
             let expected = sqlite_expected().await?;
-            let integrity = p.read(sqlite::introspect::integrity_check).await?;
-            let fk = p.read(sqlite::introspect::foreign_key_violations).await?;
+            let live = p.read(sqlite::introspect::schema).await;
+            let fk = p.read(sqlite::introspect::foreign_key_violations).await;
+            let (differences, fk) = match (live, fk) {
+                (Ok(live), Ok(fk)) => (compare(&expected, &live), Some(fk)),
+                // Not comparable on a damaged file: the findings say why.
+                (live, fk) if !sound => (
+                    live.map(|l| compare(&expected, &l)).unwrap_or_default(),
+                    fk.ok(),
+                ),
+                (Err(e), _) | (_, Err(e)) => return Err(e),
+            };
             Ok(VerifyReport {
                 backend: BackendKind::Sqlite,
                 database,
-                differences: compare(&expected, &live),
+                differences,
                 integrity_check: Some(integrity),
-                foreign_key_violations: Some(fk),
+                foreign_key_violations: fk,
             })
         }
         Backend::Postgres(p) => {
@@ -72,6 +91,14 @@ pub async fn verify(db: &Db) -> Result<VerifyReport> {
                 foreign_key_violations: None,
             })
         }
+    }
+}
+
+/// SQLite reported the file damaged (`SQLITE_CORRUPT`, `SQLITE_NOTADB`).
+fn is_corrupt(e: &crate::Error) -> bool {
+    match e {
+        crate::Error::Database(d) => matches!(d.sqlite_code().map(|c| c & 0xff), Some(11 | 26)),
+        _ => false,
     }
 }
 

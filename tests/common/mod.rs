@@ -145,6 +145,18 @@ pub fn sqlite_url() -> (String, tempfile::TempDir) {
     (url, dir)
 }
 
+/// Creates an empty file readable by its owner only, as persist creates its
+/// databases (a file readable by others draws a warning on stderr).
+pub fn create_private_file(path: &std::path::Path) {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .expect("create the file");
+}
+
 /// A fresh, migrated SQLite file database.
 pub async fn sqlite() -> TestDb {
     let (url, dir) = sqlite_url();
@@ -218,7 +230,11 @@ impl Backend {
     pub async fn empty(self) -> (String, Place) {
         match self {
             Backend::Sqlite => {
+                // An empty file is an empty SQLite database; it exists, as
+                // the PostgreSQL database does (read-only commands never
+                // create one).
                 let (url, dir) = sqlite_url();
+                create_private_file(&dir.path().join("test.db"));
                 (url, Place::Sqlite(dir))
             }
             Backend::Postgres => {

@@ -5,6 +5,9 @@ use std::time::Duration;
 
 use crate::backend::BackendKind;
 
+mod retry;
+pub(crate) use retry::OutcomeUnknown;
+
 /// Boxed source error, for variants that wrap whatever a driver returned.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
@@ -135,6 +138,13 @@ pub enum Error {
         source: BoxError,
     },
 
+    /// The database belongs to something else, so persist refuses to migrate
+    /// or read it: a `schema_migrations` table of another migration tool
+    /// (the message names the tool), or a SQLite file holding another
+    /// application's tables and no persist history. Nothing was changed.
+    #[error("not a persist database: {0}")]
+    ForeignDatabase(String),
+
     /// [`copy`](crate::copy()) refused to start and wrote nothing; the
     /// [`CopyRefusal`](crate::CopyRefusal) says why (target holds data, source
     /// and target are one database, a schema not at this binary's version).
@@ -179,6 +189,7 @@ impl Error {
             Error::MigrationDrift { .. } => "migration_drift",
             Error::DatabaseAhead { .. } => "database_ahead",
             Error::MigrationFailed { .. } => "migration_failed",
+            Error::ForeignDatabase(_) => "foreign_database",
             Error::CopyRefused(_) => "copy_refused",
             Error::CopyMismatch(_) => "copy_mismatch",
             Error::Database(d) => match d.backend {
