@@ -20,17 +20,20 @@ pub mod sqlite {
          ability_bishop = excluded.ability_bishop, ability_rook = excluded.ability_rook, \
          ability_queen = excluded.ability_queen, ability_king = excluded.ability_king, \
          item_1 = excluded.item_1, item_2 = excluded.item_2, item_3 = excluded.item_3, \
-         item_4 = excluded.item_4, updated_at = excluded.updated_at";
+         item_4 = excluded.item_4, updated_at = excluded.updated_at, \
+         version = army_loadouts.version + 1";
     pub const GRANT: &str = "INSERT INTO user_unlocks (user_id, flag_id, unlocked_at) \
          VALUES (?1, ?2, ?3) ON CONFLICT (user_id, flag_id) DO NOTHING";
     pub const LIST_UNLOCKS: &str =
         "SELECT flag_id, unlocked_at FROM user_unlocks WHERE user_id = ?1 ORDER BY flag_id";
-    pub const ADD_XP: &str = "UPDATE progression SET xp = xp + ?2 WHERE user_id = ?1 AND \
+    pub const ADD_XP: &str =
+        "UPDATE progression SET xp = xp + ?2, version = version + 1 WHERE user_id = ?1 AND \
          CASE WHEN ?2 >= 0 THEN xp <= 9223372036854775807 - ?2 ELSE xp + ?2 >= 0 END \
          RETURNING level, xp";
     pub const SET_PROGRESSION: &str = "INSERT INTO progression (user_id, level, xp) \
          VALUES (?1, ?2, ?3) \
-         ON CONFLICT (user_id) DO UPDATE SET level = excluded.level, xp = excluded.xp";
+         ON CONFLICT (user_id) DO UPDATE SET level = excluded.level, xp = excluded.xp, \
+         version = progression.version + 1";
 
     // The mixed workload's other calls (persist: accounts.find_by_email,
     // loadouts.get, progression.get, sessions.create / delete /
@@ -69,18 +72,21 @@ pub mod postgres {
          ability_bishop = excluded.ability_bishop, ability_rook = excluded.ability_rook, \
          ability_queen = excluded.ability_queen, ability_king = excluded.ability_king, \
          item_1 = excluded.item_1, item_2 = excluded.item_2, item_3 = excluded.item_3, \
-         item_4 = excluded.item_4, updated_at = excluded.updated_at";
+         item_4 = excluded.item_4, updated_at = excluded.updated_at, \
+         version = army_loadouts.version + 1";
     pub const GRANT: &str = "INSERT INTO user_unlocks (user_id, flag_id, unlocked_at) \
          VALUES ($1, $2, $3) ON CONFLICT (user_id, flag_id) DO NOTHING";
     pub const LIST_UNLOCKS: &str =
         "SELECT flag_id, unlocked_at FROM user_unlocks WHERE user_id = $1 ORDER BY flag_id";
-    pub const ADD_XP: &str = "UPDATE progression SET xp = xp + $2::int8 WHERE user_id = $1 AND \
+    pub const ADD_XP: &str =
+        "UPDATE progression SET xp = xp + $2::int8, version = version + 1 WHERE user_id = $1 AND \
          CASE WHEN $2::int8 >= 0 THEN xp <= 9223372036854775807 - $2::int8 \
          ELSE xp + $2::int8 >= 0 END \
          RETURNING level, xp";
     pub const SET_PROGRESSION: &str = "INSERT INTO progression (user_id, level, xp) \
          VALUES ($1, $2, $3) \
-         ON CONFLICT (user_id) DO UPDATE SET level = excluded.level, xp = excluded.xp";
+         ON CONFLICT (user_id) DO UPDATE SET level = excluded.level, xp = excluded.xp, \
+         version = progression.version + 1";
 
     // The mixed workload's other calls (persist: accounts.find_by_email,
     // loadouts.get, progression.get, sessions.create / delete /
