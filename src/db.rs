@@ -7,7 +7,7 @@ use std::sync::Arc;
 use crate::backend::BackendKind;
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::migrate::{self, MigrationReport, MigrationState, MigrationStatus, Migrations};
+use crate::migrate::{self, MigrationReport, MigrationStatus, Migrations};
 use crate::observe;
 use crate::{postgres, sqlite};
 
@@ -255,16 +255,7 @@ impl Db {
             Backend::Postgres(p) => postgres::migrate::applied(&p.get().await?).await?,
         };
         let status = migrate::status(set, &applied);
-        let version = status
-            .iter()
-            .filter(|s| s.state != MigrationState::Pending)
-            .map(|s| s.version)
-            .max()
-            .unwrap_or(0);
-        let pending = status
-            .iter()
-            .filter(|s| s.state == MigrationState::Pending)
-            .count();
+        let (version, pending) = migrate::summary(&status);
         observe::schema(observe::system(self.backend()), version, pending);
         Ok(status)
     }

@@ -119,16 +119,7 @@ impl Db {
     /// incomplete-copy-or-migration hook's answer.
     async fn schema_state(&self) -> Result<(i64, usize, bool, Option<String>)> {
         let status = self.migration_status().await?;
-        let version = status
-            .iter()
-            .filter(|s| s.state != MigrationState::Pending)
-            .map(|s| s.version)
-            .max()
-            .unwrap_or(0);
-        let pending = status
-            .iter()
-            .filter(|s| s.state == MigrationState::Pending)
-            .count();
+        let (version, pending) = crate::migrate::summary(&status);
         let up_to_date = status.iter().all(|s| s.state == MigrationState::Applied);
         Ok((version, pending, up_to_date, incomplete_copy(&status)))
     }

@@ -241,6 +241,22 @@ impl MigrationStatus {
     }
 }
 
+/// The highest version a database records (applied, drifted or unknown; 0
+/// when none) and how many shipped migrations are pending, from a status list.
+pub(crate) fn summary(status: &[MigrationStatus]) -> (i64, usize) {
+    let version = status
+        .iter()
+        .filter(|s| s.state != MigrationState::Pending)
+        .map(|s| s.version)
+        .max()
+        .unwrap_or(0);
+    let pending = status
+        .iter()
+        .filter(|s| s.state == MigrationState::Pending)
+        .count();
+    (version, pending)
+}
+
 /// One migration a [`Db::migrate`](crate::Db::migrate) run applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppliedMigration {

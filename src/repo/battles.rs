@@ -7,7 +7,7 @@ use crate::models::{flag_list, BattleEnd, BattleOutcome, BattleResult, Progressi
 use crate::validate;
 use crate::{postgres, sqlite};
 
-use super::sessions::{next_sweep_batch, SWEEP_BATCH_MAX};
+use super::sessions::sweep;
 
 /// Longest battle id, in characters.
 const BATTLE_ID_MAX: usize = 128;
@@ -92,34 +92,15 @@ impl BattlesRepo<'_> {
     /// timestamp out of range.
     pub async fn delete_ended_before(&self, cutoff: i64, batch_size: i64) -> Result<u64> {
         validate::timestamp("cutoff", cutoff)?;
-        if !(1..=SWEEP_BATCH_MAX).contains(&batch_size) {
-            return Err(Error::invalid(
-                "batch_size",
-                Violation::OutOfRange {
-                    min: 1,
-                    max: SWEEP_BATCH_MAX,
-                },
-            ));
-        }
-        let mut total = 0u64;
-        let mut batch = batch_size;
-        loop {
-            let started = std::time::Instant::now();
-            let n = self
-                .ex
-                .run(
-                    "battles.delete_ended_before",
-                    Mode::Write,
-                    |c| sqlite::battles::delete_ended_batch(c, cutoff, batch),
-                    async |p| postgres::battles::delete_ended_batch(p, cutoff, batch).await,
-                )
-                .await?;
-            total += n;
-            if n < batch.unsigned_abs() {
-                return Ok(total);
-            }
-            batch = next_sweep_batch(batch, batch_size, started.elapsed());
-        }
+        sweep(
+            self.ex,
+            "battles.delete_ended_before",
+            batch_size,
+            |c, batch| sqlite::battles::delete_ended_batch(c, cutoff, batch),
+            async |p, batch| postgres::battles::delete_ended_batch(p, cutoff, batch).await,
+            |_, _| {},
+        )
+        .await
     }
 }
 

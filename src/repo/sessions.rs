@@ -9,7 +9,7 @@ use crate::{observe, validate};
 use crate::{postgres, sqlite};
 
 /// Most rows one sweep batch deletes.
-pub(super) const SWEEP_BATCH_MAX: i64 = 100_000;
+const SWEEP_BATCH_MAX: i64 = 100_000;
 
 pub(crate) fn token_digest(token: &str) -> Result<[u8; 32]> {
     validate::token(token)?;
@@ -231,35 +231,59 @@ impl SessionsRepo<'_> {
     /// timestamp out of range.
     pub async fn delete_expired(&self, now: i64, batch_size: i64) -> Result<u64> {
         validate::timestamp("now", now)?;
-        if !(1..=SWEEP_BATCH_MAX).contains(&batch_size) {
-            return Err(Error::invalid(
-                "batch_size",
-                Violation::OutOfRange {
-                    min: 1,
-                    max: SWEEP_BATCH_MAX,
-                },
-            ));
+        let sys = observe::system(self.ex.backend());
+        sweep(
+            self.ex,
+            "sessions.delete_expired",
+            batch_size,
+            |c, batch| sqlite::sessions::delete_expired_batch(c, now, batch),
+            async |p, batch| postgres::sessions::delete_expired_batch(p, now, batch).await,
+            |n, took| observe::sweep_batch(sys, n, took),
+        )
+        .await
+    }
+}
+
+/// Deletes rows in batches of at most `batch_size` (1..=100000), each its
+/// own short write (on the pool) or statement (in a unit of work), sized by
+/// time (D-043), until a batch comes back short; returns the number deleted.
+/// `on_batch` sees each batch's count and duration. Shared by the session and
+/// battle-record sweeps.
+pub(super) async fn sweep(
+    ex: Exec<'_>,
+    op: &'static str,
+    batch_size: i64,
+    lite: impl Fn(&rusqlite::Connection, i64) -> Result<u64>,
+    pg: impl AsyncFn(&postgres::Client, i64) -> Result<u64>,
+    mut on_batch: impl FnMut(u64, std::time::Duration),
+) -> Result<u64> {
+    if !(1..=SWEEP_BATCH_MAX).contains(&batch_size) {
+        return Err(Error::invalid(
+            "batch_size",
+            Violation::OutOfRange {
+                min: 1,
+                max: SWEEP_BATCH_MAX,
+            },
+        ));
+    }
+    let mut total = 0u64;
+    let mut batch = batch_size;
+    loop {
+        let started = std::time::Instant::now();
+        let n = ex
+            .run(
+                op,
+                Mode::Write,
+                |c| lite(c, batch),
+                async |p| pg(p, batch).await,
+            )
+            .await?;
+        total += n;
+        on_batch(n, started.elapsed());
+        if n < batch.unsigned_abs() {
+            return Ok(total);
         }
-        let mut total = 0u64;
-        let mut batch = batch_size;
-        loop {
-            let started = std::time::Instant::now();
-            let n = self
-                .ex
-                .run(
-                    "sessions.delete_expired",
-                    Mode::Write,
-                    |c| sqlite::sessions::delete_expired_batch(c, now, batch),
-                    async |p| postgres::sessions::delete_expired_batch(p, now, batch).await,
-                )
-                .await?;
-            total += n;
-            observe::sweep_batch(observe::system(self.ex.backend()), n, started.elapsed());
-            if n < batch.unsigned_abs() {
-                return Ok(total);
-            }
-            batch = next_sweep_batch(batch, batch_size, started.elapsed());
-        }
+        batch = next_sweep_batch(batch, batch_size, started.elapsed());
     }
 }
 
@@ -270,7 +294,7 @@ const SWEEP_BATCH_TIME: std::time::Duration = std::time::Duration::from_millis(2
 /// The next sweep batch size: halved after a batch that took longer than
 /// [`SWEEP_BATCH_TIME`], doubled (up to the caller's `max`) after one that
 /// took less than half of it.
-pub(super) fn next_sweep_batch(batch: i64, max: i64, took: std::time::Duration) -> i64 {
+fn next_sweep_batch(batch: i64, max: i64, took: std::time::Duration) -> i64 {
     if took > SWEEP_BATCH_TIME {
         (batch / 2).max(1)
     } else if took < SWEEP_BATCH_TIME / 2 {
