@@ -36,6 +36,8 @@ pub struct Tx {
     /// When it began and on which `db_system` (its metrics).
     began: Instant,
     sys: &'static str,
+    /// The handle's read replicas: a commit raises their fence.
+    replicas: Option<std::sync::Arc<crate::replicas::Replicas>>,
 }
 
 impl Db {
@@ -56,6 +58,7 @@ impl Db {
                     state: TxState::new(self, None),
                     began: Instant::now(),
                     sys: sqlite::SYSTEM,
+                    replicas: None,
                 })
             }
             Backend::Postgres(p) => {
@@ -67,6 +70,7 @@ impl Db {
                     state: TxState::new(self, p.deadline()),
                     began: Instant::now(),
                     sys: postgres::SYSTEM,
+                    replicas: self.replica_arc(),
                 };
                 let begun = match &tx.conn {
                     Some(Conn::Postgres(o)) => postgres::tx::begin(o).await,
@@ -142,6 +146,9 @@ impl Tx {
                 if out.is_err() {
                     // State unknown: never hand this connection out again.
                     postgres::discard(*o, "unknown_state");
+                } else if let (End::Commit, Some(set)) = (end, &self.replicas) {
+                    // Committed: its position raises the read fence.
+                    set.wrote(postgres::replicas::write_position(&o).await);
                 }
                 out
             }
