@@ -252,6 +252,17 @@ impl Db {
         self.replica_set().map(Replicas::status).unwrap_or_default()
     }
 
+    /// Checks every read replica now (as the periodic check does) and
+    /// returns their status; empty without replicas. For a one-off report
+    /// such as `persist status`: the periodic check keeps the state current
+    /// on its own.
+    pub async fn check_replicas(&self) -> Vec<ReplicaStatus> {
+        match self.replica_set() {
+            Some(set) => set.check_now().await,
+            None => Vec::new(),
+        }
+    }
+
     /// Where this handle's reads outside units of work went (replica or
     /// primary, and why the primary); all zero without replicas.
     pub fn replica_stats(&self) -> ReplicaStats {

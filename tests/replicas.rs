@@ -304,3 +304,111 @@ async fn with_every_replica_down_every_call_succeeds_on_the_primary() {
     late.close().await;
     db.close().await;
 }
+
+/// A standby whose replay is paused falls behind the primary's writes:
+/// past the lag bound it leaves the rotation (its state says by how much),
+/// and once replay resumes and it catches up it comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_replica_leaves_the_rotation_and_comes_back() {
+    let t = Topology::start(1).await;
+    let config = t.config().with_replica_max_lag(Duration::from_millis(300));
+    let db = persist::open(&config).await.unwrap();
+    let user = register_player(&db, 1).await.user_id;
+    wait_all_healthy(&db).await;
+    t.standbys[0].pause_replay().await;
+    db.progression().add_xp(user, 1).await.unwrap();
+    wait_state(&db, 0, ReplicaState::Lagging).await;
+    let status = &db.replicas()[0];
+    assert!(
+        status.lag.unwrap() > Duration::from_millis(300),
+        "{status:?}"
+    );
+    assert!(status.behind_bytes.unwrap() > 0, "{status:?}");
+    // Out of the rotation: even a handle with nothing to fence reads on
+    // the primary, and sees the latest state.
+    let other = persist::open(&config).await.unwrap();
+    wait_state(&other, 0, ReplicaState::Lagging).await;
+    assert_eq!(other.progression().get(user).await.unwrap().xp, 1);
+    assert_eq!(other.replica_stats().fallback_no_replica, 1);
+    t.standbys[0].resume_replay().await;
+    wait_state(&db, 0, ReplicaState::Healthy).await;
+    wait_state(&other, 0, ReplicaState::Healthy).await;
+    assert_eq!(other.progression().get(user).await.unwrap().xp, 1);
+    assert_eq!(other.replica_stats().replica_reads, 1);
+    other.close().await;
+    db.close().await;
+}
+
+const BIN: &str = env!("CARGO_BIN_EXE_persist");
+
+/// `persist status --json` lists the replicas of a `replica=` URL with
+/// their state; `persist demo --replica-url` routes its reads to the
+/// standby, its consistency checks all pass, and its summary counts the
+/// reads of each server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_json_and_demo_show_the_replicas() {
+    let t = Topology::start(1).await;
+    let standby_port = t.standbys[0].port();
+    let url = format!("{}&replica=127.0.0.1:{standby_port}", t.primary_url());
+    let out = std::process::Command::new(BIN)
+        .args(["status", "--json", "--database-url", &url])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let replicas = v["replicas"].as_array().expect("a replicas array");
+    assert_eq!(replicas.len(), 1);
+    assert_eq!(replicas[0]["state"], "healthy", "{v}");
+    assert_eq!(
+        replicas[0]["url"],
+        format!("postgres://postgres@127.0.0.1:{standby_port}/game?sslmode=disable")
+    );
+    // Without replicas: no such field.
+    let out = std::process::Command::new(BIN)
+        .args(["status", "--json", "--database-url", &t.primary_url()])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v.get("replicas").is_none(), "{v}");
+
+    let out = std::process::Command::new(BIN)
+        .args([
+            "demo",
+            "--players",
+            "40",
+            "--database-url",
+            &t.primary_url(),
+        ])
+        .args([
+            "--replica-url",
+            &t.standbys[0].url_for(common::replicas::DB),
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let checks = stdout
+        .lines()
+        .find(|l| l.starts_with("consistency checks:"))
+        .expect("a consistency line");
+    assert!(checks.ends_with(" ok, 0 failed"), "{checks}");
+    let reads = stdout
+        .lines()
+        .find(|l| l.starts_with("reads answered:"))
+        .expect("a reads line");
+    let replica_reads: u64 = reads
+        .rsplit(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("a replica read count");
+    assert!(replica_reads > 0, "{stdout}");
+    assert!(stdout.contains("sent to primary:"), "{stdout}");
+}

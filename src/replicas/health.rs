@@ -61,6 +61,10 @@ pub(crate) async fn check(set: &Replicas, samples: &mut VecDeque<(Instant, u64)>
     }
     for node in &set.nodes {
         probe(node, set.max_lag, timeout, samples).await;
+        if let Some((_, p)) = samples.back() {
+            let behind = p.saturating_sub(node.replayed.load(Ordering::Acquire));
+            node.behind.store(behind, Ordering::Release);
+        }
     }
 }
 

@@ -37,6 +37,8 @@ pub(crate) struct Node {
     replayed: AtomicU64,
     /// Lag in microseconds at the last check; `u64::MAX` before one.
     lag_us: AtomicU64,
+    /// WAL bytes behind the primary at the last check; `u64::MAX` before one.
+    behind: AtomicU64,
     started_us: AtomicI64,
     reads: AtomicU64,
     last_error: Mutex<Option<String>>,
@@ -91,6 +93,7 @@ impl Node {
             state: self.state(),
             replayed: Position(self.replayed.load(Ordering::Acquire)),
             lag: (lag != u64::MAX).then(|| std::time::Duration::from_micros(lag)),
+            behind_bytes: Some(self.behind.load(Ordering::Acquire)).filter(|b| *b != u64::MAX),
             reads: self.reads.load(Ordering::Relaxed),
             last_error: self.last_error.lock().ok().and_then(|e| e.clone()),
         }
@@ -152,6 +155,7 @@ impl Replicas {
                 state: AtomicU8::new(state_code(ReplicaState::Starting)),
                 replayed: AtomicU64::new(0),
                 lag_us: AtomicU64::new(u64::MAX),
+                behind: AtomicU64::new(u64::MAX),
                 started_us: AtomicI64::new(0),
                 reads: AtomicU64::new(0),
                 last_error: Mutex::new(None),
@@ -307,6 +311,13 @@ impl Replicas {
             .await?;
         self.wrote(position);
         Ok(v)
+    }
+
+    /// Runs one round of health checks now (its own lag samples: the lag
+    /// it reports is a lower bound for a replica behind the primary).
+    pub(crate) async fn check_now(&self) -> Vec<ReplicaStatus> {
+        health::check(self, &mut std::collections::VecDeque::new()).await;
+        self.status()
     }
 
     pub(crate) fn status(&self) -> Vec<ReplicaStatus> {

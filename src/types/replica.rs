@@ -107,10 +107,17 @@ pub struct ReplicaStatus {
     pub state: ReplicaState,
     /// The position it has replayed to, as last seen.
     pub replayed: Position,
-    /// How far behind the primary it was at the last check (an upper bound,
-    /// exact to one check interval); `None` before it was measured.
+    /// How far behind the primary it was at the last check, in time: at
+    /// most the age of the newest primary position it had replayed (exact
+    /// to one check interval); when it had replayed none of the positions
+    /// sampled, at least the age of the oldest. `None` before it was
+    /// measured.
     #[serde(serialize_with = "millis")]
     pub lag: Option<Duration>,
+    /// Bytes of write-ahead log it had not replayed at the last check
+    /// (the primary's position then minus its replayed one); `None` before
+    /// a check reached both servers.
+    pub behind_bytes: Option<u64>,
     /// Reads it answered through this handle.
     pub reads: u64,
     /// The last failure seen on it, if its state is not healthy.
