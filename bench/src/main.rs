@@ -19,6 +19,7 @@ mod mixed;
 mod ops;
 mod raw_pg;
 mod raw_sqlite;
+mod replicas;
 mod report;
 mod rss;
 mod runs;
@@ -153,6 +154,10 @@ struct Cli {
     /// Measure only what recording metrics costs (bench/src/metrics_cost.rs).
     #[arg(long)]
     metrics_cost: bool,
+    /// Measure only read-replica routing against a private primary and two
+    /// standbys it starts (bench/src/replicas.rs).
+    #[arg(long)]
+    replicas: bool,
     #[arg(long, hide = true)]
     rss_child: Option<String>,
     #[arg(long, hide = true)]
@@ -290,6 +295,9 @@ async fn run(cli: Cli) -> Result<Option<(Results, Instant)>> {
         return battle_once::run(cli.quick, lite, pg, &cli.postgres_url, &dir)
             .await
             .map(|()| None);
+    }
+    if cli.replicas {
+        return replicas::run(cli.quick).await.map(|_| None);
     }
     if cli.metrics_cost {
         return metrics_cost::run(&cli.postgres_url, cli.quick)
