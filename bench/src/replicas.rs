@@ -25,17 +25,13 @@
 //!   the replica and then goes to the primary. No target: the figures say
 //!   what the fallback costs.
 
-#[allow(unreachable_pub, dead_code)]
-#[path = "../../tests/common/cluster.rs"]
-mod cluster;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use persist::{Config, Db, NewAccount, UserId};
 
-use cluster::Cluster;
+use crate::connect::cluster::Cluster;
 
 const USERS: i64 = 200;
 const TASKS: usize = 16;

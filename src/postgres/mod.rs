@@ -25,6 +25,8 @@ pub(crate) mod tls;
 pub(crate) mod tx;
 pub(crate) mod unlocks;
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::{Hook, Manager, ManagerConfig, Object, RecyclingMethod, Runtime};
@@ -54,6 +56,10 @@ pub(crate) struct Pool {
     /// reads are not shared.
     lanes: Option<lanes::Lanes>,
     deadline: Option<Duration>,
+    /// Connections opened so far (a read replica's cached state is trusted
+    /// only for the connections it was checked on: a new one may reach a
+    /// restarted server).
+    opened: Arc<AtomicU64>,
 }
 
 /// Grace past `statement_timeout` before the client gives up on a call: the
@@ -120,6 +126,8 @@ impl Pool {
         // The sslmode (and its fallbacks) is applied per connection attempt.
         let connector = connect::Connector::new(config.ssl_mode, tls::connector(config)?);
         let manager = Manager::from_connect(pg, connector, mgr_config);
+        let opened = Arc::new(AtomicU64::new(0));
+        let counted = Arc::clone(&opened);
         let pool = deadpool_postgres::Pool::builder(manager)
             .max_size(config.pool_size)
             // Last in, first out: sequential callers keep reusing the
@@ -131,7 +139,8 @@ impl Pool {
             .wait_timeout(Some(config.acquire_timeout))
             .create_timeout(Some(config.connect_timeout + Duration::from_millis(500)))
             .recycle_timeout(Some(config.connect_timeout))
-            .post_create(Hook::sync_fn(|_, _| {
+            .post_create(Hook::sync_fn(move |_, _| {
+                counted.fetch_add(1, Ordering::AcqRel);
                 observe::opened(SYSTEM, POOL, 1);
                 Ok(())
             }))
@@ -151,6 +160,7 @@ impl Pool {
             pool,
             lanes: (lane_count > 0).then(|| lanes::Lanes::new(lane_count, config.acquire_timeout)),
             deadline: config.statement_timeout.map(|d| d + DEADLINE_GRACE),
+            opened,
         })
     }
 
@@ -173,6 +183,11 @@ impl Pool {
             Err(e) => return Err(e),
         }
         Ok(pool)
+    }
+
+    /// How many connections this pool has opened.
+    pub(crate) fn opened(&self) -> u64 {
+        self.opened.load(Ordering::Acquire)
     }
 
     /// Checks a connection out of the pool.

@@ -76,12 +76,15 @@ async fn probe(
 ) {
     let out = tokio::time::timeout(
         timeout,
-        node.pool
-            .call(false, async |c| postgres::replicas::probe(c).await),
+        node.pool.call(false, async |c| {
+            // Every connection of the pool, this one included, was opened by now.
+            let opened = node.pool.opened();
+            Ok((opened, postgres::replicas::probe(c).await?))
+        }),
     )
     .await;
-    let p = match out {
-        Ok(Ok(p)) => p,
+    let (opened, p) = match out {
+        Ok(Ok(v)) => v,
         Ok(Err(e)) => return node.set_state(ReplicaState::Unreachable, Some(e.to_string())),
         Err(_) => {
             return node.set_state(
@@ -93,11 +96,13 @@ async fn probe(
     let before = node.started_us.swap(p.started_us, Ordering::AcqRel);
     if before != 0 && before != p.started_us {
         // Restarted: what it replayed before may not be what it shows now
-        // (a restored or re-cloned standby); trust only this probe.
+        // (a restart resumes from its last restart point); trust only this
+        // probe.
         node.replayed.store(p.replayed, Ordering::Release);
+        node.checked_at.store(opened, Ordering::Release);
         tracing::info!(replica = %node.url, "replica restarted");
     } else {
-        node.saw(p.replayed);
+        node.saw(opened, p.replayed);
     }
     if !p.in_recovery {
         return node.set_state(
