@@ -70,7 +70,7 @@ fn state_of(code: u8) -> ReplicaState {
 }
 
 impl Node {
-    fn state(&self) -> ReplicaState {
+    pub(crate) fn state(&self) -> ReplicaState {
         state_of(self.state.load(Ordering::Acquire))
     }
 
