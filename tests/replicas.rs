@@ -420,3 +420,43 @@ async fn status_json_and_demo_show_the_replicas() {
     assert!(replica_reads > 0, "{stdout}");
     assert!(stdout.contains("sent to primary:"), "{stdout}");
 }
+
+/// The replicas' pools count their connections under `pool="replica"` and
+/// the health check's under `pool="replica_check"`; the primary's `main`
+/// figures stay its own.
+#[test]
+fn replica_pools_have_their_own_metric_labels() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    metrics::with_local_recorder(&recorder, || {
+        common::block_on(async {
+            let t = Topology::start(1).await;
+            let db = persist::open(&t.config()).await.unwrap();
+            register_player(&db, 1).await;
+            t.caught_up().await;
+            wait_all_healthy(&db).await;
+            db.sessions().find_by_token(&token_of(1)).await.unwrap();
+            assert_eq!(db.replica_stats().replica_reads, 1);
+            db.close().await;
+        })
+    });
+    let series = snapshotter.snapshot().into_vec();
+    let opened = |pool: &str| -> u64 {
+        series
+            .iter()
+            .filter(|(k, ..)| {
+                let key = k.key();
+                key.name() == "db_client_connections_opened_total"
+                    && key.labels().any(|l| l.key() == "pool" && l.value() == pool)
+            })
+            .map(|(.., v)| match v {
+                DebugValue::Counter(n) => *n,
+                other => panic!("not a counter: {other:?}"),
+            })
+            .sum()
+    };
+    assert!(opened("main") >= 1);
+    assert!(opened("replica") >= 1);
+    assert_eq!(opened("replica_check"), 1);
+}

@@ -21,7 +21,7 @@ impl Pool {
                 out
             }
             Err(d) => {
-                conn.discard(d);
+                conn.discard(d, self.label);
                 Err(missed_deadline(d))
             }
         };

@@ -51,6 +51,8 @@ fn record_in_flight(lanes: &[Lane]) {
 /// again.
 struct LaneConn {
     obj: Option<Object>,
+    /// The pool's `pool` metric label.
+    label: &'static str,
     poisoned: AtomicBool,
     /// When it was opened, and when a read on it last got an answer (in ms
     /// after `opened`).
@@ -62,16 +64,17 @@ impl Drop for LaneConn {
     fn drop(&mut self) {
         if self.poisoned.load(Ordering::Acquire) {
             if let Some(obj) = self.obj.take() {
-                super::discard(obj, "deadline");
+                super::discard_from(self.label, obj, "deadline");
             }
         }
     }
 }
 
 impl LaneConn {
-    fn new(obj: Object) -> Self {
+    fn new(obj: Object, label: &'static str) -> Self {
         LaneConn {
             obj: Some(obj),
+            label,
             poisoned: AtomicBool::new(false),
             opened: Instant::now(),
             answered_ms: AtomicU64::new(0),
@@ -111,6 +114,8 @@ pub(crate) struct Lanes {
     opened: Notify,
     /// How long a read may wait for a lane (the pool's acquire timeout).
     acquire_timeout: Duration,
+    /// The pool's `pool` metric label.
+    label: &'static str,
 }
 
 /// The connection one call runs on.
@@ -154,9 +159,9 @@ impl Conn<'_> {
     /// A shared connection on which another read got an answer within
     /// `window` is alive, only slow, and is kept. Reads already in flight on
     /// a discarded shared connection finish or time out on their own.
-    pub(crate) fn discard(self, window: Duration) {
+    pub(crate) fn discard(self, window: Duration, label: &'static str) {
         match self {
-            Conn::Exclusive(o) => super::discard(o, "deadline"),
+            Conn::Exclusive(o) => super::discard_from(label, o, "deadline"),
             Conn::Shared(s) => {
                 if s.conn.answered_within(window) {
                     return;
@@ -233,11 +238,12 @@ enum Pick<'a> {
 
 impl Lanes {
     /// `count` lanes (at least one).
-    pub(crate) fn new(count: usize, acquire_timeout: Duration) -> Self {
+    pub(crate) fn new(count: usize, acquire_timeout: Duration, label: &'static str) -> Self {
         Lanes {
             lanes: Mutex::new((0..count.max(1)).map(|_| Lane::default()).collect()),
             opened: Notify::new(),
             acquire_timeout,
+            label,
         }
     }
 
@@ -352,7 +358,7 @@ impl Lanes {
         // Clears `opening` and wakes the waiters if the checkout fails or is
         // cancelled.
         let opening = Opening { lanes: self, index };
-        let conn = Arc::new(LaneConn::new(checkout.await?));
+        let conn = Arc::new(LaneConn::new(checkout.await?, self.label));
         let mut lanes = self.lock();
         // The guard's work is done here, under the lock its drop would take
         // (dropping it here instead would deadlock).

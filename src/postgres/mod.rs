@@ -39,11 +39,20 @@ use crate::observe;
 pub(crate) const SYSTEM: &str = "postgresql";
 /// The `pool` label of the connection pool's metrics.
 pub(crate) const POOL: &str = "main";
+/// The `pool` label of a read replica's pool (all replicas together).
+pub(crate) const REPLICA_POOL: &str = "replica";
+/// The `pool` label of the replicas' health check connection to the primary.
+pub(crate) const REPLICA_CHECK_POOL: &str = "replica_check";
 
 /// Throws a connection away (never back to the pool), counted with `reason`
 /// (`deadline`, `unknown_state`).
 pub(crate) fn discard(obj: Object, reason: &'static str) {
-    observe::discarded(SYSTEM, POOL, reason);
+    discard_from(POOL, obj, reason);
+}
+
+/// [`discard`] for the pool labelled `pool`.
+pub(crate) fn discard_from(pool: &'static str, obj: Object, reason: &'static str) {
+    observe::discarded(SYSTEM, pool, reason);
     drop(Object::take(obj));
 }
 
@@ -56,6 +65,8 @@ pub(crate) struct Pool {
     /// reads are not shared.
     lanes: Option<lanes::Lanes>,
     deadline: Option<Duration>,
+    /// The `pool` metric label.
+    label: &'static str,
     /// Connections opened so far (a read replica's cached state is trusted
     /// only for the connections it was checked on: a new one may reach a
     /// restarted server).
@@ -104,7 +115,7 @@ pub(crate) async fn timed<T>(
 impl Pool {
     /// Builds the pool without connecting (a replica's pool: a replica down
     /// at open must not fail the open).
-    pub(crate) fn build(config: &Config) -> Result<Self> {
+    pub(crate) fn build(config: &Config, label: &'static str) -> Result<Self> {
         let Target::Postgres(pg) = &config.target else {
             return Err(Error::Config("not a PostgreSQL configuration".into()));
         };
@@ -141,14 +152,14 @@ impl Pool {
             .recycle_timeout(Some(config.connect_timeout))
             .post_create(Hook::sync_fn(move |_, _| {
                 counted.fetch_add(1, Ordering::AcqRel);
-                observe::opened(SYSTEM, POOL, 1);
+                observe::opened(SYSTEM, label, 1);
                 Ok(())
             }))
             // Fast recycling drops a connection the server closed (a killed
             // backend, a restart): count it before it goes.
-            .pre_recycle(Hook::sync_fn(|client, _| {
+            .pre_recycle(Hook::sync_fn(move |client, _| {
                 if client.is_closed() {
-                    observe::discarded(SYSTEM, POOL, "closed_by_server");
+                    observe::discarded(SYSTEM, label, "closed_by_server");
                 }
                 Ok(())
             }))
@@ -158,14 +169,16 @@ impl Pool {
         let lane_count = config.shared_reads.min(config.pool_size.saturating_sub(1));
         Ok(Pool {
             pool,
-            lanes: (lane_count > 0).then(|| lanes::Lanes::new(lane_count, config.acquire_timeout)),
+            lanes: (lane_count > 0)
+                .then(|| lanes::Lanes::new(lane_count, config.acquire_timeout, label)),
             deadline: config.statement_timeout.map(|d| d + DEADLINE_GRACE),
+            label,
             opened,
         })
     }
 
     pub(crate) async fn open(config: &Config) -> Result<Self> {
-        let pool = Self::build(config)?;
+        let pool = Self::build(config, POOL)?;
         // Fail at open, not at the first query, when the server is unusable;
         // a TLS refusal says in one line what failed.
         match pool.get().await {
@@ -192,7 +205,7 @@ impl Pool {
 
     /// Checks a connection out of the pool.
     pub(crate) async fn get(&self) -> Result<Object> {
-        let waiting = observe::Waiting::start(SYSTEM, POOL);
+        let waiting = observe::Waiting::start(SYSTEM, self.label);
         let out = self.pool.get().await.map_err(error::map_pool);
         waiting.done();
         self.record_usage();
@@ -205,7 +218,7 @@ impl Pool {
         let s = self.pool.status();
         observe::pool_usage(
             SYSTEM,
-            POOL,
+            self.label,
             s.size.saturating_sub(s.available),
             s.available,
             s.max_size,
@@ -217,7 +230,7 @@ impl Pool {
     async fn get_within(&self, wait: Duration) -> Result<Object> {
         let mut timeouts = self.pool.timeouts();
         timeouts.wait = Some(wait);
-        let waiting = observe::Waiting::start(SYSTEM, POOL);
+        let waiting = observe::Waiting::start(SYSTEM, self.label);
         let out = self
             .pool
             .timeout_get(&timeouts)
@@ -246,7 +259,7 @@ impl Pool {
         })
         .await;
         if matches!(out, Err(Error::Timeout { .. })) {
-            discard(c, "deadline");
+            discard_from(self.label, c, "deadline");
         }
         out
     }
@@ -258,7 +271,7 @@ impl Pool {
     }
 
     pub(crate) fn close(&self) {
-        observe::closed(SYSTEM, POOL, self.pool.status().size as u64);
+        observe::closed(SYSTEM, self.label, self.pool.status().size as u64);
         self.pool.close();
         if let Some(lanes) = &self.lanes {
             lanes.clear();

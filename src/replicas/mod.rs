@@ -169,7 +169,7 @@ impl Replicas {
         for r in &config.replicas {
             nodes.push(Node {
                 url: r.redacted_url(),
-                pool: postgres::Pool::build(r)?,
+                pool: postgres::Pool::build(r, postgres::REPLICA_POOL)?,
                 state: AtomicU8::new(state_code(ReplicaState::Starting)),
                 replayed: AtomicU64::new(0),
                 lag_us: AtomicU64::new(u64::MAX),
@@ -188,7 +188,7 @@ impl Replicas {
             counters: Counters::default(),
             max_lag: config.replica_max_lag,
             interval: config.replica_check_interval,
-            primary_probe: postgres::Pool::build(&probe)?,
+            primary_probe: postgres::Pool::build(&probe, postgres::REPLICA_CHECK_POOL)?,
             closed: AtomicBool::new(false),
         })
     }
