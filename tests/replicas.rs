@@ -419,6 +419,8 @@ async fn status_json_and_demo_show_the_replicas() {
         .expect("a replica read count");
     assert!(replica_reads > 0, "{stdout}");
     assert!(stdout.contains("sent to primary:"), "{stdout}");
+    // The summary, for whoever runs this test with --no-capture.
+    eprintln!("{stdout}");
 }
 
 /// The replicas' pools count their connections under `pool="replica"` and
