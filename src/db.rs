@@ -106,13 +106,12 @@ pub async fn open(config: &Config) -> Result<Db> {
     }
     .map_err(|e| naming_target(e, config))?;
     tracing::debug!(url = %config.redacted_url(), "opened database");
-    let replicas = match config.replicas.is_empty() {
-        true => None,
-        false => {
-            let set = Arc::new(Replicas::new(config)?);
-            tokio::spawn(replicas::health::run(Arc::downgrade(&set)));
-            Some(set)
-        }
+    let replicas = if config.replicas.is_empty() {
+        None
+    } else {
+        let set = Arc::new(Replicas::new(config)?);
+        tokio::spawn(replicas::health::run(Arc::downgrade(&set)));
+        Some(set)
     };
     Ok(Db {
         inner: Arc::new(Inner {
@@ -229,8 +228,10 @@ impl Db {
     /// [`Position::ZERO`] on SQLite and without replicas (every read then
     /// goes to the one server that took the writes).
     pub fn position(&self) -> Position {
-        let own = self.replica_set().map_or(0, Replicas::fence);
-        Position(own.max(self.floor))
+        match self.replica_set() {
+            Some(set) => Position(set.fence().max(self.floor)),
+            None => Position::ZERO,
+        }
     }
 
     /// A clone of this handle whose reads see at least every write before

@@ -94,6 +94,7 @@ async fn without_replicas_nothing_changes(db: &Db) {
     let account = register_player(db, 1).await;
     assert_eq!(db.position(), Position::ZERO);
     let later = db.reading_after("7/0".parse().unwrap());
+    assert_eq!(later.position(), Position::ZERO);
     let s = later.sessions().find_by_token(&token_of(1)).await.unwrap();
     assert_eq!(s.user_id, account.user_id);
     assert!(db.replicas().is_empty());
