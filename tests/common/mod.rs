@@ -407,21 +407,24 @@ macro_rules! backend_test {
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
         $crate::both_backends!($(db $case),*);
-        $crate::through_poolers!($($case),*);
+        $crate::through_poolers!($(db $case),*);
     };
 }
 
-/// Stamps `pgbouncer_transaction::case` and `pgbouncer_session::case` for
-/// each `async fn case(&persist::Db)`: a fresh database migrated directly,
-/// then opened through a private PgBouncer in that pool mode.
+/// Stamps `pgbouncer_transaction::case` and `pgbouncer_session::case`: each
+/// case on PostgreSQL through a private PgBouncer in that pool mode (a
+/// fresh database migrated directly, then opened through the bouncer). The
+/// kinds are those of [`both_backends!`] that take a database: `db case`
+/// (`async fn case(&persist::Db)`) and `test_db case` (`async fn
+/// case(&common::TestDb)`, whose `url` goes through the bouncer).
 #[macro_export]
 macro_rules! through_poolers {
-    ($($case:ident),* $(,)?) => {
+    ($($kind:ident $case:ident),* $(,)?) => {
         mod pgbouncer_transaction {
-            $( $crate::pooled_test!($case Transaction); )*
+            $( $crate::pooled_test!($kind $case Transaction); )*
         }
         mod pgbouncer_session {
-            $( $crate::pooled_test!($case Session); )*
+            $( $crate::pooled_test!($kind $case Session); )*
         }
     };
 }
@@ -429,11 +432,19 @@ macro_rules! through_poolers {
 /// One test of [`through_poolers!`].
 #[macro_export]
 macro_rules! pooled_test {
-    ($case:ident $mode:ident) => {
+    (db $case:ident $mode:ident) => {
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn $case() {
             let t = $crate::common::behind_bouncer($crate::common::topology::PoolMode::$mode).await;
             super::$case(&t.db).await;
+            t.close().await;
+        }
+    };
+    (test_db $case:ident $mode:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $case() {
+            let t = $crate::common::behind_bouncer($crate::common::topology::PoolMode::$mode).await;
+            super::$case(&t).await;
             t.close().await;
         }
     };
