@@ -231,7 +231,9 @@ impl Config {
             Target::SqliteFile(p) => format!("sqlite://{}", p.display()),
             Target::Postgres(c) => {
                 let user = c.get_user().unwrap_or("");
-                let pw = if self.password_source == Some(PasswordSource::Url) {
+                // A password from the URL, PGPASSWORD or the password file:
+                // one is sent, so say so (never when there is none).
+                let pw = if c.get_password().is_some() {
                     ":***"
                 } else {
                     ""

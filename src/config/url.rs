@@ -466,7 +466,6 @@ mod tests {
         assert!(config_err("sqlite://x.db?synchronous=off").contains("synchronous"));
         assert!(config_err("postgres://postgres@localhost").contains("no database name"));
         assert!(config_err("postgres://postgres@localhost/").contains("no database name"));
-        assert!(config_err("postgres://localhost/db").contains("no user name"));
         assert!(config_err("postgres://u@h/db?sslmode=verify-fool").contains("unsupported sslmode"));
         assert!(
             config_err("postgres://u@h/db?sslmode=verify-full").contains("needs root certificates")
