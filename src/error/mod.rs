@@ -60,6 +60,20 @@ pub enum Error {
         what: String,
     },
 
+    /// The server accepts no writes: a PostgreSQL hot standby (or a server
+    /// with `default_transaction_read_only` on; SQLSTATE 25006). Nothing
+    /// was changed. Send writes, units of work that write and `migrate` to
+    /// the primary (README "Production topologies"; `persist` exits with
+    /// code 8).
+    #[error(
+        "the database server is read-only (a hot standby): writes and migrations must go \
+         to the primary ({message})"
+    )]
+    ReadOnlyServer {
+        /// The server's message and SQLSTATE.
+        message: String,
+    },
+
     /// The row asked for does not exist; the spec's `ErrNotFound`.
     #[error("{0} not found")]
     NotFound(Entity),
@@ -179,6 +193,7 @@ impl Error {
             Error::Closed => "closed",
             Error::Aborted => "aborted",
             Error::Timeout { .. } => "timeout",
+            Error::ReadOnlyServer { .. } => "read_only_server",
             Error::NotFound(_) => "not_found",
             Error::Conflict(_) => "conflict",
             Error::UnknownUser => "unknown_user",
