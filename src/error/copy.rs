@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-/// Why [`copy`](crate::copy()) refused to start ([`Error::CopyRefused`]). Nothing was written.
+/// Why [`copy`](crate::copy()) refused to start ([`Error::CopyRefused`](super::Error::CopyRefused)). Nothing was written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum CopyRefusal {
