@@ -40,7 +40,7 @@ pub(crate) enum Mode {
 pub(crate) enum Exec<'a> {
     Db(&'a Db),
     SqliteTx(&'a sqlite::WriterSlot, &'a TxState),
-    PostgresTx(&'a Client, &'a TxState),
+    PostgresTx(Client<'a>, &'a TxState),
 }
 
 impl Exec<'_> {
@@ -70,7 +70,7 @@ impl Exec<'_> {
         op: &'static str,
         mode: Mode,
         lite: impl FnOnce(&Connection) -> Result<T>,
-        pg: impl AsyncFnOnce(&Client) -> Result<T>,
+        pg: impl AsyncFnOnce(&Client<'_>) -> Result<T>,
     ) -> Result<T> {
         let backend = self.backend();
         let span = tracing::debug_span!(target: CALL_TARGET, "persist", op, backend = backend_name(backend));
@@ -96,7 +96,7 @@ impl Exec<'_> {
         self,
         mode: Mode,
         lite: impl FnOnce(&Connection) -> Result<T>,
-        pg: impl AsyncFnOnce(&Client) -> Result<T>,
+        pg: impl AsyncFnOnce(&Client<'_>) -> Result<T>,
     ) -> Result<T> {
         match self {
             Exec::Db(db) => match db.live()? {
@@ -117,7 +117,7 @@ impl Exec<'_> {
             }
             Exec::PostgresTx(client, state) => {
                 state.enter()?;
-                let out = postgres::with_deadline(state.deadline(), pg(client)).await;
+                let out = postgres::with_deadline(state.deadline(), pg(&client)).await;
                 state.leave(&out);
                 out
             }

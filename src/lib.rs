@@ -63,7 +63,9 @@ mod types;
 mod validate;
 
 pub use backend::BackendKind;
-pub use config::{Config, Durability, PasswordSource, SslMode, SslRootCert, DEFAULT_DATABASE_URL};
+pub use config::{
+    Config, Durability, PasswordSource, Pooler, SslMode, SslRootCert, DEFAULT_DATABASE_URL,
+};
 pub use db::{open, DatabaseSize, Db};
 pub use error::{
     BoxError, CopyRefusal, DatabaseError, Entity, Error, Result, UniqueKey, Violation,

@@ -36,6 +36,8 @@ pub struct Tx {
     /// When it began and on which `db_system` (its metrics).
     began: Instant,
     sys: &'static str,
+    /// PostgreSQL: statements unnamed (behind a transaction pooler).
+    pg_unnamed: bool,
 }
 
 impl Db {
@@ -56,6 +58,7 @@ impl Db {
                     state: TxState::new(self, None),
                     began: Instant::now(),
                     sys: sqlite::SYSTEM,
+                    pg_unnamed: false,
                 })
             }
             Backend::Postgres(p) => {
@@ -67,9 +70,10 @@ impl Db {
                     state: TxState::new(self, p.deadline()),
                     began: Instant::now(),
                     sys: postgres::SYSTEM,
+                    pg_unnamed: p.unnamed(),
                 };
                 let begun = match &tx.conn {
-                    Some(Conn::Postgres(o)) => postgres::tx::begin(o).await,
+                    Some(Conn::Postgres(o)) => p.begin(o).await,
                     _ => return Err(Error::Closed),
                 };
                 if let Err(e) = begun {
@@ -88,7 +92,9 @@ impl Tx {
     pub(crate) fn exec(&self) -> Exec<'_> {
         match &self.conn {
             Some(Conn::Sqlite(g)) => Exec::SqliteTx(g.slot(), &self.state),
-            Some(Conn::Postgres(o)) => Exec::PostgresTx(o, &self.state),
+            Some(Conn::Postgres(o)) => {
+                Exec::PostgresTx(postgres::Client::new(o, self.pg_unnamed), &self.state)
+            }
             // `conn` is taken only by commit/rollback/drop, which consume self.
             None => unreachable!("a finished Tx cannot be used"),
         }

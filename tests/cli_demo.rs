@@ -320,6 +320,35 @@ async fn postgres_demo_stores_what_sqlite_stores() {
     );
 }
 
+/// The demo through a private PgBouncer in `mode` (8 tasks: concurrent
+/// units of work and reads over the pooler's server connections) stores
+/// what it stores on a direct connection.
+async fn demo_through(mode: common::topology::PoolMode) {
+    let pooled = PgDatabase::behind(mode).await;
+    let o = demo(&pooled.url, PLAYERS, SEED, 8);
+    assert_exit(&o, 0, "demo through PgBouncer");
+    let counts_pooled = check_summary(&stdout(&o), PLAYERS);
+    let direct = PgDatabase::create().await;
+    let o = demo(&direct.url, PLAYERS, SEED, 8);
+    assert_exit(&o, 0, "demo on a direct connection");
+    assert_eq!(check_summary(&stdout(&o), PLAYERS), counts_pooled);
+    assert_eq!(
+        dump(&pooled.direct_url(), SEED, PLAYERS).await,
+        dump(&direct.url, SEED, PLAYERS).await,
+        "the same content through the pooler"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_through_pgbouncer_transaction_mode() {
+    demo_through(common::topology::PoolMode::Transaction).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_through_pgbouncer_session_mode() {
+    demo_through(common::topology::PoolMode::Session).await;
+}
+
 #[test]
 fn demo_runs_on_the_default_sqlite_file_with_no_setup() {
     let dir = tempfile::tempdir().unwrap();

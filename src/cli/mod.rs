@@ -24,6 +24,9 @@ pub mod exit {
     /// `status`: the database is the target of a `copy` that did not finish
     /// (`verify` reports it with [`MISMATCH`]).
     pub const INCOMPLETE: u8 = 7;
+    /// Any command that writes, run against a read-only server (a
+    /// PostgreSQL hot standby): writes go to the primary.
+    pub const READ_ONLY: u8 = 8;
 }
 
 /// The `error:` line for a database marked by an unfinished copy.

@@ -3,6 +3,7 @@
 
 mod pg;
 mod pgpass;
+mod topology;
 mod url;
 
 #[cfg(test)]
@@ -18,6 +19,7 @@ use crate::error::{Error, Result};
 
 pub(crate) use pg::TlsFiles;
 pub use pg::{PasswordSource, SslRootCert};
+pub use topology::Pooler;
 
 /// The URL used when neither a URL nor `DATABASE_URL` is given: a SQLite file
 /// in the working directory.
@@ -144,6 +146,8 @@ pub struct Config {
     pub(crate) sqlite_max_size: Option<u64>,
     pub(crate) shared_reads: usize,
     pub(crate) read_only: bool,
+    pub(crate) pooler: Pooler,
+    pub(crate) session_settings: Vec<(String, String)>,
 }
 
 impl Config {
@@ -191,6 +195,8 @@ impl Config {
             sqlite_max_size: None,
             shared_reads: 2,
             read_only: false,
+            pooler: Pooler::None,
+            session_settings: Vec::new(),
         }
     }
 
@@ -225,6 +231,8 @@ impl Config {
             Target::SqliteFile(p) => format!("sqlite://{}", p.display()),
             Target::Postgres(c) => {
                 let user = c.get_user().unwrap_or("");
+                // A password from the URL, PGPASSWORD or the password file:
+                // one is sent, so say so (never when there is none).
                 let pw = if c.get_password().is_some() {
                     ":***"
                 } else {
@@ -242,8 +250,12 @@ impl Config {
                     })
                     .collect();
                 let ssl = self.ssl_mode.as_str();
+                let pooler = match self.pooler {
+                    Pooler::None => String::new(),
+                    p => format!("&pooler={p}"),
+                };
                 format!(
-                    "postgres://{user}{pw}@{}/{}?sslmode={ssl}",
+                    "postgres://{user}{pw}@{}/{}?sslmode={ssl}{pooler}",
                     hosts.join(","),
                     c.get_dbname().unwrap_or("")
                 )
@@ -449,6 +461,7 @@ impl fmt::Debug for Config {
             .field("durability", &self.durability)
             .field("sqlite_max_size", &self.sqlite_max_size)
             .field("shared_reads", &self.shared_reads)
+            .field("pooler", &self.pooler)
             .field("password_source", &self.password_source)
             .field("ssl_root_cert", &self.tls.root_cert)
             .field("ssl_cert", &self.tls.cert)
