@@ -108,6 +108,7 @@ fn main() -> ExitCode {
             ExitCode::from(match e {
                 Error::MigrationDrift { .. } => exit::DRIFT,
                 Error::DatabaseAhead { .. } => exit::AHEAD,
+                Error::PendingOnStandby { .. } => exit::STANDBY,
                 _ => exit::ERROR,
             })
         }

@@ -24,6 +24,9 @@ pub mod exit {
     /// `status`: the database is the target of a `copy` that did not finish
     /// (`verify` reports it with [`MISMATCH`]).
     pub const INCOMPLETE: u8 = 7;
+    /// `migrate`: migrations are pending but the server is a read-only
+    /// standby; run migrate against the primary.
+    pub const STANDBY: u8 = 8;
 }
 
 /// The `error:` line for a database marked by an unfinished copy.

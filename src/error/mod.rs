@@ -124,6 +124,15 @@ pub enum Error {
         versions: Vec<i64>,
     },
 
+    /// Migrations are pending but the server is a read-only standby (hot
+    /// standby in recovery): nothing was written. Run migrate against the
+    /// primary; the standby follows it.
+    #[error("the server is a read-only standby and migration(s) {} are pending: run migrate against the primary", versions_list(.versions))]
+    PendingOnStandby {
+        /// The pending versions.
+        versions: Vec<i64>,
+    },
+
     /// A migration failed; schema and history are as they were before it.
     #[error("migration {file} failed: {message}")]
     MigrationFailed {
@@ -188,6 +197,7 @@ impl Error {
             Error::InvalidMigrations(_) => "invalid_migrations",
             Error::MigrationDrift { .. } => "migration_drift",
             Error::DatabaseAhead { .. } => "database_ahead",
+            Error::PendingOnStandby { .. } => "pending_on_standby",
             Error::MigrationFailed { .. } => "migration_failed",
             Error::ForeignDatabase(_) => "foreign_database",
             Error::CopyRefused(_) => "copy_refused",
@@ -483,18 +493,4 @@ pub(crate) fn after(what: &str, d: Duration) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn refusals_explain_themselves() {
-        let r = CopyRefusal::TargetNotEmpty {
-            tables: vec!["accounts".into(), "sessions".into()],
-        };
-        assert_eq!(
-            Error::CopyRefused(r).to_string(),
-            "copy refused: the target already holds data (in accounts, sessions); \
-             copy with force (--force) to delete it first"
-        );
-    }
-}
+mod tests;

@@ -37,6 +37,9 @@ pub(crate) trait MigrationBackend {
     async fn ensure_table(&mut self) -> Result<()>;
     /// The applied migrations; empty if the table does not exist.
     async fn applied(&mut self) -> Result<Vec<AppliedRow>>;
+    /// Whether the database is a read-only standby, where nothing pending
+    /// may be applied.
+    async fn standby(&mut self) -> Result<bool>;
     /// Runs the migration and records it, in one transaction.
     async fn apply(&mut self, m: &Migration, applied_at: i64) -> Result<Applied>;
 }
@@ -155,6 +158,11 @@ async fn run_locked<B: MigrationBackend>(
     let applied = backend.applied().await?;
     let todo = pending(set, &applied)?;
     let todo_len = todo.len();
+    if todo_len > 0 && backend.standby().await? {
+        return Err(Error::PendingOnStandby {
+            versions: todo.iter().map(|m| m.version).collect(),
+        });
+    }
     let mut report = MigrationReport::default();
     for m in todo {
         match backend.apply(m, now_seconds()).await? {
