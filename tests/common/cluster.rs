@@ -36,55 +36,7 @@ impl Cluster {
     /// Creates and starts a fresh cluster. Panics (with the reason and the
     /// server log) when it cannot.
     pub fn start() -> Cluster {
-        let initdb = find_pg_bin("initdb").unwrap_or_else(|| {
-            panic!(
-                "initdb not found on PATH or in /usr/lib/postgresql/*/bin: this test needs the \
-                 PostgreSQL server programs (apt-get install -y postgresql)"
-            )
-        });
-        let bindir = std::fs::canonicalize(&initdb)
-            .ok()
-            .and_then(|p| p.parent().map(Path::to_path_buf));
-        let pg_ctl = bindir
-            .map(|d| d.join("pg_ctl"))
-            .filter(|p| p.is_file())
-            .or_else(|| find_pg_bin("pg_ctl"))
-            .unwrap_or_else(|| panic!("found {} but no pg_ctl", initdb.display()));
-
-        let run_as = if is_root() { Some(CLUSTER_USER) } else { None };
-        // The cluster user must reach the directory: /tmp, not root's TMPDIR.
-        let dir = match run_as {
-            Some(_) => tempfile::Builder::new()
-                .prefix("persist-pg-")
-                .tempdir_in("/tmp"),
-            None => tempfile::Builder::new().prefix("persist-pg-").tempdir(),
-        }
-        .expect("create the cluster's temp dir");
-        if let Some(user) = run_as {
-            let out = Command::new("chown")
-                .arg(format!("{user}:"))
-                .arg(dir.path())
-                .output()
-                .expect("run chown");
-            assert!(
-                out.status.success(),
-                "chown {user}: {}: {}",
-                dir.path().display(),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        let data = dir.path().join("data");
-        let log = dir.path().join("postgres.log");
-        let mut cluster = Cluster {
-            data,
-            log,
-            port: 0,
-            pg_ctl,
-            run_as,
-            running: AtomicBool::new(false),
-            dir: Some(dir),
-        };
-
+        let (initdb, mut cluster) = Cluster::prepare("initdb");
         let mut initdb_err = String::new();
         let mut initialised = false;
         for locale in ["C.UTF-8", "C"] {
@@ -115,30 +67,195 @@ impl Cluster {
             let _ = std::fs::remove_dir_all(&cluster.data);
         }
         assert!(initialised, "initdb failed: {initdb_err}");
+        cluster.first_start();
+        cluster
+    }
 
-        // A free port can be taken between the probe and the start: retry.
+    /// Creates and starts a streaming hot standby of `primary`
+    /// (`pg_basebackup -R` with a replication slot of its own), on its own
+    /// free port. Every method of [`Cluster`] works on it. Blocking.
+    pub fn standby_of(primary: &Cluster) -> Cluster {
+        let (basebackup, mut standby) = Cluster::prepare("pg_basebackup");
+        let slot = format!(
+            "standby_{}",
+            standby
+                .dir_path()
+                .file_name()
+                .map(|n| n.to_string_lossy().to_lowercase())
+                .unwrap_or_default()
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+                .collect::<String>()
+        );
+        let port = primary.port.to_string();
+        let out = standby.run(
+            &basebackup,
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-U",
+                "postgres",
+                "-D",
+                path_str(&standby.data),
+                "-R",
+                "-X",
+                "stream",
+                "-C",
+                "-S",
+                &slot,
+                "-c",
+                "fast",
+                "--no-sync",
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "pg_basebackup from port {port} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        standby.first_start();
+        standby
+    }
+
+    /// Promotes a standby to a primary (`pg_ctl promote -w`). Blocking.
+    pub fn promote(&self) {
+        let out = self.pg_ctl(&["promote"]);
+        assert!(
+            out.status.success(),
+            "pg_ctl promote failed: {}{}\n--- server log ---\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            self.log_tail()
+        );
+    }
+
+    /// Pauses WAL replay on a standby (`pg_wal_replay_pause()`): it keeps
+    /// answering reads, with a state that no longer advances.
+    pub async fn pause_replay(&self) {
+        self.connect("postgres")
+            .await
+            .batch_execute("SELECT pg_wal_replay_pause()")
+            .await
+            .unwrap_or_else(|e| panic!("pg_wal_replay_pause: {e}"));
+    }
+
+    /// Resumes WAL replay on a standby (`pg_wal_replay_resume()`).
+    pub async fn resume_replay(&self) {
+        self.connect("postgres")
+            .await
+            .batch_execute("SELECT pg_wal_replay_resume()")
+            .await
+            .unwrap_or_else(|e| panic!("pg_wal_replay_resume: {e}"));
+    }
+
+    /// Waits (up to 30 s, else panics) until this standby has replayed
+    /// everything `primary` had written when the call began.
+    pub async fn wait_caught_up(&self, primary: &Cluster) {
+        let target: String = primary
+            .connect("postgres")
+            .await
+            .query_one("SELECT pg_current_wal_lsn()::text", &[])
+            .await
+            .expect("pg_current_wal_lsn")
+            .get(0);
+        let me = self.connect("postgres").await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let done: bool = me
+                .query_one(
+                    "SELECT coalesce(pg_last_wal_replay_lsn() >= $1::text::pg_lsn, false)",
+                    &[&target],
+                )
+                .await
+                .expect("pg_last_wal_replay_lsn")
+                .get(0);
+            if done {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the standby on port {} did not reach {target} in 30 s",
+                self.port
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Finds `program` and the server's `pg_ctl`, and makes the temp dir
+    /// (owned by the cluster user) and the not-yet-started cluster.
+    fn prepare(program: &str) -> (PathBuf, Cluster) {
+        let found = find_pg_bin(program).unwrap_or_else(|| {
+            panic!(
+                "{program} not found on PATH or in /usr/lib/postgresql/*/bin: this test needs \
+                 the PostgreSQL server programs (apt-get install -y postgresql)"
+            )
+        });
+        let bindir = std::fs::canonicalize(&found)
+            .ok()
+            .and_then(|p| p.parent().map(Path::to_path_buf));
+        let pg_ctl = bindir
+            .map(|d| d.join("pg_ctl"))
+            .filter(|p| p.is_file())
+            .or_else(|| find_pg_bin("pg_ctl"))
+            .unwrap_or_else(|| panic!("found {} but no pg_ctl", found.display()));
+
+        let run_as = if is_root() { Some(CLUSTER_USER) } else { None };
+        // The cluster user must reach the directory: /tmp, not root's TMPDIR.
+        let dir = match run_as {
+            Some(_) => tempfile::Builder::new()
+                .prefix("persist-pg-")
+                .tempdir_in("/tmp"),
+            None => tempfile::Builder::new().prefix("persist-pg-").tempdir(),
+        }
+        .expect("create the cluster's temp dir");
+        if let Some(user) = run_as {
+            chown(user, dir.path());
+        }
+        let data = dir.path().join("data");
+        let log = dir.path().join("postgres.log");
+        let cluster = Cluster {
+            data,
+            log,
+            port: 0,
+            pg_ctl,
+            run_as,
+            running: AtomicBool::new(false),
+            dir: Some(dir),
+        };
+        (found, cluster)
+    }
+
+    /// The first start, on a free port. A free port can be taken between the
+    /// probe and the start: retry.
+    fn first_start(&mut self) {
         let mut last = String::new();
         for _ in 0..5 {
-            cluster.port = free_port();
-            let sock_dir = cluster.dir_path().display().to_string();
-            let opts = format!(
-                "-c listen_addresses=127.0.0.1 -p {} -k '{sock_dir}' -c max_connections=100 \
-                 -c fsync=on -c log_min_messages=warning",
-                cluster.port
-            );
-            let out = cluster.pg_ctl(&["-o", &opts, "start"]);
+            self.port = free_port();
+            let out = self.pg_ctl(&["-o", &self.server_options(), "start"]);
             if out.status.success() {
-                cluster.running.store(true, Ordering::SeqCst);
-                return cluster;
+                self.running.store(true, Ordering::SeqCst);
+                return;
             }
             last = format!(
                 "{}{}\n--- server log ---\n{}",
                 String::from_utf8_lossy(&out.stdout),
                 String::from_utf8_lossy(&out.stderr),
-                cluster.log_tail()
+                self.log_tail()
             );
         }
         panic!("the private PostgreSQL cluster did not start: {last}");
+    }
+
+    fn server_options(&self) -> String {
+        let sock_dir = self.dir_path().display().to_string();
+        format!(
+            "-c listen_addresses=127.0.0.1 -p {} -k '{sock_dir}' -c max_connections=100 \
+             -c fsync=on -c log_min_messages=warning",
+            self.port
+        )
     }
 
     /// The TCP port it listens on (127.0.0.1).
@@ -225,13 +342,7 @@ impl Cluster {
     /// Starts a stopped cluster again, with the options of its first start
     /// (`postmaster.opts`). Blocking.
     pub fn start_again(&self) {
-        let sock_dir = self.dir_path().display().to_string();
-        let opts = format!(
-            "-c listen_addresses=127.0.0.1 -p {} -k '{sock_dir}' -c max_connections=100 \
-             -c fsync=on -c log_min_messages=warning",
-            self.port
-        );
-        let out = self.pg_ctl(&["-o", &opts, "start"]);
+        let out = self.pg_ctl(&["-o", &self.server_options(), "start"]);
         assert!(
             out.status.success(),
             "pg_ctl start failed: {}{}\n--- server log ---\n{}",
@@ -242,15 +353,16 @@ impl Cluster {
         self.running.store(true, Ordering::SeqCst);
     }
 
+    /// The directory holding the data dir, the log and the Unix socket.
+    pub fn dir_path(&self) -> &Path {
+        self.dir.as_ref().expect("cluster dir").path()
+    }
+
     /// The last lines of the server log, for failure messages.
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(30)..].join("\n")
-    }
-
-    fn dir_path(&self) -> &Path {
-        self.dir.as_ref().expect("cluster dir").path()
     }
 
     fn pg_ctl(&self, args: &[&str]) -> Output {
@@ -311,11 +423,26 @@ impl Drop for Cluster {
     }
 }
 
+/// `chown USER: path`, panicking with the reason when it fails.
+pub fn chown(user: &str, path: &Path) {
+    let out = Command::new("chown")
+        .arg(format!("{user}:"))
+        .arg(path)
+        .output()
+        .expect("run chown");
+    assert!(
+        out.status.success(),
+        "chown {user}: {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn path_str(p: &Path) -> &str {
     p.to_str().expect("cluster paths are UTF-8")
 }
 
-fn is_root() -> bool {
+pub fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
         .output()
@@ -323,7 +450,7 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())

@@ -19,6 +19,7 @@ pub mod demo;
 pub mod fixtures;
 pub mod raw;
 pub mod tls_cluster;
+pub mod topology;
 
 #[allow(unused_imports)] // not every test file registers players
 pub use fixtures::{register, register_in};
