@@ -19,9 +19,9 @@
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::Object;
+use deadpool_postgres::Transaction;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::Type;
-use deadpool_postgres::Transaction;
 
 use super::error::map;
 use super::error::message;
@@ -71,13 +71,17 @@ impl PgMigrator {
         // notices the lost client within 250 ms and ends the backend (and so
         // the transaction and its lock) instead of finishing the statement
         // first (PostgreSQL 14+).
-        let mut set = format!("SET LOCAL statement_timeout = 0; SET LOCAL lock_timeout = {wait_ms}");
+        let mut set =
+            format!("SET LOCAL statement_timeout = 0; SET LOCAL lock_timeout = {wait_ms}");
         if check {
             set.push_str("; SET LOCAL client_connection_check_interval = 250");
         }
         tx.batch_execute(&set).await.map_err(map)?;
         match tx
-            .query_typed("SELECT pg_advisory_xact_lock($1)", &[(&LOCK_KEY, Type::INT8)])
+            .query_typed(
+                "SELECT pg_advisory_xact_lock($1)",
+                &[(&LOCK_KEY, Type::INT8)],
+            )
             .await
         {
             Ok(_) => {}

@@ -18,7 +18,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 /// A column type reduced to what both dialects share.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum TypeClass {
     /// Integers of any width (`INTEGER`, `BIGINT`, `smallint`, ...).
     Integer,
@@ -88,7 +90,9 @@ impl Column {
 }
 
 /// A foreign key of a table.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct ForeignKey {
     /// The referencing columns, in key order.
     pub columns: Vec<String>,
@@ -116,7 +120,9 @@ impl ForeignKey {
 }
 
 /// A CHECK constraint.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct Check {
     /// Its name: PostgreSQL always has one (generated when not declared);
     /// SQLite only when declared with `CONSTRAINT name`.
