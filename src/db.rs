@@ -226,7 +226,12 @@ impl Db {
                 migrate::run(&mut m, set, lock_timeout).await
             }
             Backend::Postgres(p) => {
-                let mut m = postgres::migrate::PgMigrator::new(p.get().await?);
+                let c = &self.inner.config;
+                let mut m = postgres::migrate::PgMigrator::new(
+                    p.get().await?,
+                    c.statement_lock_timeout,
+                    c.lock_retries,
+                );
                 migrate::run(&mut m, set, lock_timeout).await
             }
         }

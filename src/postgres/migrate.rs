@@ -42,15 +42,46 @@ pub(crate) struct PgMigrator {
     lock_wait: Duration,
     /// `server_version_num`, read once.
     server_version: Option<i32>,
+    /// `lock_timeout` of the migrations' own statements.
+    statement_lock_timeout: Duration,
+    /// Retries of a migration whose statements hit that timeout.
+    retries: u32,
+}
+
+/// The first pause before retrying a blocked migration; it doubles.
+const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+/// The longest pause between two attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// The pause before attempt `n + 1` (after `n` failed attempts, n >= 1).
+pub(crate) fn backoff(n: u32) -> Duration {
+    FIRST_BACKOFF
+        .saturating_mul(1u32 << n.saturating_sub(1).min(16))
+        .min(MAX_BACKOFF)
+}
+
+/// How one attempt at a migration ended.
+enum Attempt {
+    Done(Applied),
+    /// A statement could not get its lock within the statement lock timeout.
+    Blocked,
 }
 
 impl PgMigrator {
-    pub(crate) fn new(conn: Object) -> Self {
+    pub(crate) fn new(conn: Object, statement_lock_timeout: Duration, retries: u32) -> Self {
         PgMigrator {
             conn: Some(conn),
             lock_wait: Duration::from_secs(60),
             server_version: None,
+            statement_lock_timeout,
+            retries,
         }
+    }
+
+    fn statement_lock_ms(&self) -> u64 {
+        u64::try_from(self.statement_lock_timeout.as_millis())
+            .unwrap_or(u64::MAX)
+            .clamp(1, i32::MAX as u64)
     }
 
     fn conn(&self) -> Result<&Object> {
@@ -64,6 +95,7 @@ impl PgMigrator {
         let wait_ms = self.lock_wait.as_millis().clamp(1, i32::MAX as u128);
         let check = self.server_version.unwrap_or(0) >= CHECK_INTERVAL_SINCE;
         let lock_wait = self.lock_wait;
+        let statement_ms = self.statement_lock_ms();
         let conn = self.conn.as_mut().ok_or(Error::Closed)?;
         let tx = conn.transaction().await.map_err(map)?;
         // A migration may legitimately run longer than the statement timeout
@@ -93,8 +125,10 @@ impl PgMigrator {
             }
             Err(e) => return Err(map(e)),
         }
-        // Back to the default for the migration's own statements.
-        tx.batch_execute("SET LOCAL lock_timeout = 0")
+        // The migration's own statements wait at most this long for a table
+        // lock: sessions queued behind their lock request are held up no
+        // longer than that.
+        tx.batch_execute(&format!("SET LOCAL lock_timeout = {statement_ms}"))
             .await
             .map_err(map)?;
         Ok(tx)
@@ -159,6 +193,32 @@ impl MigrationBackend for PgMigrator {
     }
 
     async fn apply(&mut self, m: &Migration, applied_at: i64) -> Result<Applied> {
+        let attempts = self.retries.saturating_add(1);
+        for n in 1..=attempts {
+            match self.attempt(m, applied_at).await? {
+                Attempt::Done(applied) => return Ok(applied),
+                Attempt::Blocked if n < attempts => {
+                    tracing::warn!(
+                        version = m.version(),
+                        attempt = n,
+                        "migration blocked by a conflicting lock; retrying"
+                    );
+                    tokio::time::sleep(backoff(n)).await;
+                }
+                Attempt::Blocked => {}
+            }
+        }
+        Err(Error::MigrationBlocked {
+            file: m.file_name(),
+            attempts,
+            lock_timeout_ms: self.statement_lock_ms(),
+        })
+    }
+}
+
+impl PgMigrator {
+    /// One attempt at `m`: its own transaction under the migration lock.
+    async fn attempt(&mut self, m: &Migration, applied_at: i64) -> Result<Attempt> {
         let tx = self.locked().await?;
         // Re-read under the lock: another migrator may have applied it.
         let recorded = tx
@@ -171,7 +231,7 @@ impl MigrationBackend for PgMigrator {
         if let Some(row) = recorded {
             let sum: String = row.try_get(0).map_err(map)?;
             return if sum == m.checksum() {
-                Ok(Applied::Already)
+                Ok(Attempt::Done(Applied::Already))
             } else {
                 Err(Error::MigrationDrift {
                     versions: vec![m.version()],
@@ -180,6 +240,10 @@ impl MigrationBackend for PgMigrator {
         }
         let start = Instant::now();
         if let Err(e) = tx.batch_execute(m.sql()).await {
+            if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) {
+                // Dropping the transaction rolls it back.
+                return Ok(Attempt::Blocked);
+            }
             return Err(failed(m, message(&e), e.into()));
         }
         super::rekey::after_sql(&*tx, m).await?;
@@ -201,7 +265,7 @@ impl MigrationBackend for PgMigrator {
         tx.commit()
             .await
             .map_err(|e| failed(m, message(&e), e.into()))?;
-        Ok(Applied::Now(ms))
+        Ok(Attempt::Done(Applied::Now(ms)))
     }
 }
 
