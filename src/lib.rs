@@ -72,6 +72,7 @@ pub use health::{Health, HealthError, DEFAULT_HEALTH_DEADLINE};
 pub use keys::canonical_key;
 pub use migrate::{
     AppliedMigration, Migration, MigrationReport, MigrationState, MigrationStatus, Migrations,
+    NO_TRANSACTION,
 };
 pub use models::{
     Account, ArmyAbilities, BattleEnd, BattleResult, Items, Loadout, NewAccount, Page,

@@ -27,6 +27,9 @@ pub mod exit {
     /// `migrate`: migrations are pending but the server is a read-only
     /// standby; run migrate against the primary.
     pub const STANDBY: u8 = 8;
+    /// `status`: a no-transaction migration started and did not finish
+    /// (`migrate` resumes it).
+    pub const INTERRUPTED: u8 = 9;
 }
 
 /// The `error:` line for a database marked by an unfinished copy.

@@ -31,7 +31,7 @@ use crate::migrate::{
 };
 
 /// Advisory lock key of the migrator: the bytes of "persist\0" as an i64.
-const LOCK_KEY: i64 = 0x7065_7273_6973_7400;
+pub(crate) const LOCK_KEY: i64 = 0x7065_7273_6973_7400;
 
 /// The first server version that knows `client_connection_check_interval`.
 const CHECK_INTERVAL_SINCE: i32 = 140_000;
@@ -193,6 +193,14 @@ impl MigrationBackend for PgMigrator {
     }
 
     async fn apply(&mut self, m: &Migration, applied_at: i64) -> Result<Applied> {
+        if !m.in_transaction() {
+            let params = super::notx::Params {
+                lock_wait: self.lock_wait,
+                statement_lock_ms: self.statement_lock_ms(),
+                retries: self.retries,
+            };
+            return super::notx::apply(self.conn()?, m, applied_at, &params).await;
+        }
         let attempts = self.retries.saturating_add(1);
         for n in 1..=attempts {
             match self.attempt(m, applied_at).await? {
@@ -238,6 +246,14 @@ impl PgMigrator {
                 })
             };
         }
+        // A started marker of this version (an interrupted run of an
+        // earlier, no-transaction form of the file) is superseded.
+        tx.execute_typed(
+            "DELETE FROM schema_migrations WHERE version = $1",
+            &[(&crate::migrate::started_marker(m.version()), Type::INT8)],
+        )
+        .await
+        .map_err(map)?;
         let start = Instant::now();
         if let Err(e) = tx.batch_execute(m.sql()).await {
             if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) {
