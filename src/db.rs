@@ -192,7 +192,9 @@ impl Db {
     /// [`Error::InvalidMigrations`] (changing nothing);
     /// [`Error::MigrationFailed`] (that migration rolled back, earlier ones
     /// stay applied); [`Error::Timeout`] when the migration lock is not
-    /// obtained within the lock timeout.
+    /// obtained within the lock timeout; [`Error::PendingOnStandby`] when
+    /// the server is a read-only standby and something is pending (with
+    /// nothing pending, a standby is only read).
     pub async fn migrate(&self) -> Result<MigrationReport> {
         self.migrate_with(&Migrations::embedded(self.backend())?)
             .await
@@ -224,9 +226,12 @@ impl Db {
                 migrate::run(&mut m, set, lock_timeout).await
             }
             Backend::Postgres(p) => {
-                let mut m = postgres::migrate::PgMigrator {
-                    conn: Some(p.get().await?),
-                };
+                let c = &self.inner.config;
+                let mut m = postgres::migrate::PgMigrator::new(
+                    p.get().await?,
+                    c.statement_lock_timeout,
+                    c.lock_retries,
+                );
                 migrate::run(&mut m, set, lock_timeout).await
             }
         }

@@ -108,7 +108,7 @@ fn main() -> ExitCode {
             ExitCode::from(match e {
                 Error::MigrationDrift { .. } => exit::DRIFT,
                 Error::DatabaseAhead { .. } => exit::AHEAD,
-                Error::ReadOnlyServer { .. } => exit::READ_ONLY,
+                Error::ReadOnlyServer { .. } | Error::PendingOnStandby { .. } => exit::READ_ONLY,
                 _ => exit::ERROR,
             })
         }

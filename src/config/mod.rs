@@ -139,6 +139,8 @@ pub struct Config {
     pub(crate) statement_timeout: Option<Duration>,
     pub(crate) busy_timeout: Duration,
     pub(crate) lock_timeout: Duration,
+    pub(crate) statement_lock_timeout: Duration,
+    pub(crate) lock_retries: u32,
     pub(crate) durability: Durability,
     pub(crate) ssl_mode: SslMode,
     pub(crate) tls: TlsFiles,
@@ -188,6 +190,8 @@ impl Config {
             statement_timeout: Some(Duration::from_secs(30)),
             busy_timeout: Duration::from_secs(5),
             lock_timeout: Duration::from_secs(60),
+            statement_lock_timeout: Duration::from_secs(3),
+            lock_retries: 5,
             durability: Durability::Full,
             ssl_mode,
             tls: TlsFiles::default(),
@@ -327,6 +331,25 @@ impl Config {
         self
     }
 
+    /// PostgreSQL: the `lock_timeout` of each migration's statements (of a
+    /// transactional migration, of each statement of a no-transaction one):
+    /// how long a migration may wait for a table lock, holding up every
+    /// session queued behind its request, before it backs off and retries.
+    /// Defaults to 3 s.
+    pub fn with_migration_statement_lock_timeout(mut self, d: Duration) -> Self {
+        self.statement_lock_timeout = d;
+        self
+    }
+
+    /// PostgreSQL: how many times a migration that could not take its locks
+    /// within [`with_migration_statement_lock_timeout`](Self::with_migration_statement_lock_timeout)
+    /// is retried (with backoff: 250 ms, doubling, at most 5 s) before
+    /// [`Error::MigrationBlocked`]. Defaults to 5.
+    pub fn with_migration_lock_retries(mut self, n: u32) -> Self {
+        self.lock_retries = n;
+        self
+    }
+
     /// SQLite durability level. Defaults to [`Durability::Full`].
     pub fn with_durability(mut self, d: Durability) -> Self {
         self.durability = d;
@@ -458,6 +481,8 @@ impl fmt::Debug for Config {
             .field("statement_timeout", &self.statement_timeout)
             .field("busy_timeout", &self.busy_timeout)
             .field("lock_timeout", &self.lock_timeout)
+            .field("statement_lock_timeout", &self.statement_lock_timeout)
+            .field("lock_retries", &self.lock_retries)
             .field("durability", &self.durability)
             .field("sqlite_max_size", &self.sqlite_max_size)
             .field("shared_reads", &self.shared_reads)
