@@ -3,6 +3,7 @@
 
 mod pg;
 mod pgpass;
+mod replicas;
 mod topology;
 mod url;
 
@@ -121,7 +122,8 @@ pub(crate) enum Target {
 ///   of libpq's six ([`SslMode`]); `sslrootcert=FILE|system`,
 ///   `sslcert=FILE`, `sslkey=FILE`, `sslpassword=PASSPHRASE` (an encrypted
 ///   PKCS#8 key) and `channel_binding=disable|prefer|require`
-///   as in libpq.
+///   as in libpq; `replica=HOST[:PORT]` (repeatable) names a read replica
+///   ([`Config::with_replica_url`]).
 ///
 /// For PostgreSQL, what the URL leaves out is taken, as libpq does, from
 /// `PGHOST`, `PGPORT`, `PGUSER`, `PGDATABASE`, `PGSSLMODE`, `PGSSLROOTCERT`,
@@ -150,6 +152,10 @@ pub struct Config {
     pub(crate) read_only: bool,
     pub(crate) pooler: Pooler,
     pub(crate) session_settings: Vec<(String, String)>,
+    /// Read replicas (PostgreSQL only; see `replicas.rs`).
+    pub(crate) replicas: Vec<Config>,
+    pub(crate) replica_max_lag: Duration,
+    pub(crate) replica_check_interval: Duration,
 }
 
 impl Config {
@@ -162,7 +168,7 @@ impl Config {
     /// without a root certificate, a weak `sslmode` with
     /// `sslrootcert=system`, or an unknown SQLite parameter.
     pub fn from_url(url: &str) -> Result<Self> {
-        url::parse(url, &pg::ProcessEnv)
+        replicas::parse(url, &pg::ProcessEnv)
     }
 
     /// Reads `DATABASE_URL`, or uses [`DEFAULT_DATABASE_URL`] when it is unset
@@ -201,6 +207,9 @@ impl Config {
             read_only: false,
             pooler: Pooler::None,
             session_settings: Vec::new(),
+            replicas: Vec::new(),
+            replica_max_lag: replicas::DEFAULT_MAX_LAG,
+            replica_check_interval: replicas::DEFAULT_CHECK_INTERVAL,
         }
     }
 
@@ -492,6 +501,7 @@ impl fmt::Debug for Config {
             .field("ssl_cert", &self.tls.cert)
             .field("ssl_key", &self.tls.key)
             .field("ssl_key_password", &self.tls.key_password)
+            .field("replicas", &self.replica_urls())
             .finish()
     }
 }
