@@ -18,6 +18,7 @@ mod runner;
 mod split;
 
 pub(crate) use foreign::{check_history_columns, foreign_tables};
+pub(crate) use split::first_line;
 pub(crate) use runner::{failed, run, status, Applied, AppliedRow, MigrationBackend};
 
 mod embedded {
