@@ -121,12 +121,24 @@ const DRIVER_PARAMS: &[&str] = &[
 /// `transaction_read_only` after connecting and tries the next host).
 const SESSION_ATTRS: &[&str] = &["any", "read-write", "read-only"];
 
-/// Checks the parameters left for the driver: an unknown one, or a
-/// `target_session_attrs` value the driver cannot honour, is refused by
-/// name (the driver's own error says only "invalid connection string").
-pub(super) fn check_driver_params(kept: &[&str]) -> Result<()> {
-    for pair in kept.iter().filter(|p| !p.is_empty()) {
+/// Checks a URL's parameters (`query`, without the '?'): one that neither
+/// persist (`own`) nor the driver reads, or a `target_session_attrs` value
+/// the driver cannot honour, is refused by name (the driver's own error
+/// says only "invalid connection string").
+pub(super) fn check_params(query: &str, own: &[&str]) -> Result<()> {
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        // Names and values are percent-decoded as the driver reads them.
+        let (Some(k), Some(v)) = (super::url::percent_decode(k), super::url::percent_decode(v))
+        else {
+            return Err(Error::Config(
+                "a PostgreSQL URL parameter is not valid percent-encoded UTF-8".into(),
+            ));
+        };
+        let (k, v) = (k.as_str(), v.as_str());
+        if own.contains(&k) {
+            continue;
+        }
         if !DRIVER_PARAMS.contains(&k) {
             let shown: String = k.chars().take(40).collect();
             return Err(Error::Config(format!(
