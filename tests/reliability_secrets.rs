@@ -414,7 +414,7 @@ const BAD_URLS: &[(&str, &str)] = &[
     ),
     (
         "postgres://db/game?Password=Sx7qZk9w",
-        "unsupported PostgreSQL URL parameter \"Password\" (supported: user, password, dbname, \
+        "unsupported PostgreSQL URL parameter (its name is not shown: it may hold a secret) (supported: user, password, dbname, \
          options, application_name, host, hostaddr, port, connect_timeout, tcp_user_timeout, \
          keepalives, keepalives_idle, keepalives_interval, keepalives_retries, \
          target_session_attrs, channel_binding, load_balance_hosts, sslmode, sslrootcert, \
