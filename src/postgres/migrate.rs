@@ -198,6 +198,7 @@ impl MigrationBackend for PgMigrator {
                 lock_wait: self.lock_wait,
                 statement_lock_ms: self.statement_lock_ms(),
                 retries: self.retries,
+                check_interval: self.server_version.unwrap_or(0) >= CHECK_INTERVAL_SINCE,
             };
             return super::notx::apply(self.conn()?, m, applied_at, &params).await;
         }

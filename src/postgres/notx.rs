@@ -35,6 +35,8 @@ pub(crate) struct Params {
     pub lock_wait: Duration,
     pub statement_lock_ms: u64,
     pub retries: u32,
+    /// The server knows `client_connection_check_interval` (14+).
+    pub check_interval: bool,
 }
 
 /// Applies the no-transaction migration `m` under the session lock.
@@ -77,8 +79,15 @@ async fn session_lock(c: &Object, wait: Duration) -> Result<i32> {
 }
 
 async fn locked(c: &Object, m: &Migration, at: i64, p: &Params, pid: i32) -> Result<Applied> {
+    // A killed migrator's backend notices the lost client within 250 ms and
+    // ends, freeing the session lock (PostgreSQL 14+).
+    let check = if p.check_interval {
+        "; SET client_connection_check_interval = 250"
+    } else {
+        ""
+    };
     c.batch_execute(&format!(
-        "SET statement_timeout = 0; SET lock_timeout = {}",
+        "SET statement_timeout = 0; SET lock_timeout = {}{check}",
         p.statement_lock_ms
     ))
     .await
