@@ -134,6 +134,13 @@ async fn locked(c: &Object, m: &Migration, at: i64, p: &Params, pid: i32) -> Res
         run_statement(c, m, &statement, p, pid).await?;
     }
     let ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
+    record_applied(c, m, at, ms).await?;
+    Ok(Applied::Now(ms))
+}
+
+/// Replaces the started row of `m` with its applied row, in one transaction.
+async fn record_applied(c: &Object, m: &Migration, at: i64, ms: u64) -> Result<()> {
+    let marker = started_marker(m.version());
     let ms_i64 = i64::try_from(ms).unwrap_or(i64::MAX);
     c.batch_execute("BEGIN").await.map_err(map)?;
     let done = async {
@@ -158,10 +165,13 @@ async fn locked(c: &Object, m: &Migration, at: i64, p: &Params, pid: i32) -> Res
     }
     .await;
     if let Err(e) = done {
-        // The connection is discarded after the run: no need to roll back.
+        // Best effort: the connection is discarded after the run anyway.
+        if let Err(r) = c.batch_execute("ROLLBACK").await {
+            tracing::debug!(error = %r, "rollback after a failed record");
+        }
         return Err(failed(m, message(&e), e.into()));
     }
-    Ok(Applied::Now(ms))
+    Ok(())
 }
 
 /// One statement, on the session holding the lock, retried with backoff
