@@ -55,6 +55,7 @@ mod migrate;
 mod models;
 pub mod observe;
 mod postgres;
+mod replicas;
 mod repo;
 mod sqlite;
 mod tools;
@@ -63,7 +64,9 @@ mod types;
 mod validate;
 
 pub use backend::BackendKind;
-pub use config::{Config, Durability, PasswordSource, SslMode, SslRootCert, DEFAULT_DATABASE_URL};
+pub use config::{
+    Config, Durability, PasswordSource, Pooler, SslMode, SslRootCert, DEFAULT_DATABASE_URL,
+};
 pub use db::{open, DatabaseSize, Db};
 pub use error::{
     BoxError, CopyRefusal, DatabaseError, Entity, Error, Result, UniqueKey, Violation,
@@ -91,5 +94,6 @@ pub use tools::introspect::read_schema;
 pub use tools::verify::{embedded_schema, verify, verify_with};
 pub use tx::Tx;
 pub use types::copy::{ContentChecksum, CopyEvent, CopyOptions, CopyReport, TableChecksum};
+pub use types::replica::{Position, ReplicaState, ReplicaStats, ReplicaStatus};
 pub use types::schema::{Check, Column, ForeignKey, Index, Schema, Table, TypeClass};
 pub use types::verify::{Difference, DifferenceKind, ExpectedSchema, VerifyReport};

@@ -25,9 +25,10 @@ pub mod exit {
     /// `status`: the database is the target of a `copy` that did not finish
     /// (`verify` reports it with [`MISMATCH`]).
     pub const INCOMPLETE: u8 = 7;
-    /// `migrate`: migrations are pending but the server is a read-only
-    /// standby; run migrate against the primary.
-    pub const STANDBY: u8 = 8;
+    /// A command that writes, run against a read-only server (a PostgreSQL
+    /// hot standby): `migrate` with migrations pending, and every write.
+    /// Run it against the primary.
+    pub const READ_ONLY: u8 = 8;
     /// `status`: a no-transaction migration started and did not finish
     /// (`migrate` resumes it).
     pub const INTERRUPTED: u8 = 9;

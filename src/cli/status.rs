@@ -33,6 +33,14 @@
 //! | `migrations[].state` | string | `"applied"`, `"pending"`, `"drifted"`, `"unknown"` (recorded, not shipped) or `"incomplete"` (a no-transaction migration started and not finished) |
 //! | `migrations[].applied_at` | integer or null | when it was applied, Unix seconds (UTC); `null` when pending |
 //! | `health` | object | `Db::health()`: `live`, `ready`, ... (docs/OBSERVABILITY.md) |
+//! | `replicas` | array | only when read replicas are configured: one object per replica, checked now (`Db::check_replicas`) |
+//! | `replicas[].url` | string | its URL, password replaced by `***` |
+//! | `replicas[].state` | string | `"healthy"`, `"lagging"`, `"unreachable"`, `"promoted"` or `"starting"` |
+//! | `replicas[].replayed` | integer | WAL position it has replayed, bytes from `0/0` |
+//! | `replicas[].lag` | integer or null | lag in milliseconds (see `ReplicaStatus::lag`) |
+//! | `replicas[].behind_bytes` | integer or null | WAL bytes it had not replayed |
+//! | `replicas[].reads` | integer | reads it answered (0 here) |
+//! | `replicas[].last_error` | string or null | why it is out of the rotation |
 //!
 //! ```json
 //! {"backend":"sqlite","url":"sqlite://persist.db","status":"up_to_date","up_to_date":true,"schema_version":1,"latest_version":1,"migrations":[{"version":1,"name":"init","state":"applied","applied_at":1764270000}]}
@@ -74,6 +82,8 @@ struct StatusJson<'a> {
     latest_version: i64,
     migrations: Vec<MigrationJson<'a>>,
     health: persist::Health,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    replicas: Vec<persist::ReplicaStatus>,
 }
 
 #[derive(Serialize)]
@@ -153,7 +163,8 @@ async fn report(db: &Db, args: Args) -> Result<ExitCode, Error> {
     if args.json {
         let latest_version = Migrations::embedded(db.backend())?.latest_version();
         let health = db.health().await;
-        if !print_json(db, &status, word, latest_version, health) {
+        let replicas = db.check_replicas().await;
+        if !print_json(db, &status, word, latest_version, (health, replicas)) {
             return Ok(ExitCode::from(exit::ERROR));
         }
     } else {
@@ -199,7 +210,7 @@ fn print_json(
     status: &[MigrationStatus],
     word: &'static str,
     latest_version: i64,
-    health: persist::Health,
+    (health, replicas): (persist::Health, Vec<persist::ReplicaStatus>),
 ) -> bool {
     let mut migrations: Vec<MigrationJson<'_>> = status
         .iter()
@@ -231,6 +242,7 @@ fn print_json(
         latest_version,
         migrations,
         health,
+        replicas,
     };
     match serde_json::to_string(&json) {
         Ok(line) => {

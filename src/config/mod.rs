@@ -1,8 +1,11 @@
 //! Database configuration, parsed from a URL and, for PostgreSQL, completed
 //! from libpq's environment variables and password file.
 
+mod migration;
 mod pg;
 mod pgpass;
+mod replicas;
+mod topology;
 mod url;
 
 #[cfg(test)]
@@ -18,6 +21,7 @@ use crate::error::{Error, Result};
 
 pub(crate) use pg::TlsFiles;
 pub use pg::{PasswordSource, SslRootCert};
+pub use topology::Pooler;
 
 /// The URL used when neither a URL nor `DATABASE_URL` is given: a SQLite file
 /// in the working directory.
@@ -119,7 +123,8 @@ pub(crate) enum Target {
 ///   of libpq's six ([`SslMode`]); `sslrootcert=FILE|system`,
 ///   `sslcert=FILE`, `sslkey=FILE`, `sslpassword=PASSPHRASE` (an encrypted
 ///   PKCS#8 key) and `channel_binding=disable|prefer|require`
-///   as in libpq.
+///   as in libpq; `replica=HOST[:PORT]` (repeatable) names a read replica
+///   ([`Config::with_replica_url`]).
 ///
 /// For PostgreSQL, what the URL leaves out is taken, as libpq does, from
 /// `PGHOST`, `PGPORT`, `PGUSER`, `PGDATABASE`, `PGSSLMODE`, `PGSSLROOTCERT`,
@@ -146,6 +151,12 @@ pub struct Config {
     pub(crate) sqlite_max_size: Option<u64>,
     pub(crate) shared_reads: usize,
     pub(crate) read_only: bool,
+    pub(crate) pooler: Pooler,
+    pub(crate) session_settings: Vec<(String, String)>,
+    /// Read replicas (PostgreSQL only; see `replicas.rs`).
+    pub(crate) replicas: Vec<Config>,
+    pub(crate) replica_max_lag: Duration,
+    pub(crate) replica_check_interval: Duration,
 }
 
 impl Config {
@@ -158,7 +169,7 @@ impl Config {
     /// without a root certificate, a weak `sslmode` with
     /// `sslrootcert=system`, or an unknown SQLite parameter.
     pub fn from_url(url: &str) -> Result<Self> {
-        url::parse(url, &pg::ProcessEnv)
+        replicas::parse(url, &pg::ProcessEnv)
     }
 
     /// Reads `DATABASE_URL`, or uses [`DEFAULT_DATABASE_URL`] when it is unset
@@ -195,6 +206,11 @@ impl Config {
             sqlite_max_size: None,
             shared_reads: 2,
             read_only: false,
+            pooler: Pooler::None,
+            session_settings: Vec::new(),
+            replicas: Vec::new(),
+            replica_max_lag: replicas::DEFAULT_MAX_LAG,
+            replica_check_interval: replicas::DEFAULT_CHECK_INTERVAL,
         }
     }
 
@@ -229,6 +245,8 @@ impl Config {
             Target::SqliteFile(p) => format!("sqlite://{}", p.display()),
             Target::Postgres(c) => {
                 let user = c.get_user().unwrap_or("");
+                // A password from the URL, PGPASSWORD or the password file:
+                // one is sent, so say so (never when there is none).
                 let pw = if c.get_password().is_some() {
                     ":***"
                 } else {
@@ -246,8 +264,12 @@ impl Config {
                     })
                     .collect();
                 let ssl = self.ssl_mode.as_str();
+                let pooler = match self.pooler {
+                    Pooler::None => String::new(),
+                    p => format!("&pooler={p}"),
+                };
                 format!(
-                    "postgres://{user}{pw}@{}/{}?sslmode={ssl}",
+                    "postgres://{user}{pw}@{}/{}?sslmode={ssl}{pooler}",
                     hosts.join(","),
                     c.get_dbname().unwrap_or("")
                 )
@@ -309,32 +331,6 @@ impl Config {
     /// another process. Defaults to 5 s.
     pub fn with_busy_timeout(mut self, d: Duration) -> Self {
         self.busy_timeout = d;
-        self
-    }
-
-    /// How long the migration runner waits for the migration lock held by
-    /// another migrator. Defaults to 60 s.
-    pub fn with_migration_lock_timeout(mut self, d: Duration) -> Self {
-        self.lock_timeout = d;
-        self
-    }
-
-    /// PostgreSQL: the `lock_timeout` of each migration's statements (of a
-    /// transactional migration, of each statement of a no-transaction one):
-    /// how long a migration may wait for a table lock, holding up every
-    /// session queued behind its request, before it backs off and retries.
-    /// Defaults to 3 s.
-    pub fn with_migration_statement_lock_timeout(mut self, d: Duration) -> Self {
-        self.statement_lock_timeout = d;
-        self
-    }
-
-    /// PostgreSQL: how many times a migration that could not take its locks
-    /// within [`with_migration_statement_lock_timeout`](Self::with_migration_statement_lock_timeout)
-    /// is retried (with backoff: 250 ms, doubling, at most 5 s) before
-    /// [`Error::MigrationBlocked`]. Defaults to 5.
-    pub fn with_migration_lock_retries(mut self, n: u32) -> Self {
-        self.lock_retries = n;
         self
     }
 
@@ -474,11 +470,13 @@ impl fmt::Debug for Config {
             .field("durability", &self.durability)
             .field("sqlite_max_size", &self.sqlite_max_size)
             .field("shared_reads", &self.shared_reads)
+            .field("pooler", &self.pooler)
             .field("password_source", &self.password_source)
             .field("ssl_root_cert", &self.tls.root_cert)
             .field("ssl_cert", &self.tls.cert)
             .field("ssl_key", &self.tls.key)
             .field("ssl_key_password", &self.tls.key_password)
+            .field("replicas", &self.replica_urls())
             .finish()
     }
 }

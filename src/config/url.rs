@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use super::pg::{self, Env};
+use super::topology;
 use super::{Config, Durability, SslMode, Target};
 use crate::error::{Error, Result};
 
@@ -94,7 +95,14 @@ fn parse_sqlite(rest: &str) -> Result<Config> {
 
 /// The URL parameters read here rather than by tokio-postgres (which does
 /// not know them, or knows only some of their values).
-const OWN_PARAMS: &[&str] = &["sslmode", "sslrootcert", "sslcert", "sslkey", "sslpassword"];
+const OWN_PARAMS: &[&str] = &[
+    "sslmode",
+    "sslrootcert",
+    "sslcert",
+    "sslkey",
+    "sslpassword",
+    "pooler",
+];
 
 fn parse_postgres(url: &str, env: &dyn Env) -> Result<Config> {
     // Read sslmode and the TLS files ourselves: tokio-postgres accepts only
@@ -105,6 +113,12 @@ fn parse_postgres(url: &str, env: &dyn Env) -> Result<Config> {
     };
     let (own, kept) = own_params(url, base, query)?;
     refuse_misplaced_at(url)?;
+    if url.rfind('@') > Some(base.len()) && query.is_some() {
+        // The '?' is inside the user name or password: a parameter named
+        // from there would be a piece of the password.
+        return Err(question_mark_in_credentials(url));
+    }
+    topology::check_driver_params(&kept)?;
     let stripped = match (query, kept.iter().any(|p| !p.is_empty())) {
         (Some(_), true) => format!("{base}?{}", kept.join("&")),
         _ => base.to_string(),
@@ -114,10 +128,13 @@ fn parse_postgres(url: &str, env: &dyn Env) -> Result<Config> {
         Error::Config(format!("malformed PostgreSQL URL {}: {e}", redact(url)))
     })?;
     pg::complete_from_env(&mut pg, env)?;
+    pg::libpq_defaults(&mut pg, env);
     require_parts(&pg, url)?;
     let password_source = pg::find_password(&mut pg, env);
+    let pooler = own.pooler.unwrap_or_default();
     let (ssl_mode, tls) = pg::resolve_tls(own, env)?;
     let mut config = Config::with_target(Target::Postgres(Box::new(pg)), ssl_mode);
+    config.pooler = pooler;
     config.tls = tls;
     config.password_source = password_source;
     Ok(config)
@@ -149,11 +166,11 @@ fn own_params<'u>(
         if k != "sslmode" && url.rfind('@') > Some(base.len()) {
             // The '?' is inside the user name or password: a file name
             // taken from there would be a piece of the password.
-            return Err(Error::Config(format!(
-                "PostgreSQL URL has a '?' before its '@' (percent-encode '?' in a user name \
-                 or password as %3F): {}",
-                redact(url)
-            )));
+            return Err(question_mark_in_credentials(url));
+        }
+        if k == "pooler" {
+            own.pooler = Some(topology::parse_pooler(v)?);
+            continue;
         }
         if k == "sslmode" {
             own.ssl_mode = Some(SslMode::parse(v).ok_or_else(|| {
@@ -184,6 +201,14 @@ fn own_params<'u>(
         }
     }
     Ok((own, kept))
+}
+
+fn question_mark_in_credentials(url: &str) -> Error {
+    Error::Config(format!(
+        "PostgreSQL URL has a '?' before its '@' (percent-encode '?' in a user name \
+         or password as %3F): {}",
+        redact(url)
+    ))
 }
 
 /// tokio-postgres ends the credentials at the *first* `@`, wherever it is:
@@ -315,7 +340,8 @@ fn redact(url: &str) -> String {
         let body_at = scheme.len() + 1 + (rest.len() - rest.trim_start_matches('/').len());
         let body = &url[body_at..];
         let at = body.rfind('@')?;
-        let user_len = body[..at].find(':').unwrap_or(at);
+        // No ':' before the '@': the URL has no password to hide.
+        let user_len = body[..at].find(':')?;
         Some((body_at + user_len, body_at + at))
     });
     match (userinfo, password_value(url)) {
@@ -440,7 +466,6 @@ mod tests {
         assert!(config_err("sqlite://x.db?synchronous=off").contains("synchronous"));
         assert!(config_err("postgres://postgres@localhost").contains("no database name"));
         assert!(config_err("postgres://postgres@localhost/").contains("no database name"));
-        assert!(config_err("postgres://localhost/db").contains("no user name"));
         assert!(config_err("postgres://u@h/db?sslmode=verify-fool").contains("unsupported sslmode"));
         assert!(
             config_err("postgres://u@h/db?sslmode=verify-full").contains("needs root certificates")

@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use crate::backend::BackendKind;
 
+mod copy;
 mod retry;
+pub use copy::CopyRefusal;
 mod violation;
 pub(crate) use retry::OutcomeUnknown;
 pub use violation::Violation;
@@ -60,6 +62,20 @@ pub enum Error {
     Timeout {
         /// What was being waited for.
         what: String,
+    },
+
+    /// The server accepts no writes: a PostgreSQL hot standby (or a server
+    /// with `default_transaction_read_only` on; SQLSTATE 25006). Nothing
+    /// was changed. Send writes, units of work that write and `migrate` to
+    /// the primary (README "Production topologies"; `persist` exits with
+    /// code 8).
+    #[error(
+        "the database server is read-only (a hot standby): writes and migrations must go \
+         to the primary ({message})"
+    )]
+    ReadOnlyServer {
+        /// The server's message and SQLSTATE.
+        message: String,
     },
 
     /// The row asked for does not exist; the spec's `ErrNotFound`.
@@ -204,6 +220,7 @@ impl Error {
             Error::Closed => "closed",
             Error::Aborted => "aborted",
             Error::Timeout { .. } => "timeout",
+            Error::ReadOnlyServer { .. } => "read_only_server",
             Error::NotFound(_) => "not_found",
             Error::Conflict(_) => "conflict",
             Error::UnknownUser => "unknown_user",
@@ -326,51 +343,6 @@ impl fmt::Display for DatabaseError {
 impl std::error::Error for DatabaseError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         Some(&*self.source)
-    }
-}
-
-/// Why [`copy`](crate::copy()) refused to start ([`Error::CopyRefused`]). Nothing was written.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum CopyRefusal {
-    /// Source and target are the same database (copying would delete it with
-    /// `force`, or duplicate it).
-    SameDatabase,
-    /// The target holds rows in these tables and `force` is off.
-    TargetNotEmpty {
-        /// The non-empty tables, in copy order.
-        tables: Vec<String>,
-    },
-    /// The source is not exactly at this binary's schema version.
-    SourceSchema {
-        /// The migrations that are not applied as shipped, e.g. `0002_x pending`.
-        detail: String,
-    },
-    /// The target cannot be brought to this binary's schema version.
-    TargetSchema {
-        /// The migrations in the way, e.g. `0001_init drifted`.
-        detail: String,
-    },
-}
-
-impl fmt::Display for CopyRefusal {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            CopyRefusal::SameDatabase => f.write_str("source and target are the same database"),
-            CopyRefusal::TargetNotEmpty { tables } => write!(
-                f,
-                "the target already holds data (in {}); copy with force (--force) to delete it first",
-                tables.join(", ")
-            ),
-            CopyRefusal::SourceSchema { detail } => write!(
-                f,
-                "the source is not at this binary's schema version ({detail}); migrate it first"
-            ),
-            CopyRefusal::TargetSchema { detail } => write!(
-                f,
-                "the target cannot be migrated to this binary's schema version ({detail})"
-            ),
-        }
     }
 }
 

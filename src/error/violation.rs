@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-/// The data rule an input broke, carried by [`Error::InvalidInput`](super::Error::InvalidInput).
+/// The data rule an input broke, carried by [`Error::InvalidInput`](crate::Error::InvalidInput).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Violation {

@@ -46,6 +46,8 @@ pub(crate) struct PgMigrator {
     statement_lock_timeout: Duration,
     /// Retries of a migration whose statements hit that timeout.
     retries: u32,
+    /// The URL says a transaction pooler sits in between (`pooler=transaction`).
+    transaction_pooler: bool,
 }
 
 /// The first pause before retrying a blocked migration; it doubles.
@@ -75,7 +77,15 @@ impl PgMigrator {
             server_version: None,
             statement_lock_timeout,
             retries,
+            transaction_pooler: false,
         }
+    }
+
+    /// Marks the migrator as behind a transaction pooler: no-transaction
+    /// migrations are then refused (their session lock cannot hold there).
+    pub(crate) fn behind_transaction_pooler(mut self, yes: bool) -> Self {
+        self.transaction_pooler = yes;
+        self
     }
 
     fn statement_lock_ms(&self) -> u64 {
@@ -193,6 +203,16 @@ impl MigrationBackend for PgMigrator {
     }
 
     async fn apply(&mut self, m: &Migration, applied_at: i64) -> Result<Applied> {
+        if !m.in_transaction() && self.transaction_pooler {
+            return Err(failed(
+                m,
+                "a no-transaction migration holds a session lock across its statements, which a \
+                 transaction pooler cannot keep (pooler=transaction): run migrate with a direct \
+                 URL to the server"
+                    .into(),
+                "behind a transaction pooler".into(),
+            ));
+        }
         if !m.in_transaction() {
             let params = super::notx::Params {
                 lock_wait: self.lock_wait,
