@@ -74,7 +74,8 @@ pub use error::{
 pub use health::{Health, HealthError, DEFAULT_HEALTH_DEADLINE};
 pub use keys::canonical_key;
 pub use migrate::{
-    AppliedMigration, Migration, MigrationReport, MigrationState, MigrationStatus, Migrations,
+    AppliedMigration, LintFinding, LintRule, LockLevel, Migration, MigrationPlan, MigrationReport,
+    MigrationState, MigrationStatus, Migrations, PlannedMigration, PlannedStatement, TableLock,
     NO_TRANSACTION,
 };
 pub use models::{

@@ -233,3 +233,87 @@ async fn sqlite_runs_a_no_transaction_file_in_one_transaction() {
         .contains_key("sessions_user_created"));
     t.close().await;
 }
+
+// A migrator killed between "started" and "applied"
+
+#[path = "reliability_support/mod.rs"]
+mod support;
+
+const CHILD_ENV: &str = "PERSIST_NOTX_CHILD";
+
+/// Two concurrent builds with a sleep between them; the sleep's length is
+/// read from `knob`, so the same file (same checksum) runs long for the
+/// killed child and briefly for the resume.
+const PG_SLOW: &str = "-- persist:no-transaction\n\
+CREATE INDEX CONCURRENTLY IF NOT EXISTS sessions_first ON sessions (created_at);\n\
+SELECT pg_sleep((SELECT secs FROM knob));\n\
+CREATE INDEX CONCURRENTLY IF NOT EXISTS sessions_second ON sessions (expires_at, user_id);\n";
+
+/// Runs only as a child: migrates with the slow no-transaction set.
+#[test]
+#[ignore = "child-process entry point: the kill test runs it"]
+fn no_transaction_child() {
+    let url = common::child_env(CHILD_ENV);
+    support::runtime().block_on(async {
+        let db = persist::open(&persist::Config::from_url(&url).unwrap())
+            .await
+            .unwrap();
+        let r = db
+            .migrate_with(&plus(BackendKind::Postgres, "slow", PG_SLOW))
+            .await;
+        support::say(&format!("DONE {r:?}"));
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_migrator_killed_mid_file_is_resumed_by_the_next_one() {
+    let t = common::postgres().await;
+    let c = client(&t.url).await;
+    c.batch_execute("CREATE TABLE knob (secs float8); INSERT INTO knob VALUES (600)")
+        .await
+        .unwrap();
+    let set = plus(BackendKind::Postgres, "slow", PG_SLOW);
+    let v = set.latest_version();
+    let mut child = support::spawn_self("no_transaction_child", &[(CHILD_ENV, t.url.clone())]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let sleeping: i64 = c
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND wait_event = 'PgSleep'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if sleeping > 0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", child.describe());
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let st = child.kill();
+    assert!(support::killed_by_sigkill(&st), "{st:?}");
+    // Started, not applied: the first index exists, the second does not.
+    assert!(versions(&c).await.contains(&-v));
+    assert_eq!(index_valid(&c, "sessions_first").await, Some(true));
+    assert_eq!(index_valid(&c, "sessions_second").await, None);
+    let status = t.db.migration_status_with(&set).await.unwrap();
+    assert_eq!(
+        status.last().map(|s| s.state),
+        Some(MigrationState::Incomplete)
+    );
+
+    // The next migrator (the killed one's lock is gone once its backend
+    // noticed the lost client) resumes from the first statement.
+    c.batch_execute("UPDATE knob SET secs = 0").await.unwrap();
+    let report = t.db.migrate_with(&set).await.unwrap();
+    assert_eq!(
+        report.applied.iter().map(|a| a.version).collect::<Vec<_>>(),
+        [v]
+    );
+    assert_eq!(index_valid(&c, "sessions_first").await, Some(true));
+    assert_eq!(index_valid(&c, "sessions_second").await, Some(true));
+    assert_eq!(versions(&c).await, (1..=v).collect::<Vec<_>>());
+    t.close().await;
+}

@@ -3,9 +3,11 @@
 //! binary) against private clusters.
 //!
 //! - Eight concurrent `persist migrate` per round, each round on a fresh
-//!   database, through a transaction pooler and directly: all exit 0, each
+//!   database, through PgBouncer in transaction mode (default settings;
+//!   with and without `pooler=transaction` in the URL) and directly: all exit 0, each
 //!   migration reported applied by exactly one process and recorded once,
-//!   and no server connection of the pool keeps a setting a migrator made.
+//!   and no server connection of the pool keeps a setting a migrator made;
+//!   a no-transaction migration behind `pooler=transaction` is refused.
 //! - On a standby: pending migrations are refused with exit 8 and one line;
 //!   once the primary is migrated, `migrate` exits 0 writing nothing,
 //!   `status` and `verify` work; `verify` also works for a role without the
@@ -25,10 +27,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_persist");
 const PROCESSES: usize = 8;
 const ROUNDS: usize = 4;
 
-/// PgBouncer's default refuses the `options` startup parameter the
-/// connection side sends (issue 13's connection part); the migrator under
-/// test does not depend on it, so this pooler ignores it.
-const IGNORE_OPTIONS: &str = "ignore_startup_parameters = extra_float_digits,options";
+/// The URL parameter that tells the crate it sits behind a transaction pooler.
+const POOLER: &str = "&pooler=transaction";
 
 fn persist(url: &str, args: &[&str]) -> Output {
     Command::new(BIN)
@@ -162,12 +162,16 @@ async fn settings_of_every_server_connection(bouncer: &Bouncer, db: &str) -> Vec
 async fn eight_concurrent_migrators_through_a_transaction_pooler_apply_each_migration_once() {
     let cluster = tokio::task::spawn_blocking(Cluster::start).await.unwrap();
     let port = cluster.port();
-    let bouncer = tokio::task::spawn_blocking(move || {
-        Bouncer::start_with(port, PoolMode::Transaction, IGNORE_OPTIONS)
-    })
-    .await
-    .unwrap();
+    let bouncer = tokio::task::spawn_blocking(move || Bouncer::start(port, PoolMode::Transaction))
+        .await
+        .unwrap();
     let mut violations = rounds(&cluster, "pooled", |db| bouncer.url_for(db)).await;
+    violations.extend(
+        rounds(&cluster, "pooled_flagged", |db| {
+            format!("{}{POOLER}", bouncer.url_for(db))
+        })
+        .await,
+    );
     violations.extend(rounds(&cluster, "direct", |db| cluster.url_for(db)).await);
     assert!(
         violations.is_empty(),
@@ -180,6 +184,38 @@ async fn eight_concurrent_migrators_through_a_transaction_pooler_apply_each_migr
         settings,
         vec!["client_connection_check_interval=0 lock_timeout=0"; PROCESSES + 4],
         "no migrator setting outlives its transaction"
+    );
+
+    // A no-transaction migration needs one session for its lock: behind
+    // `pooler=transaction` it is refused, and nothing of it is recorded.
+    let url = format!("{}{POOLER}", bouncer.url_for("pooled_0"));
+    let db = persist::open(&persist::Config::from_url(&url).unwrap())
+        .await
+        .unwrap();
+    let mut list: Vec<persist::Migration> = Migrations::embedded(BackendKind::Postgres)
+        .unwrap()
+        .iter()
+        .cloned()
+        .collect();
+    let v = list.len() as i64 + 1;
+    list.push(persist::Migration::new(
+        v,
+        "online",
+        "-- persist:no-transaction\n\
+         CREATE INDEX CONCURRENTLY IF NOT EXISTS sessions_online ON sessions (created_at);",
+    ));
+    let set = Migrations::new(BackendKind::Postgres, list).unwrap();
+    let err = db.migrate_with(&set).await.unwrap_err();
+    assert!(
+        matches!(&err, persist::Error::MigrationFailed { version, message, .. }
+            if *version == v && message.contains("run migrate with a direct URL")),
+        "{err:?}"
+    );
+    db.close().await;
+    let rows = recorded(&cluster, "pooled_0").await;
+    assert!(
+        rows.iter().all(|(version, _)| version.abs() != v),
+        "{rows:?}"
     );
 }
 

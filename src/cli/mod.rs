@@ -3,6 +3,7 @@
 
 pub mod copy;
 pub mod demo;
+pub mod plan;
 pub mod status;
 pub mod sweep;
 pub mod sweep_battles;

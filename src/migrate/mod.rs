@@ -14,12 +14,17 @@ use crate::backend::BackendKind;
 use crate::error::{Error, Result};
 
 mod foreign;
+mod lint;
+mod plan;
+mod rules;
 mod runner;
 mod split;
 
 pub(crate) use foreign::{check_history_columns, foreign_tables};
-pub(crate) use split::first_line;
-pub(crate) use runner::{failed, run, status, Applied, AppliedRow, MigrationBackend};
+pub use lint::{LintFinding, LintRule};
+pub(crate) use plan::plan;
+pub use plan::{LockLevel, MigrationPlan, PlannedMigration, PlannedStatement, TableLock};
+pub(crate) use runner::{failed, pending, run, status, Applied, AppliedRow, MigrationBackend};
 
 mod embedded {
     include!(concat!(env!("OUT_DIR"), "/embedded_migrations.rs"));

@@ -27,7 +27,7 @@ use super::error::map;
 use super::error::message;
 use crate::error::{after, Error, Result};
 use crate::migrate::{
-    check_history_columns, failed, first_line, Applied, AppliedRow, Migration, MigrationBackend,
+    check_history_columns, failed, Applied, AppliedRow, Migration, MigrationBackend,
 };
 
 /// Advisory lock key of the migrator: the bytes of "persist\0" as an i64.
@@ -46,6 +46,8 @@ pub(crate) struct PgMigrator {
     statement_lock_timeout: Duration,
     /// Retries of a migration whose statements hit that timeout.
     retries: u32,
+    /// The URL says a transaction pooler sits in between (`pooler=transaction`).
+    transaction_pooler: bool,
 }
 
 /// The first pause before retrying a blocked migration; it doubles.
@@ -75,7 +77,15 @@ impl PgMigrator {
             server_version: None,
             statement_lock_timeout,
             retries,
+            transaction_pooler: false,
         }
+    }
+
+    /// Marks the migrator as behind a transaction pooler: no-transaction
+    /// migrations are then refused (their session lock cannot hold there).
+    pub(crate) fn behind_transaction_pooler(mut self, yes: bool) -> Self {
+        self.transaction_pooler = yes;
+        self
     }
 
     fn statement_lock_ms(&self) -> u64 {
@@ -193,11 +203,22 @@ impl MigrationBackend for PgMigrator {
     }
 
     async fn apply(&mut self, m: &Migration, applied_at: i64) -> Result<Applied> {
+        if !m.in_transaction() && self.transaction_pooler {
+            return Err(failed(
+                m,
+                "a no-transaction migration holds a session lock across its statements, which a \
+                 transaction pooler cannot keep (pooler=transaction): run migrate with a direct \
+                 URL to the server"
+                    .into(),
+                "behind a transaction pooler".into(),
+            ));
+        }
         if !m.in_transaction() {
             let params = super::notx::Params {
                 lock_wait: self.lock_wait,
                 statement_lock_ms: self.statement_lock_ms(),
                 retries: self.retries,
+                check_interval: self.server_version.unwrap_or(0) >= CHECK_INTERVAL_SINCE,
             };
             return super::notx::apply(self.conn()?, m, applied_at, &params).await;
         }
@@ -255,22 +276,12 @@ impl PgMigrator {
         .await
         .map_err(map)?;
         let start = Instant::now();
-        // One statement at a time (each one round trip, in the one
-        // transaction), so a failure names its statement.
-        for (i, statement) in m.statements().iter().enumerate() {
-            if let Err(e) = tx.batch_execute(statement).await {
-                if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) {
-                    // Dropping the transaction rolls it back.
-                    return Ok(Attempt::Blocked);
-                }
-                let what = format!(
-                    "statement {} ({}): {}",
-                    i + 1,
-                    first_line(statement),
-                    message(&e)
-                );
-                return Err(failed(m, what, e.into()));
+        if let Err(e) = tx.batch_execute(m.sql()).await {
+            if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) {
+                // Dropping the transaction rolls it back.
+                return Ok(Attempt::Blocked);
             }
+            return Err(failed(m, message(&e), e.into()));
         }
         super::rekey::after_sql(&*tx, m).await?;
         let ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);

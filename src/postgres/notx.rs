@@ -35,6 +35,8 @@ pub(crate) struct Params {
     pub lock_wait: Duration,
     pub statement_lock_ms: u64,
     pub retries: u32,
+    /// The server knows `client_connection_check_interval` (14+).
+    pub check_interval: bool,
 }
 
 /// Applies the no-transaction migration `m` under the session lock.
@@ -77,8 +79,15 @@ async fn session_lock(c: &Object, wait: Duration) -> Result<i32> {
 }
 
 async fn locked(c: &Object, m: &Migration, at: i64, p: &Params, pid: i32) -> Result<Applied> {
+    // A killed migrator's backend notices the lost client within 250 ms and
+    // ends, freeing the session lock (PostgreSQL 14+).
+    let check = if p.check_interval {
+        "; SET client_connection_check_interval = 250"
+    } else {
+        ""
+    };
     c.batch_execute(&format!(
-        "SET statement_timeout = 0; SET lock_timeout = {}",
+        "SET statement_timeout = 0; SET lock_timeout = {}{check}",
         p.statement_lock_ms
     ))
     .await
@@ -125,6 +134,13 @@ async fn locked(c: &Object, m: &Migration, at: i64, p: &Params, pid: i32) -> Res
         run_statement(c, m, &statement, p, pid).await?;
     }
     let ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
+    record_applied(c, m, at, ms).await?;
+    Ok(Applied::Now(ms))
+}
+
+/// Replaces the started row of `m` with its applied row, in one transaction.
+async fn record_applied(c: &Object, m: &Migration, at: i64, ms: u64) -> Result<()> {
+    let marker = started_marker(m.version());
     let ms_i64 = i64::try_from(ms).unwrap_or(i64::MAX);
     c.batch_execute("BEGIN").await.map_err(map)?;
     let done = async {
@@ -149,10 +165,13 @@ async fn locked(c: &Object, m: &Migration, at: i64, p: &Params, pid: i32) -> Res
     }
     .await;
     if let Err(e) = done {
-        // The connection is discarded after the run: no need to roll back.
+        // Best effort: the connection is discarded after the run anyway.
+        if let Err(r) = c.batch_execute("ROLLBACK").await {
+            tracing::debug!(error = %r, "rollback after a failed record");
+        }
         return Err(failed(m, message(&e), e.into()));
     }
-    Ok(Applied::Now(ms))
+    Ok(())
 }
 
 /// One statement, on the session holding the lock, retried with backoff
