@@ -202,14 +202,16 @@ async fn with_load<F: std::future::Future<Output = ()>>(db: &Db, players: usize,
 }
 
 /// A standby stopped at once (`immediate`) and started again while players
-/// write and read: not one call fails; it leaves the rotation, comes back
-/// healthy, and serves reads again.
+/// write and read, then the other one crash-restarted: not one call fails
+/// and no read shows an older state; the first leaves the rotation, comes
+/// back healthy, and serves reads again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_standby_restarted_under_load_costs_no_failed_call() {
     let t = Topology::start(2).await;
     let db = persist::open(&t.config()).await.unwrap();
     wait_all_healthy(&db).await;
     let standby = Arc::clone(&t.standbys[0]);
+    let standby2 = Arc::clone(&t.standbys[1]);
     let db2 = db.clone();
     let calls = with_load(&db, 4, async move {
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -223,6 +225,12 @@ async fn a_standby_restarted_under_load_costs_no_failed_call() {
             .await
             .unwrap();
         wait_state(&db2, 0, ReplicaState::Healthy).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // A fast crash-restart, maybe between two checks.
+        let s = Arc::clone(&standby2);
+        tokio::task::spawn_blocking(move || s.restart("immediate"))
+            .await
+            .unwrap();
         tokio::time::sleep(Duration::from_millis(300)).await;
     })
     .await;

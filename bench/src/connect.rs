@@ -21,7 +21,7 @@
 
 #[allow(unreachable_pub)]
 #[path = "../../tests/common/cluster.rs"]
-mod cluster;
+pub(crate) mod cluster;
 #[allow(unreachable_pub)]
 #[path = "../../tests/common/tls_cluster.rs"]
 mod tls_cluster;

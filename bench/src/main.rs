@@ -20,6 +20,7 @@ mod ops;
 mod pooler;
 mod raw_pg;
 mod raw_sqlite;
+mod replicas;
 mod report;
 mod rss;
 mod runs;
@@ -159,6 +160,10 @@ struct Cli {
     /// (bench/src/pooler.rs).
     #[arg(long)]
     pgbouncer: bool,
+    /// Measure only read-replica routing against a private primary and two
+    /// standbys it starts (bench/src/replicas.rs).
+    #[arg(long)]
+    replicas: bool,
     #[arg(long, hide = true)]
     rss_child: Option<String>,
     #[arg(long, hide = true)]
@@ -301,6 +306,9 @@ async fn run(cli: Cli) -> Result<Option<(Results, Instant)>> {
         return pooler::run(&cli.postgres_url, cli.quick)
             .await
             .map(|()| None);
+    }
+    if cli.replicas {
+        return replicas::run(cli.quick).await.map(|_| None);
     }
     if cli.metrics_cost {
         return metrics_cost::run(&cli.postgres_url, cli.quick)

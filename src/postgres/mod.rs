@@ -32,6 +32,8 @@ pub(crate) mod tls;
 pub(crate) mod tx;
 pub(crate) mod unlocks;
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::{Hook, Manager, ManagerConfig, Object, RecyclingMethod, Runtime};
@@ -66,6 +68,10 @@ pub(crate) struct Pool {
     unnamed: bool,
     /// The batch that begins a unit of work ([`session::Setup::begin`]).
     begin: String,
+    /// Connections opened so far (a read replica's cached state is trusted
+    /// only for the connections it was checked on: a new one may reach a
+    /// restarted server).
+    opened: Arc<AtomicU64>,
 }
 
 /// Grace past `statement_timeout` before the client gives up on a call: the
@@ -130,6 +136,8 @@ impl Pool {
             setup.after_connect(),
         );
         let manager = Manager::from_connect(pg, connector, mgr_config);
+        let opened = Arc::new(AtomicU64::new(0));
+        let counted = Arc::clone(&opened);
         let pool = deadpool_postgres::Pool::builder(manager)
             .max_size(config.pool_size)
             // Last in, first out: sequential callers keep reusing the
@@ -141,7 +149,8 @@ impl Pool {
             .wait_timeout(Some(config.acquire_timeout))
             .create_timeout(Some(config.connect_timeout + Duration::from_millis(500)))
             .recycle_timeout(Some(config.connect_timeout))
-            .post_create(Hook::sync_fn(|_, _| {
+            .post_create(Hook::sync_fn(move |_, _| {
+                counted.fetch_add(1, Ordering::AcqRel);
                 observe::opened(SYSTEM, POOL, 1);
                 Ok(())
             }))
@@ -170,6 +179,7 @@ impl Pool {
             deadline: config.statement_timeout.map(|d| d + DEADLINE_GRACE),
             unnamed,
             begin: setup.begin(),
+            opened,
         })
     }
 
@@ -192,6 +202,11 @@ impl Pool {
             Err(e) => return Err(e),
         }
         Ok(pool)
+    }
+
+    /// How many connections this pool has opened.
+    pub(crate) fn opened(&self) -> u64 {
+        self.opened.load(Ordering::Acquire)
     }
 
     /// Checks a connection out of the pool.

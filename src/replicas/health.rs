@@ -42,7 +42,7 @@ pub(crate) async fn run(set: Weak<Replicas>) {
 pub(crate) async fn check(set: &Replicas, samples: &mut VecDeque<(Instant, u64)>) {
     let failures = set.unknown_failures();
     let timeout = probe_timeout(set.interval);
-    {
+    let primary_ok = {
         let primary = &set.primary_probe;
         let sampled = tokio::time::timeout(
             timeout,
@@ -52,15 +52,22 @@ pub(crate) async fn check(set: &Replicas, samples: &mut VecDeque<(Instant, u64)>
         if let Ok(Ok(p)) = sampled {
             set.settle_unknown(failures, p);
             samples.push_back((Instant::now(), p));
+            true
+        } else {
+            false
         }
-    }
+    };
     // Keep the samples that can still decide the lag bound.
     let keep = set.max_lag + set.interval * 2;
     while samples.len() > 1024 || samples.front().is_some_and(|(t, _)| t.elapsed() > keep) {
         samples.pop_front();
     }
+    // Without a fresh primary position the lag is not judged this round
+    // (old samples would make a replica look further behind as they age):
+    // a lagging replica stays lagging, another stays in the rotation.
+    let judged = primary_ok.then_some(&*samples);
     for node in &set.nodes {
-        probe(node, set.max_lag, timeout, samples).await;
+        probe(node, set.max_lag, timeout, judged).await;
         if let Some((_, p)) = samples.back() {
             let behind = p.saturating_sub(node.replayed.load(Ordering::Acquire));
             node.behind.store(behind, Ordering::Release);
@@ -72,16 +79,19 @@ async fn probe(
     node: &Node,
     max_lag: Duration,
     timeout: Duration,
-    samples: &VecDeque<(Instant, u64)>,
+    samples: Option<&VecDeque<(Instant, u64)>>,
 ) {
     let out = tokio::time::timeout(
         timeout,
-        node.pool
-            .call(false, async |c| postgres::replicas::probe(c).await),
+        node.pool.call(false, async |c| {
+            // Every connection of the pool, this one included, was opened by now.
+            let opened = node.pool.opened();
+            Ok((opened, postgres::replicas::probe(c).await?))
+        }),
     )
     .await;
-    let p = match out {
-        Ok(Ok(p)) => p,
+    let (opened, p) = match out {
+        Ok(Ok(v)) => v,
         Ok(Err(e)) => return node.set_state(ReplicaState::Unreachable, Some(e.to_string())),
         Err(_) => {
             return node.set_state(
@@ -93,11 +103,13 @@ async fn probe(
     let before = node.started_us.swap(p.started_us, Ordering::AcqRel);
     if before != 0 && before != p.started_us {
         // Restarted: what it replayed before may not be what it shows now
-        // (a restored or re-cloned standby); trust only this probe.
+        // (a restart resumes from its last restart point); trust only this
+        // probe.
         node.replayed.store(p.replayed, Ordering::Release);
+        node.checked_at.store(opened, Ordering::Release);
         tracing::info!(replica = %node.url, "replica restarted");
     } else {
-        node.saw(p.replayed);
+        node.saw(opened, p.replayed);
     }
     if !p.in_recovery {
         return node.set_state(
@@ -108,7 +120,24 @@ async fn probe(
             ),
         );
     }
-    let lag = lag(samples, p.replayed);
+    judge_lag(node, max_lag, samples, p.replayed);
+}
+
+/// Sets a replica that answers and is in recovery healthy or lagging; with
+/// no fresh primary sample (`None`), a lagging one stays lagging.
+fn judge_lag(
+    node: &Node,
+    max_lag: Duration,
+    samples: Option<&VecDeque<(Instant, u64)>>,
+    replayed: u64,
+) {
+    let Some(samples) = samples else {
+        if node.state() != ReplicaState::Lagging {
+            node.set_state(ReplicaState::Healthy, None);
+        }
+        return;
+    };
+    let lag = lag(samples, replayed);
     node.lag_us.store(
         lag.map_or(u64::MAX, |l| {
             u64::try_from(l.as_micros()).unwrap_or(u64::MAX)

@@ -40,6 +40,11 @@ pub(crate) struct Node {
     /// WAL bytes behind the primary at the last check; `u64::MAX` before one.
     behind: AtomicU64,
     started_us: AtomicI64,
+    /// The pool's opened-connection count when `replayed` was last read
+    /// from the server: a connection opened since may reach a restarted
+    /// server, whose visible state may be older, so until a check on the
+    /// current connections `replayed` is not trusted.
+    checked_at: AtomicU64,
     reads: AtomicU64,
     last_error: Mutex<Option<String>>,
 }
@@ -65,7 +70,7 @@ fn state_of(code: u8) -> ReplicaState {
 }
 
 impl Node {
-    fn state(&self) -> ReplicaState {
+    pub(crate) fn state(&self) -> ReplicaState {
         state_of(self.state.load(Ordering::Acquire))
     }
 
@@ -76,10 +81,23 @@ impl Node {
         }
     }
 
-    /// Records a replayed position seen (positions only grow on one server;
-    /// a restart is handled by the health check).
-    pub(crate) fn saw(&self, replayed: u64) {
-        self.replayed.fetch_max(replayed, Ordering::AcqRel);
+    /// Records a replayed position read from the server when the pool had
+    /// opened `opened` connections: it only grows while no connection was
+    /// opened since the last reading; otherwise it replaces the old value
+    /// (maybe a restarted server, which may show an older state).
+    pub(crate) fn saw(&self, opened: u64, replayed: u64) {
+        if self.checked_at.swap(opened, Ordering::AcqRel) == opened {
+            self.replayed.fetch_max(replayed, Ordering::AcqRel);
+        } else {
+            self.replayed.store(replayed, Ordering::Release);
+        }
+    }
+
+    /// The replayed position, if it can be trusted for the pool's current
+    /// connections.
+    fn trusted_replayed(&self) -> Option<u64> {
+        let checked = self.checked_at.load(Ordering::Acquire);
+        (checked == self.pool.opened()).then(|| self.replayed.load(Ordering::Acquire))
     }
 
     fn failed(&self, e: &Error) {
@@ -157,6 +175,7 @@ impl Replicas {
                 lag_us: AtomicU64::new(u64::MAX),
                 behind: AtomicU64::new(u64::MAX),
                 started_us: AtomicI64::new(0),
+                checked_at: AtomicU64::new(u64::MAX),
                 reads: AtomicU64::new(0),
                 last_error: Mutex::new(None),
             });
@@ -219,7 +238,7 @@ impl Replicas {
             if node.state() != ReplicaState::Healthy {
                 continue;
             }
-            if node.replayed.load(Ordering::Acquire) >= need {
+            if node.trusted_replayed().is_some_and(|r| r >= need) {
                 return Pick::Ready(node);
             }
             healthy.get_or_insert(node);
@@ -356,6 +375,8 @@ async fn fenced<T>(
     need: u64,
     pg: impl AsyncFnOnce(&Client<'_>) -> Result<T>,
 ) -> Result<Option<T>> {
+    // Every connection of the pool, this one included, was opened by now.
+    let opened = node.pool.opened();
     let mut check = pin!(postgres::replicas::replayed(c.raw()));
     let first = std::future::poll_fn(|cx| Poll::Ready(check.as_mut().poll(cx))).await;
     let read = pg(c).await;
@@ -363,7 +384,7 @@ async fn fenced<T>(
         Poll::Ready(r) => r?,
         Poll::Pending => check.await?,
     };
-    node.saw(replayed);
+    node.saw(opened, replayed);
     if replayed < need {
         return Ok(None);
     }
