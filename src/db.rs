@@ -281,7 +281,9 @@ impl Db {
     /// [`Error::InvalidMigrations`] (changing nothing);
     /// [`Error::MigrationFailed`] (that migration rolled back, earlier ones
     /// stay applied); [`Error::Timeout`] when the migration lock is not
-    /// obtained within the lock timeout.
+    /// obtained within the lock timeout; [`Error::PendingOnStandby`] when
+    /// the server is a read-only standby and something is pending (with
+    /// nothing pending, a standby is only read).
     pub async fn migrate(&self) -> Result<MigrationReport> {
         self.migrate_with(&Migrations::embedded(self.backend())?)
             .await
@@ -313,9 +315,13 @@ impl Db {
                 migrate::run(&mut m, set, lock_timeout).await
             }
             Backend::Postgres(p) => {
-                let mut m = postgres::migrate::PgMigrator {
-                    conn: Some(p.get().await?),
-                };
+                let c = &self.inner.config;
+                let mut m = postgres::migrate::PgMigrator::new(
+                    p.get().await?,
+                    c.statement_lock_timeout,
+                    c.lock_retries,
+                )
+                .behind_transaction_pooler(c.pooler() == crate::config::Pooler::Transaction);
                 migrate::run(&mut m, set, lock_timeout).await
             }
         }
@@ -347,6 +353,34 @@ impl Db {
         let (version, pending) = migrate::summary(&status);
         observe::schema(observe::system(self.backend()), version, pending);
         Ok(status)
+    }
+
+    /// What [`Db::migrate`] would apply, without applying anything: each
+    /// pending migration's statements, whether it runs in a transaction,
+    /// the lock each statement takes on which table, and the DDL linter's
+    /// findings (`persist migrate --plan`).
+    ///
+    /// # Errors
+    /// As [`Db::migration_plan_with`].
+    pub async fn migration_plan(&self) -> Result<migrate::MigrationPlan> {
+        self.migration_plan_with(&Migrations::embedded(self.backend())?)
+            .await
+    }
+
+    /// [`Db::migration_plan`] for a caller-supplied set.
+    ///
+    /// # Errors
+    /// [`Error::MigrationDrift`], [`Error::DatabaseAhead`],
+    /// [`Error::InvalidMigrations`] as [`Db::migrate`] would report them;
+    /// [`Error::Closed`], [`Error::Unavailable`] and the like.
+    pub async fn migration_plan_with(&self, set: &Migrations) -> Result<migrate::MigrationPlan> {
+        self.check_dialect(set)?;
+        let applied = match self.live()? {
+            Backend::Sqlite(p) => p.read(sqlite::migrate::applied).await?,
+            Backend::Postgres(p) => postgres::migrate::applied(&p.get().await?).await?,
+        };
+        let todo = migrate::pending(set, &applied)?;
+        Ok(migrate::plan(self.backend(), &todo))
     }
 
     /// Size of the database on disk: for SQLite the file plus its

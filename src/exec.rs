@@ -41,7 +41,7 @@ pub(crate) enum Mode {
 pub(crate) enum Exec<'a> {
     Db(&'a Db),
     SqliteTx(&'a sqlite::WriterSlot, &'a TxState),
-    PostgresTx(&'a Client, &'a TxState),
+    PostgresTx(Client<'a>, &'a TxState),
 }
 
 impl Exec<'_> {
@@ -71,7 +71,7 @@ impl Exec<'_> {
         op: &'static str,
         mode: Mode,
         lite: impl FnOnce(&Connection) -> Result<T>,
-        pg: impl AsyncFnOnce(&Client) -> Result<T> + Clone,
+        pg: impl AsyncFnOnce(&Client<'_>) -> Result<T> + Clone,
     ) -> Result<T> {
         let backend = self.backend();
         let span = tracing::debug_span!(target: CALL_TARGET, "persist", op, backend = backend_name(backend));
@@ -97,7 +97,7 @@ impl Exec<'_> {
         self,
         mode: Mode,
         lite: impl FnOnce(&Connection) -> Result<T>,
-        pg: impl AsyncFnOnce(&Client) -> Result<T> + Clone,
+        pg: impl AsyncFnOnce(&Client<'_>) -> Result<T> + Clone,
     ) -> Result<T> {
         match self {
             Exec::Db(db) => match db.live()? {
@@ -125,7 +125,7 @@ impl Exec<'_> {
             }
             Exec::PostgresTx(client, state) => {
                 state.enter()?;
-                let out = postgres::with_deadline(state.deadline(), pg(client)).await;
+                let out = postgres::with_deadline(state.deadline(), pg(&client)).await;
                 state.leave(&out);
                 out
             }

@@ -64,7 +64,9 @@ mod types;
 mod validate;
 
 pub use backend::BackendKind;
-pub use config::{Config, Durability, PasswordSource, SslMode, SslRootCert, DEFAULT_DATABASE_URL};
+pub use config::{
+    Config, Durability, PasswordSource, Pooler, SslMode, SslRootCert, DEFAULT_DATABASE_URL,
+};
 pub use db::{open, DatabaseSize, Db};
 pub use error::{
     BoxError, CopyRefusal, DatabaseError, Entity, Error, Result, UniqueKey, Violation,
@@ -72,7 +74,9 @@ pub use error::{
 pub use health::{Health, HealthError, DEFAULT_HEALTH_DEADLINE};
 pub use keys::canonical_key;
 pub use migrate::{
-    AppliedMigration, Migration, MigrationReport, MigrationState, MigrationStatus, Migrations,
+    AppliedMigration, LintFinding, LintRule, LockLevel, Migration, MigrationPlan, MigrationReport,
+    MigrationState, MigrationStatus, Migrations, PlannedMigration, PlannedStatement, TableLock,
+    NO_TRANSACTION,
 };
 pub use models::{
     Account, ArmyAbilities, BattleEnd, BattleResult, Items, Loadout, NewAccount, Page,
@@ -87,9 +91,9 @@ pub use tools::checksum::content_checksum;
 pub use tools::compare::compare;
 pub use tools::copy::{copy, open_copy_source};
 pub use tools::introspect::read_schema;
-pub use tools::verify::verify;
+pub use tools::verify::{embedded_schema, verify, verify_with};
 pub use tx::Tx;
 pub use types::copy::{ContentChecksum, CopyEvent, CopyOptions, CopyReport, TableChecksum};
 pub use types::replica::{Position, ReplicaState, ReplicaStats, ReplicaStatus};
 pub use types::schema::{Check, Column, ForeignKey, Index, Schema, Table, TypeClass};
-pub use types::verify::{Difference, DifferenceKind, VerifyReport};
+pub use types::verify::{Difference, DifferenceKind, ExpectedSchema, VerifyReport};

@@ -43,8 +43,13 @@ struct DbArg {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Apply every pending migration.
-    Migrate(DbArg),
+    /// Apply every pending migration (--plan: only show what would be applied).
+    Migrate {
+        #[command(flatten)]
+        db: DbArg,
+        #[command(flatten)]
+        args: cli::plan::Args,
+    },
     /// Show each migration as applied, pending, drifted or unknown.
     /// Exit 0 when up to date, 3 when migrations are pending, 4 on drift,
     /// 5 when the database is newer than this binary, 1 on any error.
@@ -108,6 +113,7 @@ fn main() -> ExitCode {
             ExitCode::from(match e {
                 Error::MigrationDrift { .. } => exit::DRIFT,
                 Error::DatabaseAhead { .. } => exit::AHEAD,
+                Error::ReadOnlyServer { .. } | Error::PendingOnStandby { .. } => exit::READ_ONLY,
                 _ => exit::ERROR,
             })
         }
@@ -215,7 +221,10 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
                 }
             }
         }
-        Command::Migrate(a) => {
+        Command::Migrate { db: a, args } if args.plan => {
+            cli::plan::run(&inspect(pick(a).as_deref()).await?, args.json).await
+        }
+        Command::Migrate { db: a, .. } => {
             let db = open(pick(a).as_deref()).await?;
             let report = db.migrate().await?;
             for m in &report.applied {

@@ -36,6 +36,8 @@ pub struct Tx {
     /// When it began and on which `db_system` (its metrics).
     began: Instant,
     sys: &'static str,
+    /// PostgreSQL: statements unnamed (behind a transaction pooler).
+    pg_unnamed: bool,
     /// The handle's read replicas: a commit raises their fence.
     replicas: Option<std::sync::Arc<crate::replicas::Replicas>>,
 }
@@ -58,6 +60,7 @@ impl Db {
                     state: TxState::new(self, None),
                     began: Instant::now(),
                     sys: sqlite::SYSTEM,
+                    pg_unnamed: false,
                     replicas: None,
                 })
             }
@@ -70,10 +73,11 @@ impl Db {
                     state: TxState::new(self, p.deadline()),
                     began: Instant::now(),
                     sys: postgres::SYSTEM,
+                    pg_unnamed: p.unnamed(),
                     replicas: self.replica_arc(),
                 };
                 let begun = match &tx.conn {
-                    Some(Conn::Postgres(o)) => postgres::tx::begin(o).await,
+                    Some(Conn::Postgres(o)) => p.begin(o).await,
                     _ => return Err(Error::Closed),
                 };
                 if let Err(e) = begun {
@@ -92,7 +96,9 @@ impl Tx {
     pub(crate) fn exec(&self) -> Exec<'_> {
         match &self.conn {
             Some(Conn::Sqlite(g)) => Exec::SqliteTx(g.slot(), &self.state),
-            Some(Conn::Postgres(o)) => Exec::PostgresTx(o, &self.state),
+            Some(Conn::Postgres(o)) => {
+                Exec::PostgresTx(postgres::Client::new(o, self.pg_unnamed), &self.state)
+            }
             // `conn` is taken only by commit/rollback/drop, which consume self.
             None => unreachable!("a finished Tx cannot be used"),
         }
@@ -148,7 +154,8 @@ impl Tx {
                     postgres::discard(*o, "unknown_state");
                 } else if let (End::Commit, Some(set)) = (end, &self.replicas) {
                     // Committed: its position raises the read fence.
-                    set.wrote(postgres::replicas::write_position(&o).await);
+                    let c = postgres::Client::new(&o, self.pg_unnamed);
+                    set.wrote(postgres::replicas::write_position(&c).await);
                 }
                 out
             }

@@ -133,6 +133,23 @@ both_backends! {
     blocking migrate_status_ping,
 }
 
+/// The migrate / status / ping cycle through a private PgBouncer in `mode`
+/// (no `ignore_startup_parameters`: nothing rides in the startup packet).
+fn migrate_status_ping_through(mode: common::topology::PoolMode) {
+    let pg = common::block_on(common::PgDatabase::behind(mode));
+    migrate_status_ping_cycle(&pg.url, BackendKind::Postgres);
+}
+
+#[test]
+fn migrate_status_ping_through_pgbouncer_transaction_mode() {
+    migrate_status_ping_through(common::topology::PoolMode::Transaction);
+}
+
+#[test]
+fn migrate_status_ping_through_pgbouncer_session_mode() {
+    migrate_status_ping_through(common::topology::PoolMode::Session);
+}
+
 #[test]
 fn database_url_env_is_used_when_no_flag_is_given() {
     let cwd = tempfile::tempdir().unwrap();

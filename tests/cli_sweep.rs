@@ -130,6 +130,11 @@ both_backends! {
     test_db sweeps_exactly_the_expired_sessions,
 }
 
+// sweep-sessions through PgBouncer (both pool modes).
+through_poolers! {
+    test_db sweeps_exactly_the_expired_sessions,
+}
+
 /// Every session the demo leaves behind has expired by the wall clock (its
 /// simulated clock starts in 2023): a sweep at the current time removes
 /// exactly those.

@@ -65,7 +65,18 @@ fn bad_urls_are_config_errors_with_an_actionable_message() {
             "postgres://u@h/db?sslmode=verify-fool",
             "supported: disable, allow, prefer, require, verify-ca, verify-full",
         ),
-        ("postgres://localhost/db", "no user name"),
+        (
+            "postgres://u@h/db?fallback_application_name=x",
+            "unsupported PostgreSQL URL parameter \"fallback_application_name\"",
+        ),
+        (
+            "postgres://u@h/db?target_session_attrs=standby",
+            "unsupported target_session_attrs=\"standby\"",
+        ),
+        (
+            "postgres://u@h/db?pooler=statement",
+            "unsupported pooler=\"statement\"",
+        ),
     ];
     for (url, expected) in cases {
         let msg = config_error(url);
@@ -80,6 +91,34 @@ fn bad_urls_are_config_errors_with_an_actionable_message() {
             .starts_with("invalid configuration: unknown database URL scheme"),
         "{err}"
     );
+}
+
+/// libpq's forms: `postgres:///db` is the local socket in the default
+/// directory as the operating-system user; `postgres://host/db` the OS user
+/// on that host. A URL without a password never shows one.
+#[test]
+fn libpq_url_forms() {
+    let c = Config::from_url("postgres:///gamedb").unwrap();
+    let shown = c.redacted_url();
+    assert!(
+        shown.starts_with("postgres://") && shown.contains("@[/var/run/postgresql]:5432/gamedb"),
+        "{shown}"
+    );
+    assert!(!shown.contains("***"), "{shown}");
+    let user = shown
+        .strip_prefix("postgres://")
+        .and_then(|s| s.split('@').next())
+        .unwrap();
+    assert!(!user.is_empty(), "the OS user is the user: {shown}");
+    let c = Config::from_url("postgres://dbhost/gamedb").unwrap();
+    assert!(
+        c.redacted_url()
+            .contains(&format!("{user}@dbhost:5432/gamedb")),
+        "{}",
+        c.redacted_url()
+    );
+    let msg = config_error("postgres://u@h:notaport/db");
+    assert!(!msg.contains("***"), "no password to hide: {msg}");
 }
 
 #[test]

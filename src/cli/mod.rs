@@ -3,6 +3,7 @@
 
 pub mod copy;
 pub mod demo;
+pub mod plan;
 pub mod status;
 pub mod sweep;
 pub mod sweep_battles;
@@ -24,6 +25,13 @@ pub mod exit {
     /// `status`: the database is the target of a `copy` that did not finish
     /// (`verify` reports it with [`MISMATCH`]).
     pub const INCOMPLETE: u8 = 7;
+    /// A command that writes, run against a read-only server (a PostgreSQL
+    /// hot standby): `migrate` with migrations pending, and every write.
+    /// Run it against the primary.
+    pub const READ_ONLY: u8 = 8;
+    /// `status`: a no-transaction migration started and did not finish
+    /// (`migrate` resumes it).
+    pub const INTERRUPTED: u8 = 9;
 }
 
 /// The `error:` line for a database marked by an unfinished copy.

@@ -92,7 +92,8 @@ fn the_environment_fills_what_the_url_leaves_out() {
     assert_eq!(pg(&c).get_ports(), &[1, 5432]);
     assert!(err("postgres://u@a,b,c/db", &[("PGPORT", "1,2")]).contains("2 ports for 3 hosts"));
     // Without the environment the same URLs are refused, naming what lacks.
-    assert!(err("postgres://", &[]).contains("no host"));
+    // (The host defaults to libpq's socket directory.)
+    assert!(err("postgres://", &[]).contains("no database name"));
     assert!(err("postgres://h", &[("PGUSER", "u")]).contains("no database name"));
     assert!(err("postgres://h/db", &[]).contains("no user name"));
     assert!(err("postgres://u@h/db", &[("PGPORT", "x")]).contains("PGPORT is not a port"));
@@ -262,5 +263,136 @@ fn debug_shows_tls_paths_and_no_password_from_any_source() {
              ssl_cert: Some(\"c.pem\"), ssl_key: Some(\"k.pem\"), ssl_key_password: Some(***) }"
         ),
         "{dbg}"
+    );
+}
+
+const OS_USER: &[(&str, &str)] = &[("(os user)", "alice")];
+
+#[test]
+fn libpq_defaults_local_socket_and_os_user() {
+    let c = ok("postgres:///game", OS_USER);
+    assert_eq!(
+        pg(&c).get_hosts(),
+        &[tokio_postgres::config::Host::Unix(
+            super::pg::DEFAULT_SOCKET_DIR.into()
+        )]
+    );
+    assert_eq!(pg(&c).get_user(), Some("alice"));
+    assert_eq!(pg(&c).get_dbname(), Some("game"));
+    let c = ok("postgres://dbhost/game", OS_USER);
+    assert_eq!(
+        pg(&c).get_hosts(),
+        &[tokio_postgres::config::Host::Tcp("dbhost".into())]
+    );
+    assert_eq!(pg(&c).get_user(), Some("alice"));
+    // The environment comes before libpq's built-in defaults.
+    let c = ok(
+        "postgres:///game",
+        &[
+            ("PGHOST", "envhost"),
+            ("PGUSER", "bob"),
+            ("(os user)", "alice"),
+        ],
+    );
+    assert_eq!(
+        pg(&c).get_hosts(),
+        &[tokio_postgres::config::Host::Tcp("envhost".into())]
+    );
+    assert_eq!(pg(&c).get_user(), Some("bob"));
+    // No OS user name found: still refused, naming what is missing.
+    assert!(err("postgres:///game", &[]).contains("no user name"));
+}
+
+#[test]
+fn unsupported_parameters_are_refused_by_name() {
+    let m = err(
+        "postgres://u@h/db?sslmode=disable&fallback_application_name=x",
+        &[],
+    );
+    assert!(m.contains("\"fallback_application_name\""), "{m}");
+    let m = err("postgres://u@h/db?target_session_attrs=prefer-standby", &[]);
+    assert!(
+        m.contains("\"prefer-standby\"") && m.contains("target_session_attrs"),
+        "{m}"
+    );
+    for v in ["standby", "primary"] {
+        let m = err(&format!("postgres://u@h/db?target_session_attrs={v}"), &[]);
+        assert!(m.contains(&format!("{v:?}")), "{m}");
+    }
+    let m = err("postgres://u@h/db?pooler=statement", &[]);
+    assert!(m.contains("\"statement\"") && m.contains("pooler"), "{m}");
+    // A '?' inside the password is part of it; the parameters start after
+    // the '@', and nothing of the password is echoed.
+    let c = ok("postgres://u:se?cret=x@h/db", &[]);
+    assert_eq!(pg(&c).get_password(), Some(&b"se?cret=x"[..]));
+    let m = err("postgres://u:se?cret=x@h/db?foo=1", &[]);
+    assert!(m.contains("\"foo\"") && !m.contains("cret"), "{m}");
+}
+
+#[test]
+fn target_session_attrs_the_driver_honours_and_multi_host_urls() {
+    for (v, want) in [
+        ("any", tokio_postgres::config::TargetSessionAttrs::Any),
+        (
+            "read-write",
+            tokio_postgres::config::TargetSessionAttrs::ReadWrite,
+        ),
+        (
+            "read-only",
+            tokio_postgres::config::TargetSessionAttrs::ReadOnly,
+        ),
+    ] {
+        let c = ok(
+            &format!("postgres://u@h1:5432,h2:5433/db?target_session_attrs={v}"),
+            &[],
+        );
+        assert_eq!(pg(&c).get_target_session_attrs(), want);
+        assert_eq!(pg(&c).get_ports(), &[5432, 5433]);
+        assert!(
+            c.redacted_url().contains("@h1:5432,h2:5433/db"),
+            "{}",
+            c.redacted_url()
+        );
+    }
+}
+
+#[test]
+fn pooler_parameter() {
+    use super::Pooler;
+    assert_eq!(ok("postgres://u@h/db", &[]).pooler(), Pooler::None);
+    for p in [Pooler::None, Pooler::Session, Pooler::Transaction] {
+        let c = ok(&format!("postgres://u@h/db?pooler={p}"), &[]);
+        assert_eq!(c.pooler(), p);
+    }
+    let c = ok("postgres://u@h/db?pooler=transaction", &[]);
+    assert!(
+        c.redacted_url().ends_with("&pooler=transaction"),
+        "{}",
+        c.redacted_url()
+    );
+    let c = c.with_pooler(Pooler::None);
+    assert!(!c.redacted_url().contains("pooler"), "{}", c.redacted_url());
+}
+
+#[test]
+fn redaction_never_invents_a_password() {
+    // No password anywhere: no ":***".
+    let m = err("postgres://u@h:bad/db", &[]);
+    assert!(!m.contains("***"), "{m}");
+    let c = ok("postgres://u@h/db", &[]);
+    assert!(!c.redacted_url().contains("***"), "{}", c.redacted_url());
+    // A password from the environment is sent: shown masked, never itself.
+    let c = ok("postgres://u@h/db", &[("PGPASSWORD", "from-env")]);
+    assert_eq!(c.password_source(), Some(PasswordSource::Env));
+    assert!(c.redacted_url().contains("u:***@h"), "{}", c.redacted_url());
+    assert!(!format!("{c:?}").contains("from-env"));
+    // A password in the URL: masked.
+    let m = err("postgres://u:pw@h:bad/db", &[]);
+    assert!(m.contains("u:***@") && !m.contains("pw"), "{m}");
+    let c = ok("postgres://u:pw@h/db", &[]);
+    assert!(
+        c.redacted_url().starts_with("postgres://u:***@h"),
+        "{}",
+        c.redacted_url()
     );
 }

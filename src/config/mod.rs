@@ -1,9 +1,11 @@
 //! Database configuration, parsed from a URL and, for PostgreSQL, completed
 //! from libpq's environment variables and password file.
 
+mod migration;
 mod pg;
 mod pgpass;
 mod replicas;
+mod topology;
 mod url;
 
 #[cfg(test)]
@@ -19,6 +21,7 @@ use crate::error::{Error, Result};
 
 pub(crate) use pg::TlsFiles;
 pub use pg::{PasswordSource, SslRootCert};
+pub use topology::Pooler;
 
 /// The URL used when neither a URL nor `DATABASE_URL` is given: a SQLite file
 /// in the working directory.
@@ -120,8 +123,13 @@ pub(crate) enum Target {
 ///   of libpq's six ([`SslMode`]); `sslrootcert=FILE|system`,
 ///   `sslcert=FILE`, `sslkey=FILE`, `sslpassword=PASSPHRASE` (an encrypted
 ///   PKCS#8 key) and `channel_binding=disable|prefer|require`
-///   as in libpq; `replica=HOST[:PORT]` (repeatable) names a read replica
-///   ([`Config::with_replica_url`]).
+///   as in libpq; `pooler=none|session|transaction` ([`Pooler`]);
+///   `target_session_attrs=any|read-write|read-only`;
+///   `replica=HOST[:PORT]` (repeatable) names a read replica
+///   ([`Config::with_replica_url`]). Any other parameter is refused, naming it.
+/// - `postgres:///database` and `postgres://host/database`: as libpq, the
+///   socket directory `/var/run/postgresql` and the operating-system user
+///   where neither the URL nor the environment gives them.
 ///
 /// For PostgreSQL, what the URL leaves out is taken, as libpq does, from
 /// `PGHOST`, `PGPORT`, `PGUSER`, `PGDATABASE`, `PGSSLMODE`, `PGSSLROOTCERT`,
@@ -139,6 +147,8 @@ pub struct Config {
     pub(crate) statement_timeout: Option<Duration>,
     pub(crate) busy_timeout: Duration,
     pub(crate) lock_timeout: Duration,
+    pub(crate) statement_lock_timeout: Duration,
+    pub(crate) lock_retries: u32,
     pub(crate) durability: Durability,
     pub(crate) ssl_mode: SslMode,
     pub(crate) tls: TlsFiles,
@@ -146,6 +156,8 @@ pub struct Config {
     pub(crate) sqlite_max_size: Option<u64>,
     pub(crate) shared_reads: usize,
     pub(crate) read_only: bool,
+    pub(crate) pooler: Pooler,
+    pub(crate) session_settings: Vec<(String, String)>,
     /// Read replicas (PostgreSQL only; see `replicas.rs`).
     pub(crate) replicas: Vec<Config>,
     pub(crate) replica_max_lag: Duration,
@@ -190,6 +202,8 @@ impl Config {
             statement_timeout: Some(Duration::from_secs(30)),
             busy_timeout: Duration::from_secs(5),
             lock_timeout: Duration::from_secs(60),
+            statement_lock_timeout: Duration::from_secs(3),
+            lock_retries: 5,
             durability: Durability::Full,
             ssl_mode,
             tls: TlsFiles::default(),
@@ -197,6 +211,8 @@ impl Config {
             sqlite_max_size: None,
             shared_reads: 2,
             read_only: false,
+            pooler: Pooler::None,
+            session_settings: Vec::new(),
             replicas: Vec::new(),
             replica_max_lag: replicas::DEFAULT_MAX_LAG,
             replica_check_interval: replicas::DEFAULT_CHECK_INTERVAL,
@@ -234,6 +250,8 @@ impl Config {
             Target::SqliteFile(p) => format!("sqlite://{}", p.display()),
             Target::Postgres(c) => {
                 let user = c.get_user().unwrap_or("");
+                // A password from the URL, PGPASSWORD or the password file:
+                // one is sent, so say so (never when there is none).
                 let pw = if c.get_password().is_some() {
                     ":***"
                 } else {
@@ -251,8 +269,12 @@ impl Config {
                     })
                     .collect();
                 let ssl = self.ssl_mode.as_str();
+                let pooler = match self.pooler {
+                    Pooler::None => String::new(),
+                    p => format!("&pooler={p}"),
+                };
                 format!(
-                    "postgres://{user}{pw}@{}/{}?sslmode={ssl}",
+                    "postgres://{user}{pw}@{}/{}?sslmode={ssl}{pooler}",
                     hosts.join(","),
                     c.get_dbname().unwrap_or("")
                 )
@@ -314,13 +336,6 @@ impl Config {
     /// another process. Defaults to 5 s.
     pub fn with_busy_timeout(mut self, d: Duration) -> Self {
         self.busy_timeout = d;
-        self
-    }
-
-    /// How long the migration runner waits for the migration lock held by
-    /// another migrator. Defaults to 60 s.
-    pub fn with_migration_lock_timeout(mut self, d: Duration) -> Self {
-        self.lock_timeout = d;
         self
     }
 
@@ -455,9 +470,12 @@ impl fmt::Debug for Config {
             .field("statement_timeout", &self.statement_timeout)
             .field("busy_timeout", &self.busy_timeout)
             .field("lock_timeout", &self.lock_timeout)
+            .field("statement_lock_timeout", &self.statement_lock_timeout)
+            .field("lock_retries", &self.lock_retries)
             .field("durability", &self.durability)
             .field("sqlite_max_size", &self.sqlite_max_size)
             .field("shared_reads", &self.shared_reads)
+            .field("pooler", &self.pooler)
             .field("password_source", &self.password_source)
             .field("ssl_root_cert", &self.tls.root_cert)
             .field("ssl_cert", &self.tls.cert)

@@ -16,6 +16,9 @@ pub(super) const SSL_MODES: &str = "disable, allow, prefer, require, verify-ca, 
 pub(crate) trait Env {
     /// The variable's value; `None` when unset, empty or not Unicode.
     fn var(&self, name: &str) -> Option<String>;
+    /// The name of the operating-system user this process runs as (libpq's
+    /// default user name).
+    fn os_user(&self) -> Option<String>;
 }
 
 /// The process environment.
@@ -24,6 +27,44 @@ pub(crate) struct ProcessEnv;
 impl Env for ProcessEnv {
     fn var(&self, name: &str) -> Option<String> {
         std::env::var(name).ok().filter(|v| !v.is_empty())
+    }
+
+    fn os_user(&self) -> Option<String> {
+        effective_user().or_else(|| self.var("USER"))
+    }
+}
+
+/// The effective user's name, as libpq finds it (`getpwuid(geteuid())`):
+/// the effective uid from `/proc/self/status`, its name from `/etc/passwd`.
+fn effective_user() -> Option<String> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let uid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .nth(1)?
+        .to_string();
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|l| {
+        let mut f = l.split(':');
+        let name = f.next()?;
+        (f.nth(1)? == uid).then(|| name.to_string())
+    })
+}
+
+/// libpq's default socket directory (Debian's and most distributions').
+pub(crate) const DEFAULT_SOCKET_DIR: &str = "/var/run/postgresql";
+
+/// What libpq assumes when neither the URL nor the environment says: the
+/// local socket in its default directory, and the operating-system user.
+pub(super) fn libpq_defaults(pg: &mut tokio_postgres::Config, env: &dyn Env) {
+    if pg.get_hosts().is_empty() && pg.get_hostaddrs().is_empty() {
+        pg.host_path(DEFAULT_SOCKET_DIR);
+    }
+    if pg.get_user().is_none() {
+        if let Some(user) = env.os_user() {
+            pg.user(&user);
+        }
     }
 }
 
@@ -39,6 +80,10 @@ impl Env for Vars<'_> {
             .find(|(k, _)| *k == name)
             .map(|(_, v)| v.to_string())
             .filter(|v| !v.is_empty())
+    }
+
+    fn os_user(&self) -> Option<String> {
+        self.var("(os user)")
     }
 }
 
@@ -103,6 +148,7 @@ pub(super) struct UrlParams {
     pub(super) cert: Option<PathBuf>,
     pub(super) key: Option<PathBuf>,
     pub(super) key_password: Option<String>,
+    pub(super) pooler: Option<super::Pooler>,
 }
 
 /// Fills host, port, user and database from `PGHOST`, `PGPORT`, `PGUSER`
@@ -253,5 +299,59 @@ pub(super) fn resolve_tls(url: UrlParams, env: &dyn Env) -> Result<(SslMode, Tls
             key_password: key.as_ref().and(url.key_password).map(KeyPassword),
             key,
         },
+    ))
+}
+
+/// `url` with `PGPORT`'s port(s) added to its hosts when it names hosts but
+/// no port (tokio-postgres would take 5432 for them). Hosts the URL leaves
+/// out come from `PGHOST`, and their ports from `PGPORT`, later.
+pub(super) fn with_env_port(url: &str, env: &dyn Env) -> Result<String> {
+    let Some(ports) = env.var("PGPORT") else {
+        return Ok(url.to_string());
+    };
+    let Some(start) = url.find("://").map(|i| i + 3) else {
+        return Ok(url.to_string());
+    };
+    let end = url[start..]
+        .find(['/', '?'])
+        .map_or(url.len(), |i| start + i);
+    let hosts_at = url[start..end].rfind('@').map_or(start, |i| start + i + 1);
+    let hosts = &url[hosts_at..end];
+    let query_port = url
+        .split_once('?')
+        .is_some_and(|(_, q)| q.split('&').any(|p| p.starts_with("port=")));
+    let has_port = |h: &str| match h.strip_prefix('[') {
+        Some(rest) => rest
+            .split_once(']')
+            .is_some_and(|(_, p)| p.starts_with(':')),
+        None => h.contains(':'),
+    };
+    if hosts.is_empty() || query_port || hosts.split(',').any(has_port) {
+        return Ok(url.to_string());
+    }
+    let ports: Vec<&str> = ports.split(',').map(str::trim).collect();
+    let names: Vec<&str> = hosts.split(',').collect();
+    if ports.len() != 1 && ports.len() != names.len() {
+        return Err(Error::Config(format!(
+            "PGPORT lists {} ports for {} hosts",
+            ports.len(),
+            names.len()
+        )));
+    }
+    let mut with_ports = Vec::with_capacity(names.len());
+    for (i, name) in names.iter().enumerate() {
+        let port = ports[if ports.len() == 1 { 0 } else { i }];
+        if port.parse::<u16>().ok().filter(|p| *p > 0).is_none() {
+            return Err(Error::Config(format!(
+                "PGPORT is not a port number: {port:?}"
+            )));
+        }
+        with_ports.push(format!("{name}:{port}"));
+    }
+    Ok(format!(
+        "{}{}{}",
+        &url[..hosts_at],
+        with_ports.join(","),
+        &url[end..]
     ))
 }

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use super::pg::{self, Env};
+use super::topology;
 use super::{Config, Durability, SslMode, Target};
 use crate::error::{Error, Result};
 
@@ -94,7 +95,14 @@ fn parse_sqlite(rest: &str) -> Result<Config> {
 
 /// The URL parameters read here rather than by tokio-postgres (which does
 /// not know them, or knows only some of their values).
-const OWN_PARAMS: &[&str] = &["sslmode", "sslrootcert", "sslcert", "sslkey", "sslpassword"];
+const OWN_PARAMS: &[&str] = &[
+    "sslmode",
+    "sslrootcert",
+    "sslcert",
+    "sslkey",
+    "sslpassword",
+    "pooler",
+];
 
 fn parse_postgres(url: &str, env: &dyn Env) -> Result<Config> {
     // Read sslmode and the TLS files ourselves: tokio-postgres accepts only
@@ -105,19 +113,30 @@ fn parse_postgres(url: &str, env: &dyn Env) -> Result<Config> {
     };
     let (own, kept) = own_params(url, base, query)?;
     refuse_misplaced_at(url)?;
+    // The parameters start at the first '?' after the credentials (a '?'
+    // before the last '@' is part of the user name or password, which the
+    // driver reads as such, and is never echoed).
+    let params = match url.rfind('@') {
+        Some(at) if at > base.len() => url[at..].split_once('?').map(|(_, q)| q),
+        _ => query,
+    };
+    topology::check_params(params.unwrap_or(""), OWN_PARAMS)?;
     let stripped = match (query, kept.iter().any(|p| !p.is_empty())) {
         (Some(_), true) => format!("{base}?{}", kept.join("&")),
         _ => base.to_string(),
     };
-    let stripped = with_env_port(&stripped, env)?;
+    let stripped = pg::with_env_port(&stripped, env)?;
     let mut pg: tokio_postgres::Config = stripped.parse().map_err(|e: tokio_postgres::Error| {
         Error::Config(format!("malformed PostgreSQL URL {}: {e}", redact(url)))
     })?;
     pg::complete_from_env(&mut pg, env)?;
+    pg::libpq_defaults(&mut pg, env);
     require_parts(&pg, url)?;
     let password_source = pg::find_password(&mut pg, env);
+    let pooler = own.pooler.unwrap_or_default();
     let (ssl_mode, tls) = pg::resolve_tls(own, env)?;
     let mut config = Config::with_target(Target::Postgres(Box::new(pg)), ssl_mode);
+    config.pooler = pooler;
     config.tls = tls;
     config.password_source = password_source;
     Ok(config)
@@ -149,11 +168,11 @@ fn own_params<'u>(
         if k != "sslmode" && url.rfind('@') > Some(base.len()) {
             // The '?' is inside the user name or password: a file name
             // taken from there would be a piece of the password.
-            return Err(Error::Config(format!(
-                "PostgreSQL URL has a '?' before its '@' (percent-encode '?' in a user name \
-                 or password as %3F): {}",
-                redact(url)
-            )));
+            return Err(question_mark_in_credentials(url));
+        }
+        if k == "pooler" {
+            own.pooler = Some(topology::parse_pooler(v)?);
+            continue;
         }
         if k == "sslmode" {
             own.ssl_mode = Some(SslMode::parse(v).ok_or_else(|| {
@@ -184,6 +203,14 @@ fn own_params<'u>(
         }
     }
     Ok((own, kept))
+}
+
+fn question_mark_in_credentials(url: &str) -> Error {
+    Error::Config(format!(
+        "PostgreSQL URL has a '?' before its '@' (percent-encode '?' in a user name \
+         or password as %3F): {}",
+        redact(url)
+    ))
 }
 
 /// tokio-postgres ends the credentials at the *first* `@`, wherever it is:
@@ -229,63 +256,9 @@ fn require_parts(pg: &tokio_postgres::Config, url: &str) -> Result<()> {
     Ok(())
 }
 
-/// `url` with `PGPORT`'s port(s) added to its hosts when it names hosts but
-/// no port (tokio-postgres would take 5432 for them). Hosts the URL leaves
-/// out come from `PGHOST`, and their ports from `PGPORT`, later.
-fn with_env_port(url: &str, env: &dyn Env) -> Result<String> {
-    let Some(ports) = env.var("PGPORT") else {
-        return Ok(url.to_string());
-    };
-    let Some(start) = url.find("://").map(|i| i + 3) else {
-        return Ok(url.to_string());
-    };
-    let end = url[start..]
-        .find(['/', '?'])
-        .map_or(url.len(), |i| start + i);
-    let hosts_at = url[start..end].rfind('@').map_or(start, |i| start + i + 1);
-    let hosts = &url[hosts_at..end];
-    let query_port = url
-        .split_once('?')
-        .is_some_and(|(_, q)| q.split('&').any(|p| p.starts_with("port=")));
-    let has_port = |h: &str| match h.strip_prefix('[') {
-        Some(rest) => rest
-            .split_once(']')
-            .is_some_and(|(_, p)| p.starts_with(':')),
-        None => h.contains(':'),
-    };
-    if hosts.is_empty() || query_port || hosts.split(',').any(has_port) {
-        return Ok(url.to_string());
-    }
-    let ports: Vec<&str> = ports.split(',').map(str::trim).collect();
-    let names: Vec<&str> = hosts.split(',').collect();
-    if ports.len() != 1 && ports.len() != names.len() {
-        return Err(Error::Config(format!(
-            "PGPORT lists {} ports for {} hosts",
-            ports.len(),
-            names.len()
-        )));
-    }
-    let mut with_ports = Vec::with_capacity(names.len());
-    for (i, name) in names.iter().enumerate() {
-        let port = ports[if ports.len() == 1 { 0 } else { i }];
-        if port.parse::<u16>().ok().filter(|p| *p > 0).is_none() {
-            return Err(Error::Config(format!(
-                "PGPORT is not a port number: {port:?}"
-            )));
-        }
-        with_ports.push(format!("{name}:{port}"));
-    }
-    Ok(format!(
-        "{}{}{}",
-        &url[..hosts_at],
-        with_ports.join(","),
-        &url[end..]
-    ))
-}
-
 /// Decodes `%XX` escapes (and nothing else: `+` stays `+`, as libpq reads
 /// it); `None` when an escape is malformed or the bytes are not UTF-8.
-fn percent_decode(s: &str) -> Option<String> {
+pub(super) fn percent_decode(s: &str) -> Option<String> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -315,7 +288,8 @@ fn redact(url: &str) -> String {
         let body_at = scheme.len() + 1 + (rest.len() - rest.trim_start_matches('/').len());
         let body = &url[body_at..];
         let at = body.rfind('@')?;
-        let user_len = body[..at].find(':').unwrap_or(at);
+        // No ':' before the '@': the URL has no password to hide.
+        let user_len = body[..at].find(':')?;
         Some((body_at + user_len, body_at + at))
     });
     match (userinfo, password_value(url)) {
@@ -440,7 +414,6 @@ mod tests {
         assert!(config_err("sqlite://x.db?synchronous=off").contains("synchronous"));
         assert!(config_err("postgres://postgres@localhost").contains("no database name"));
         assert!(config_err("postgres://postgres@localhost/").contains("no database name"));
-        assert!(config_err("postgres://localhost/db").contains("no user name"));
         assert!(config_err("postgres://u@h/db?sslmode=verify-fool").contains("unsupported sslmode"));
         assert!(
             config_err("postgres://u@h/db?sslmode=verify-full").contains("needs root certificates")

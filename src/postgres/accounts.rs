@@ -4,7 +4,7 @@ use tokio_postgres::Row;
 
 use super::error::map;
 use super::secret::Redacted;
-use super::Client;
+use super::{Client, Param};
 use crate::error::{Entity, Error, Result};
 use crate::models::{Account, NewAccount, UserId};
 
@@ -29,34 +29,26 @@ fn row(r: &Row) -> Result<Account> {
     })
 }
 
-async fn one(
-    c: &Client,
-    sql: &str,
-    key: &(dyn tokio_postgres::types::ToSql + Sync),
-) -> Result<Account> {
-    let st = c.prepare_cached(sql).await.map_err(map)?;
-    match c.query_opt(&st, &[key]).await.map_err(map)? {
+async fn one(c: &Client<'_>, sql: &str, key: &dyn Param) -> Result<Account> {
+    let st = sql;
+    match c.query_opt(st, &[key]).await.map_err(map)? {
         Some(r) => row(&r),
         None => Err(Error::NotFound(Entity::Account)),
     }
 }
 
 pub(crate) async fn create(
-    c: &Client,
+    c: &Client<'_>,
     a: &NewAccount<'_>,
     email_key: &str,
     username_key: &str,
 ) -> Result<Account> {
-    let st = c
-        .prepare_cached(
-            "INSERT INTO accounts (email, email_key, username, username_key, pass_hash, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6) RETURNING user_id",
-        )
-        .await
-        .map_err(map)?;
+    let st =
+        "INSERT INTO accounts (email, email_key, username, username_key, pass_hash, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING user_id";
     let r = c
         .query_one(
-            &st,
+            st,
             &[
                 &Redacted(a.email),
                 &Redacted(email_key),
@@ -78,31 +70,27 @@ pub(crate) async fn create(
     })
 }
 
-pub(crate) async fn get(c: &Client, id: UserId) -> Result<Account> {
+pub(crate) async fn get(c: &Client<'_>, id: UserId) -> Result<Account> {
     one(c, select_where!("user_id = $1"), &id.0).await
 }
 
-pub(crate) async fn find_by_email_key(c: &Client, key: &str) -> Result<Account> {
+pub(crate) async fn find_by_email_key(c: &Client<'_>, key: &str) -> Result<Account> {
     one(c, select_where!("email_key = $1"), &Redacted(key)).await
 }
 
-pub(crate) async fn find_by_username_key(c: &Client, key: &str) -> Result<Account> {
+pub(crate) async fn find_by_username_key(c: &Client<'_>, key: &str) -> Result<Account> {
     one(c, select_where!("username_key = $1"), &key).await
 }
 
-async fn update(
-    c: &Client,
-    sql: &str,
-    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
-) -> Result<()> {
-    let st = c.prepare_cached(sql).await.map_err(map)?;
-    if c.execute(&st, params).await.map_err(map)? == 0 {
+async fn update(c: &Client<'_>, sql: &str, params: &[&dyn Param]) -> Result<()> {
+    let st = sql;
+    if c.execute(st, params).await.map_err(map)? == 0 {
         return Err(Error::NotFound(Entity::Account));
     }
     Ok(())
 }
 
-pub(crate) async fn touch_login(c: &Client, id: UserId, at: i64) -> Result<()> {
+pub(crate) async fn touch_login(c: &Client<'_>, id: UserId, at: i64) -> Result<()> {
     update(
         c,
         "UPDATE accounts SET last_login_at = $2 WHERE user_id = $1",
@@ -111,7 +99,7 @@ pub(crate) async fn touch_login(c: &Client, id: UserId, at: i64) -> Result<()> {
     .await
 }
 
-pub(crate) async fn update_pass_hash(c: &Client, id: UserId, hash: &[u8]) -> Result<()> {
+pub(crate) async fn update_pass_hash(c: &Client<'_>, id: UserId, hash: &[u8]) -> Result<()> {
     update(
         c,
         "UPDATE accounts SET pass_hash = $2 WHERE user_id = $1",
@@ -120,7 +108,7 @@ pub(crate) async fn update_pass_hash(c: &Client, id: UserId, hash: &[u8]) -> Res
     .await
 }
 
-pub(crate) async fn update_email(c: &Client, id: UserId, email: &str, key: &str) -> Result<()> {
+pub(crate) async fn update_email(c: &Client<'_>, id: UserId, email: &str, key: &str) -> Result<()> {
     update(
         c,
         "UPDATE accounts SET email = $2, email_key = $3 WHERE user_id = $1",
@@ -130,7 +118,7 @@ pub(crate) async fn update_email(c: &Client, id: UserId, email: &str, key: &str)
 }
 
 pub(crate) async fn update_username(
-    c: &Client,
+    c: &Client<'_>,
     id: UserId,
     username: &str,
     key: &str,
@@ -143,6 +131,6 @@ pub(crate) async fn update_username(
     .await
 }
 
-pub(crate) async fn delete(c: &Client, id: UserId) -> Result<()> {
+pub(crate) async fn delete(c: &Client<'_>, id: UserId) -> Result<()> {
     update(c, "DELETE FROM accounts WHERE user_id = $1", &[&id.0]).await
 }

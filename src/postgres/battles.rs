@@ -9,20 +9,19 @@ use crate::models::{flag_list, BattleEnd, BattleOutcome, StoredBattle};
 /// inside a transaction (the repository opens one on the pool). The claim
 /// comes first: a concurrent repeat waits on its key until this transaction
 /// ends, then finds the stored answer. `flags` are ascending and distinct.
-pub(crate) async fn apply(c: &Client, end: &BattleEnd<'_>, flags: &[i32]) -> Result<BattleOutcome> {
+pub(crate) async fn apply(
+    c: &Client<'_>,
+    end: &BattleEnd<'_>,
+    flags: &[i32],
+) -> Result<BattleOutcome> {
     let flag_text = flag_list(flags);
-    let claim = c
-        .prepare_cached(
-            "INSERT INTO battle_results \
+    let claim = "INSERT INTO battle_results \
              (user_id, battle_id, xp_delta, flags, ended_at, level, xp, granted) \
              VALUES ($1, $2, $3, $4, $5, 0, 0, '') \
-             ON CONFLICT (user_id, battle_id) DO NOTHING",
-        )
-        .await
-        .map_err(map)?;
+             ON CONFLICT (user_id, battle_id) DO NOTHING";
     let claimed = c
         .execute(
-            &claim,
+            claim,
             &[&end.user_id.0, &end.battle_id, &end.xp, &flag_text, &end.at],
         )
         .await
@@ -44,15 +43,10 @@ pub(crate) async fn apply(c: &Client, end: &BattleEnd<'_>, flags: &[i32]) -> Res
     } else {
         unlocks::grant_many(c, end.user_id, flags, end.at).await?
     };
-    let answer = c
-        .prepare_cached(
-            "UPDATE battle_results SET level = $3, xp = $4, granted = $5 \
-             WHERE user_id = $1 AND battle_id = $2",
-        )
-        .await
-        .map_err(map)?;
+    let answer = "UPDATE battle_results SET level = $3, xp = $4, granted = $5 \
+             WHERE user_id = $1 AND battle_id = $2";
     c.execute(
-        &answer,
+        answer,
         &[
             &end.user_id.0,
             &end.battle_id,
@@ -66,27 +60,19 @@ pub(crate) async fn apply(c: &Client, end: &BattleEnd<'_>, flags: &[i32]) -> Res
     Ok(BattleOutcome::Applied(level, xp, granted))
 }
 
-async fn release_claim(c: &Client, end: &BattleEnd<'_>) -> Result<()> {
-    let st = c
-        .prepare_cached("DELETE FROM battle_results WHERE user_id = $1 AND battle_id = $2")
-        .await
-        .map_err(map)?;
-    c.execute(&st, &[&end.user_id.0, &end.battle_id])
+async fn release_claim(c: &Client<'_>, end: &BattleEnd<'_>) -> Result<()> {
+    let st = "DELETE FROM battle_results WHERE user_id = $1 AND battle_id = $2";
+    c.execute(st, &[&end.user_id.0, &end.battle_id])
         .await
         .map_err(map)?;
     Ok(())
 }
 
-async fn stored(c: &Client, end: &BattleEnd<'_>) -> Result<StoredBattle> {
-    let st = c
-        .prepare_cached(
-            "SELECT xp_delta, flags, ended_at, level, xp, granted FROM battle_results \
-             WHERE user_id = $1 AND battle_id = $2",
-        )
-        .await
-        .map_err(map)?;
+async fn stored(c: &Client<'_>, end: &BattleEnd<'_>) -> Result<StoredBattle> {
+    let st = "SELECT xp_delta, flags, ended_at, level, xp, granted FROM battle_results \
+             WHERE user_id = $1 AND battle_id = $2";
     let Some(r) = c
-        .query_opt(&st, &[&end.user_id.0, &end.battle_id])
+        .query_opt(st, &[&end.user_id.0, &end.battle_id])
         .await
         .map_err(map)?
     else {
@@ -104,14 +90,9 @@ async fn stored(c: &Client, end: &BattleEnd<'_>) -> Result<StoredBattle> {
 
 /// Deletes at most `limit` battle records with `ended_at < cutoff`; rows
 /// locked by others are skipped.
-pub(crate) async fn delete_ended_batch(c: &Client, cutoff: i64, limit: i64) -> Result<u64> {
-    let st = c
-        .prepare_cached(
-            "DELETE FROM battle_results WHERE (user_id, battle_id) IN \
+pub(crate) async fn delete_ended_batch(c: &Client<'_>, cutoff: i64, limit: i64) -> Result<u64> {
+    let st = "DELETE FROM battle_results WHERE (user_id, battle_id) IN \
              (SELECT user_id, battle_id FROM battle_results WHERE ended_at < $1 \
-              LIMIT $2 FOR UPDATE SKIP LOCKED)",
-        )
-        .await
-        .map_err(map)?;
-    c.execute(&st, &[&cutoff, &limit]).await.map_err(map)
+              LIMIT $2 FOR UPDATE SKIP LOCKED)";
+    c.execute(st, &[&cutoff, &limit]).await.map_err(map)
 }

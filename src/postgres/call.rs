@@ -12,10 +12,11 @@ impl Pool {
     pub(crate) async fn call<T>(
         &self,
         shared: bool,
-        f: impl AsyncFnOnce(&Client) -> Result<T>,
+        f: impl AsyncFnOnce(&Client<'_>) -> Result<T>,
     ) -> Result<T> {
         let conn = self.conn(shared).await?;
-        let out = match timed(self.deadline(), f(&conn)).await {
+        let client = Client::new(&conn, self.unnamed());
+        let out = match timed(self.deadline(), f(&client)).await {
             Ok(out) => {
                 conn.answered();
                 out

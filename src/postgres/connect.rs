@@ -22,11 +22,29 @@ pub(crate) struct Connector {
     mode: SslMode,
     /// `None` only for `sslmode=disable`.
     tls: Option<MakeRustlsConnect>,
+    /// The batch run on each new connection (its session settings).
+    setup: Option<String>,
 }
 
 impl Connector {
-    pub(crate) fn new(mode: SslMode, tls: Option<MakeRustlsConnect>) -> Self {
-        Connector { mode, tls }
+    pub(crate) fn new(
+        mode: SslMode,
+        tls: Option<MakeRustlsConnect>,
+        setup: Option<String>,
+    ) -> Self {
+        Connector { mode, tls, setup }
+    }
+
+    /// Opens one connection and runs the setup batch on it.
+    async fn open(&self, pg_config: &PgConfig) -> Result<Opened, PgError> {
+        let (client, conn) = self.attempt(pg_config).await?;
+        if let Some(setup) = &self.setup {
+            if let Err(e) = client.batch_execute(setup).await {
+                conn.abort();
+                return Err(e);
+            }
+        }
+        Ok((client, conn))
     }
 }
 
@@ -86,35 +104,40 @@ impl Connect for Connector {
         pg_config: &PgConfig,
     ) -> Pin<Box<dyn Future<Output = Result<Opened, PgError>> + Send + '_>> {
         let pg_config = pg_config.clone();
-        Box::pin(async move {
-            // As libpq, no TLS over Unix sockets, whatever the sslmode
-            // (the server offers none there).
-            let all_unix = pg_config
-                .get_hosts()
-                .iter()
-                .all(|h| matches!(h, Host::Unix(_)));
-            let tls = match (&self.tls, self.mode) {
-                (None, _) | (_, SslMode::Disable) => return plain(&pg_config).await,
-                _ if all_unix => return plain(&pg_config).await,
-                (Some(tls), _) => tls,
-            };
-            match self.mode {
-                SslMode::Allow => match plain(&pg_config).await {
-                    Err(first) if first.as_db_error().is_some() => {
-                        encrypted(&pg_config, tls, PgSslMode::Require)
-                            .await
-                            .map_err(|second| more_telling(first, second))
-                    }
-                    other => other,
-                },
-                SslMode::Prefer => match encrypted(&pg_config, tls, PgSslMode::Prefer).await {
-                    Err(first) if refused(&first) => plain(&pg_config)
+        Box::pin(async move { self.open(&pg_config).await })
+    }
+}
+
+impl Connector {
+    /// One connection attempt with the sslmode's fallbacks.
+    async fn attempt(&self, pg_config: &PgConfig) -> Result<Opened, PgError> {
+        // As libpq, no TLS over Unix sockets, whatever the sslmode
+        // (the server offers none there).
+        let all_unix = pg_config
+            .get_hosts()
+            .iter()
+            .all(|h| matches!(h, Host::Unix(_)));
+        let tls = match (&self.tls, self.mode) {
+            (None, _) | (_, SslMode::Disable) => return plain(pg_config).await,
+            _ if all_unix => return plain(pg_config).await,
+            (Some(tls), _) => tls,
+        };
+        match self.mode {
+            SslMode::Allow => match plain(pg_config).await {
+                Err(first) if first.as_db_error().is_some() => {
+                    encrypted(pg_config, tls, PgSslMode::Require)
                         .await
-                        .map_err(|second| more_telling(first, second)),
-                    other => other,
-                },
-                _ => encrypted(&pg_config, tls, PgSslMode::Require).await,
-            }
-        })
+                        .map_err(|second| more_telling(first, second))
+                }
+                other => other,
+            },
+            SslMode::Prefer => match encrypted(pg_config, tls, PgSslMode::Prefer).await {
+                Err(first) if refused(&first) => plain(pg_config)
+                    .await
+                    .map_err(|second| more_telling(first, second)),
+                other => other,
+            },
+            _ => encrypted(pg_config, tls, PgSslMode::Require).await,
+        }
     }
 }

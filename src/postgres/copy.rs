@@ -14,7 +14,7 @@ use tokio_postgres::types::{ToSql, Type};
 use super::secret::Redacted;
 
 use super::error::map;
-use super::Client;
+use super::RawClient;
 use crate::error::Result;
 use crate::types::tables::{Batch, ColumnData, KeyValue, Kind, TableSpec, TABLES};
 
@@ -22,7 +22,7 @@ use crate::types::tables::{Batch, ColumnData, KeyValue, Kind, TableSpec, TABLES}
 /// abandoned snapshot never returns to the pool inside a transaction) holding
 /// a `REPEATABLE READ, READ ONLY` transaction.
 pub(crate) struct Snapshot {
-    conn: Client,
+    conn: RawClient,
 }
 
 impl Snapshot {
@@ -34,7 +34,7 @@ impl Snapshot {
         Ok(Snapshot { conn })
     }
 
-    pub(crate) fn client(&self) -> &Client {
+    pub(crate) fn client(&self) -> &RawClient {
         &self.conn
     }
 
@@ -77,7 +77,7 @@ fn batch_sql(t: &TableSpec, after: Option<usize>) -> String {
 
 /// Up to `limit` rows of `t` in primary-key order, after `after` when given.
 pub(crate) async fn read_batch(
-    c: &Client,
+    c: &RawClient,
     t: &TableSpec,
     after: Option<&[KeyValue]>,
     limit: usize,
@@ -125,7 +125,7 @@ pub(crate) async fn read_batch(
 
 /// Inserts every row of `batch` into `t` with one statement, in one
 /// transaction.
-pub(crate) async fn write_batch(c: &mut Client, t: &TableSpec, batch: &Batch) -> Result<()> {
+pub(crate) async fn write_batch(c: &mut RawClient, t: &TableSpec, batch: &Batch) -> Result<()> {
     let arrays: Vec<String> = t
         .columns
         .iter()
@@ -159,7 +159,7 @@ pub(crate) async fn write_batch(c: &mut Client, t: &TableSpec, batch: &Batch) ->
 
 /// Deletes every row of every copied table, children first, in one
 /// transaction.
-pub(crate) async fn empty(c: &mut Client) -> Result<()> {
+pub(crate) async fn empty(c: &mut RawClient) -> Result<()> {
     let tx = c.transaction().await.map_err(map)?;
     for t in TABLES.iter().rev() {
         tx.execute(&format!("DELETE FROM {}", t.name), &[])
@@ -170,7 +170,7 @@ pub(crate) async fn empty(c: &mut Client) -> Result<()> {
 }
 
 /// The number of rows of `t`.
-pub(crate) async fn count(c: &Client, t: &TableSpec) -> Result<u64> {
+pub(crate) async fn count(c: &RawClient, t: &TableSpec) -> Result<u64> {
     let n: i64 = c
         .query_one(&format!("SELECT count(*) FROM {}", t.name), &[])
         .await
@@ -181,7 +181,7 @@ pub(crate) async fn count(c: &Client, t: &TableSpec) -> Result<u64> {
 }
 
 /// The copied tables that exist and hold at least one row, in copy order.
-pub(crate) async fn non_empty_tables(c: &Client) -> Result<Vec<String>> {
+pub(crate) async fn non_empty_tables(c: &RawClient) -> Result<Vec<String>> {
     let mut out = Vec::new();
     for t in &TABLES {
         let exists: bool = c
@@ -208,7 +208,7 @@ pub(crate) async fn non_empty_tables(c: &Client) -> Result<Vec<String>> {
 
 /// The last value the identity sequence of `accounts.user_id` issued (0 when
 /// it issued none).
-pub(crate) async fn id_counter(c: &Client) -> Result<i64> {
+pub(crate) async fn id_counter(c: &RawClient) -> Result<i64> {
     c.query_one(
         "SELECT coalesce(pg_sequence_last_value(\
            pg_get_serial_sequence('accounts', 'user_id')::regclass), 0)::int8",
@@ -221,7 +221,7 @@ pub(crate) async fn id_counter(c: &Client) -> Result<i64> {
 }
 
 /// The highest `accounts.user_id`, 0 when there is none.
-pub(crate) async fn max_user_id(c: &Client) -> Result<i64> {
+pub(crate) async fn max_user_id(c: &RawClient) -> Result<i64> {
     c.query_one("SELECT coalesce(max(user_id), 0)::int8 FROM accounts", &[])
         .await
         .map_err(map)?
@@ -230,7 +230,7 @@ pub(crate) async fn max_user_id(c: &Client) -> Result<i64> {
 }
 
 /// Moves the identity sequence so that the next id is `value + 1`.
-pub(crate) async fn set_id_counter(c: &Client, value: i64) -> Result<()> {
+pub(crate) async fn set_id_counter(c: &RawClient, value: i64) -> Result<()> {
     if value >= 1 {
         c.query_one(
             "SELECT setval(pg_get_serial_sequence('accounts', 'user_id'), $1::int8)",
@@ -251,7 +251,7 @@ pub(crate) async fn set_id_counter(c: &Client, value: i64) -> Result<()> {
 
 /// What identifies one database and schema on one server run: the server's
 /// start time, the database's oid and name, the current schema.
-pub(crate) async fn fingerprint(c: &Client) -> Result<String> {
+pub(crate) async fn fingerprint(c: &RawClient) -> Result<String> {
     c.query_one(
         "SELECT concat_ws('/', pg_postmaster_start_time()::text, d.oid::text, d.datname::text, \
                 current_schema()::text) \
@@ -266,7 +266,7 @@ pub(crate) async fn fingerprint(c: &Client) -> Result<String> {
 
 /// Sets (`on`) or clears the incomplete-copy marker row of
 /// `schema_migrations`.
-pub(crate) async fn mark_incomplete(c: &Client, on: bool, now: i64) -> Result<()> {
+pub(crate) async fn mark_incomplete(c: &RawClient, on: bool, now: i64) -> Result<()> {
     use crate::migrate::{INCOMPLETE_COPY_NAME, INCOMPLETE_COPY_VERSION};
     if on {
         c.execute(

@@ -23,6 +23,7 @@ enum Class {
     Aborted,
     StorageFull,
     Unavailable,
+    ReadOnly,
     Other,
 }
 
@@ -52,6 +53,9 @@ fn classify(code: &SqlState, constraint: Option<&str>) -> Class {
     if *code == SqlState::IN_FAILED_SQL_TRANSACTION {
         return Class::Aborted;
     }
+    if *code == SqlState::READ_ONLY_SQL_TRANSACTION {
+        return Class::ReadOnly;
+    }
     // 08: connection exception; 57: operator intervention (shutdown, restart,
     // terminated backend); 28: authorization; 53300: too many connections;
     // 3D000: no such database.
@@ -75,6 +79,9 @@ pub(crate) fn map(e: tokio_postgres::Error) -> Error {
             Class::Aborted => Error::Aborted,
             Class::StorageFull => Error::StorageFull { source: e.into() },
             Class::Unavailable => Error::unavailable(message(&e), Some(e.into())),
+            Class::ReadOnly => Error::ReadOnlyServer {
+                message: message(&e),
+            },
             Class::Other => other(e),
         };
     }
@@ -215,6 +222,7 @@ mod tests {
             (SqlState::LOCK_NOT_AVAILABLE, None, Class::Timeout),
             (SqlState::DISK_FULL, None, Class::StorageFull),
             (SqlState::IN_FAILED_SQL_TRANSACTION, None, Class::Aborted),
+            (SqlState::READ_ONLY_SQL_TRANSACTION, None, Class::ReadOnly),
             (SqlState::ADMIN_SHUTDOWN, None, Class::Unavailable),
             (SqlState::CRASH_SHUTDOWN, None, Class::Unavailable),
             (SqlState::CANNOT_CONNECT_NOW, None, Class::Unavailable),

@@ -8,7 +8,7 @@
 //! starts with it.
 
 use super::error::map;
-use super::Client;
+use super::RawClient;
 use crate::error::Result;
 use crate::types::schema::{Check, Column, ForeignKey, Index, Schema, TypeClass};
 
@@ -85,7 +85,7 @@ fn rule(code: &str) -> String {
 }
 
 /// The schema of `current_schema()` on `c`.
-pub(crate) async fn schema(c: &Client) -> Result<Schema> {
+pub(crate) async fn schema(c: &RawClient) -> Result<Schema> {
     let mut schema = Schema::default();
     tables(c, &mut schema).await?;
     constraints(c, &mut schema).await?;
@@ -94,8 +94,8 @@ pub(crate) async fn schema(c: &Client) -> Result<Schema> {
 }
 
 /// Tables with their options, and their columns.
-async fn tables(c: &Client, schema: &mut Schema) -> Result<()> {
-    for r in c.query(TABLES, &[]).await.map_err(map)? {
+async fn tables(c: &RawClient, schema: &mut Schema) -> Result<()> {
+    for r in c.query_typed(TABLES, &[]).await.map_err(map)? {
         let name: String = r.try_get(0).map_err(map)?;
         let kind: String = r.try_get(1).map_err(map)?;
         let persistence: String = r.try_get(2).map_err(map)?;
@@ -107,7 +107,7 @@ async fn tables(c: &Client, schema: &mut Schema) -> Result<()> {
             t.options.insert("UNLOGGED".into());
         }
     }
-    for r in c.query(COLUMNS, &[]).await.map_err(map)? {
+    for r in c.query_typed(COLUMNS, &[]).await.map_err(map)? {
         let table: String = r.try_get(0).map_err(map)?;
         let declared: String = r.try_get(2).map_err(map)?;
         let notnull: bool = r.try_get(3).map_err(map)?;
@@ -132,8 +132,8 @@ async fn tables(c: &Client, schema: &mut Schema) -> Result<()> {
 }
 
 /// Primary keys, unique constraints, foreign keys and checks.
-async fn constraints(c: &Client, schema: &mut Schema) -> Result<()> {
-    for r in c.query(CONSTRAINTS, &[]).await.map_err(map)? {
+async fn constraints(c: &RawClient, schema: &mut Schema) -> Result<()> {
+    for r in c.query_typed(CONSTRAINTS, &[]).await.map_err(map)? {
         let table: String = r.try_get(0).map_err(map)?;
         let Some(t) = schema.tables.get_mut(&table) else {
             continue;
@@ -170,8 +170,8 @@ async fn constraints(c: &Client, schema: &mut Schema) -> Result<()> {
 }
 
 /// Indexes (per table), views and triggers.
-async fn indexes_views_triggers(c: &Client, schema: &mut Schema) -> Result<()> {
-    for r in c.query(INDEXES, &[]).await.map_err(map)? {
+async fn indexes_views_triggers(c: &RawClient, schema: &mut Schema) -> Result<()> {
+    for r in c.query_typed(INDEXES, &[]).await.map_err(map)? {
         let table: String = r.try_get(0).map_err(map)?;
         let Some(t) = schema.tables.get_mut(&table) else {
             continue;
@@ -185,10 +185,10 @@ async fn indexes_views_triggers(c: &Client, schema: &mut Schema) -> Result<()> {
             },
         );
     }
-    for r in c.query(VIEWS, &[]).await.map_err(map)? {
+    for r in c.query_typed(VIEWS, &[]).await.map_err(map)? {
         schema.views.insert(r.try_get(0).map_err(map)?);
     }
-    for r in c.query(TRIGGERS, &[]).await.map_err(map)? {
+    for r in c.query_typed(TRIGGERS, &[]).await.map_err(map)? {
         schema.triggers.insert(r.try_get(0).map_err(map)?);
     }
     Ok(())

@@ -36,7 +36,7 @@ use deadpool_postgres::Object;
 use tokio::sync::futures::Notified;
 use tokio::sync::Notify;
 
-use super::Client;
+use super::RawClient as Client;
 use crate::error::{Error, Result};
 use crate::observe;
 

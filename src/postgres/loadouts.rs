@@ -1,21 +1,16 @@
 //! `army_loadouts` on PostgreSQL.
 
 use super::error::map;
-use super::Client;
+use super::{Client, Param};
 use crate::error::{Entity, Error, Result};
 use crate::models::{Loadout, PieceAbilities, UserId};
 
 /// The loadout and its version.
-pub(crate) async fn get(c: &Client, user: UserId) -> Result<(Loadout, i64)> {
-    let st = c
-        .prepare_cached(
-            "SELECT element_id, army_ability_1, army_ability_2, army_ability_3, army_ability_4, \
+pub(crate) async fn get(c: &Client<'_>, user: UserId) -> Result<(Loadout, i64)> {
+    let st = "SELECT element_id, army_ability_1, army_ability_2, army_ability_3, army_ability_4, \
              ability_pawn, ability_knight, ability_bishop, ability_rook, ability_queen, ability_king, \
-             item_1, item_2, item_3, item_4, updated_at, version FROM army_loadouts WHERE user_id = $1",
-        )
-        .await
-        .map_err(map)?;
-    let Some(r) = c.query_opt(&st, &[&user.0]).await.map_err(map)? else {
+             item_1, item_2, item_3, item_4, updated_at, version FROM army_loadouts WHERE user_id = $1";
+    let Some(r) = c.query_opt(st, &[&user.0]).await.map_err(map)? else {
         return Err(Error::NotFound(Entity::Loadout));
     };
     let g = |i: usize| -> Result<i32> { r.try_get(i).map_err(map) };
@@ -30,10 +25,8 @@ pub(crate) async fn get(c: &Client, user: UserId) -> Result<(Loadout, i64)> {
     Ok((loadout, r.try_get(16).map_err(map)?))
 }
 
-pub(crate) async fn save(c: &Client, l: &Loadout) -> Result<()> {
-    let st = c
-        .prepare_cached(
-            "INSERT INTO army_loadouts (user_id, element_id, \
+pub(crate) async fn save(c: &Client<'_>, l: &Loadout) -> Result<()> {
+    let st = "INSERT INTO army_loadouts (user_id, element_id, \
              army_ability_1, army_ability_2, army_ability_3, army_ability_4, \
              ability_pawn, ability_knight, ability_bishop, ability_rook, ability_queen, ability_king, \
              item_1, item_2, item_3, item_4, updated_at) \
@@ -46,15 +39,12 @@ pub(crate) async fn save(c: &Client, l: &Loadout) -> Result<()> {
              ability_queen = excluded.ability_queen, ability_king = excluded.ability_king, \
              item_1 = excluded.item_1, item_2 = excluded.item_2, item_3 = excluded.item_3, \
              item_4 = excluded.item_4, updated_at = excluded.updated_at, \
-             version = army_loadouts.version + 1",
-        )
-        .await
-        .map_err(map)?;
+             version = army_loadouts.version + 1";
     let [a1, a2, a3, a4] = l.army_abilities;
     let [pawn, knight, bishop, rook, queen, king] = l.piece_abilities.to_array();
     let [i1, i2, i3, i4] = l.items;
     c.execute(
-        &st,
+        st,
         &[
             &l.user_id.0,
             &l.element_id,
@@ -84,7 +74,11 @@ pub(crate) async fn save(c: &Client, l: &Loadout) -> Result<()> {
 /// no loadout yet); returns the new version, or `None` when the check failed.
 /// A concurrent save of the same row waits for this one and then finds the
 /// version changed.
-pub(crate) async fn save_if_version(c: &Client, l: &Loadout, expected: i64) -> Result<Option<i64>> {
+pub(crate) async fn save_if_version(
+    c: &Client<'_>,
+    l: &Loadout,
+    expected: i64,
+) -> Result<Option<i64>> {
     let sql = if expected == 0 {
         "INSERT INTO army_loadouts (user_id, element_id, \
          army_ability_1, army_ability_2, army_ability_3, army_ability_4, \
@@ -101,11 +95,11 @@ pub(crate) async fn save_if_version(c: &Client, l: &Loadout, expected: i64) -> R
          version = version + 1 \
          WHERE user_id = $1 AND version = $18::int8 RETURNING version"
     };
-    let st = c.prepare_cached(sql).await.map_err(map)?;
+    let st = sql;
     let [a1, a2, a3, a4] = l.army_abilities;
     let [pawn, knight, bishop, rook, queen, king] = l.piece_abilities.to_array();
     let [i1, i2, i3, i4] = l.items;
-    let values: [&(dyn tokio_postgres::types::ToSql + Sync); 18] = [
+    let values: [&dyn Param; 18] = [
         &l.user_id.0,
         &l.element_id,
         &a1,
@@ -127,16 +121,13 @@ pub(crate) async fn save_if_version(c: &Client, l: &Loadout, expected: i64) -> R
     ];
     // The insert (expected 0) has no version parameter.
     let n = if expected == 0 { 17 } else { 18 };
-    let row = c.query_opt(&st, &values[..n]).await.map_err(map)?;
+    let row = c.query_opt(st, &values[..n]).await.map_err(map)?;
     row.map(|r| r.try_get(0).map_err(map)).transpose()
 }
 
-pub(crate) async fn delete(c: &Client, user: UserId) -> Result<()> {
-    let st = c
-        .prepare_cached("DELETE FROM army_loadouts WHERE user_id = $1")
-        .await
-        .map_err(map)?;
-    if c.execute(&st, &[&user.0]).await.map_err(map)? == 0 {
+pub(crate) async fn delete(c: &Client<'_>, user: UserId) -> Result<()> {
+    let st = "DELETE FROM army_loadouts WHERE user_id = $1";
+    if c.execute(st, &[&user.0]).await.map_err(map)? == 0 {
         return Err(Error::NotFound(Entity::Loadout));
     }
     Ok(())

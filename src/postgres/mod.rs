@@ -2,7 +2,11 @@
 //!
 //! A deadpool pool of tokio-postgres connections. Checkout does no round trip
 //! (`RecyclingMethod::Fast` only checks that the connection is not closed);
-//! statements are prepared once per connection and cached.
+//! statements are prepared once per connection and cached, or sent unnamed
+//! behind a transaction pooler ([`stmt`]). Nothing rides in the startup
+//! packet but what every pooler accepts (user, database, application name):
+//! the session's settings are one `SET` batch after connecting, or `SET
+//! LOCAL` in each unit of work behind a transaction pooler ([`session`]).
 
 pub(crate) mod accounts;
 pub(crate) mod battles;
@@ -14,13 +18,16 @@ pub(crate) mod introspect;
 pub(crate) mod lanes;
 pub(crate) mod loadouts;
 pub(crate) mod migrate;
+pub(crate) mod notx;
 pub(crate) mod progression;
 pub(crate) mod rekey;
 pub(crate) mod replicas;
 pub(crate) mod scratch;
 pub(crate) mod secret;
+pub(crate) mod session;
 pub(crate) mod sessions;
 pub(crate) mod size;
+mod stmt;
 pub(crate) mod tls;
 pub(crate) mod tx;
 pub(crate) mod unlocks;
@@ -56,8 +63,9 @@ pub(crate) fn discard_from(pool: &'static str, obj: Object, reason: &'static str
     drop(Object::take(obj));
 }
 
-/// A pooled client; repositories take `&Client`.
-pub(crate) type Client = deadpool_postgres::ClientWrapper;
+/// A pooled client as the driver has it (tools, introspection, copy).
+pub(crate) type RawClient = deadpool_postgres::ClientWrapper;
+pub(crate) use stmt::{Client, Param};
 
 pub(crate) struct Pool {
     pool: deadpool_postgres::Pool,
@@ -67,6 +75,10 @@ pub(crate) struct Pool {
     deadline: Option<Duration>,
     /// The `pool` metric label.
     label: &'static str,
+    /// Statements unnamed (behind a transaction pooler, [`stmt`]).
+    unnamed: bool,
+    /// The batch that begins a unit of work ([`session::Setup::begin`]).
+    begin: String,
     /// Connections opened so far (a read replica's cached state is trusted
     /// only for the connections it was checked on: a new one may reach a
     /// restarted server).
@@ -124,18 +136,16 @@ impl Pool {
         if pg.get_application_name().is_none() {
             pg.application_name("persist");
         }
-        // statement_timeout rides in the startup packet: no extra round trip.
-        let timeout_ms = config.statement_timeout.map_or(0, |d| d.as_millis());
-        let options = match pg.get_options() {
-            Some(o) if !o.is_empty() => format!("{o} -c statement_timeout={timeout_ms}"),
-            _ => format!("-c statement_timeout={timeout_ms}"),
-        };
-        pg.options(&options);
+        let setup = session::Setup::new(config)?;
         let mgr_config = ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         };
         // The sslmode (and its fallbacks) is applied per connection attempt.
-        let connector = connect::Connector::new(config.ssl_mode, tls::connector(config)?);
+        let connector = connect::Connector::new(
+            config.ssl_mode,
+            tls::connector(config)?,
+            setup.after_connect(),
+        );
         let manager = Manager::from_connect(pg, connector, mgr_config);
         let opened = Arc::new(AtomicU64::new(0));
         let counted = Arc::clone(&opened);
@@ -166,13 +176,22 @@ impl Pool {
             .build()
             .map_err(|e| Error::Config(format!("cannot build the connection pool: {e}")))?;
         // At most pool_size - 1 lanes: reads never hold every connection.
-        let lane_count = config.shared_reads.min(config.pool_size.saturating_sub(1));
+        // No lanes behind a transaction pooler: a pipelined read could be
+        // sent to a server connection the pooler already gave to another
+        // client.
+        let unnamed = config.pooler.per_transaction();
+        let lane_count = match unnamed {
+            true => 0,
+            false => config.shared_reads.min(config.pool_size.saturating_sub(1)),
+        };
         Ok(Pool {
             pool,
             lanes: (lane_count > 0)
                 .then(|| lanes::Lanes::new(lane_count, config.acquire_timeout, label)),
             deadline: config.statement_timeout.map(|d| d + DEADLINE_GRACE),
             label,
+            unnamed,
+            begin: setup.begin(),
             opened,
         })
     }
@@ -262,6 +281,17 @@ impl Pool {
             discard_from(self.label, c, "deadline");
         }
         out
+    }
+
+    /// Whether statements go unnamed (see [`stmt`]).
+    pub(crate) fn unnamed(&self) -> bool {
+        self.unnamed
+    }
+
+    /// Begins a unit of work on `c` (with the transaction's settings behind
+    /// a transaction pooler).
+    pub(crate) async fn begin(&self, c: &RawClient) -> Result<()> {
+        c.batch_execute(&self.begin).await.map_err(error::map)
     }
 
     /// The client-side deadline of one call (statement timeout + grace), if

@@ -25,9 +25,8 @@ fn position(v: i64) -> u64 {
 }
 
 /// The primary's write position (one cached prepared statement).
-pub(crate) async fn write_position(c: &deadpool_postgres::ClientWrapper) -> Result<u64> {
-    let st = c.prepare_cached(WRITE_POSITION).await.map_err(map)?;
-    let row = c.query_one(&st, &[]).await.map_err(map)?;
+pub(crate) async fn write_position(c: &super::Client<'_>) -> Result<u64> {
+    let row = c.query_one(WRITE_POSITION, &[]).await.map_err(map)?;
     Ok(position(row.try_get(0).map_err(map)?))
 }
 
@@ -55,9 +54,8 @@ pub(crate) struct Probe {
     pub(crate) started_us: i64,
 }
 
-pub(crate) async fn probe(c: &deadpool_postgres::ClientWrapper) -> Result<Probe> {
-    let st = c.prepare_cached(PROBE).await.map_err(map)?;
-    let row = c.query_one(&st, &[]).await.map_err(map)?;
+pub(crate) async fn probe(c: &super::Client<'_>) -> Result<Probe> {
+    let row = c.query_one(PROBE, &[]).await.map_err(map)?;
     Ok(Probe {
         in_recovery: row.try_get(0).map_err(map)?,
         replayed: position(row.try_get(1).map_err(map)?),

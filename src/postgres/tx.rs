@@ -5,11 +5,6 @@ use tokio_postgres::Client;
 use super::error::map;
 use crate::error::Result;
 
-/// Begins a unit of work at the server's default isolation level.
-pub(crate) async fn begin(c: &Client) -> Result<()> {
-    c.batch_execute("BEGIN").await.map_err(map)
-}
-
 /// Commits a unit of work. `COMMIT` of an aborted transaction answers as a
 /// rollback without an error; the `SELECT` fails in that state, which stops
 /// the batch before `COMMIT` and reports it.

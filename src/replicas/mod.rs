@@ -255,7 +255,7 @@ impl Replicas {
         &self,
         primary: &postgres::Pool,
         floor: u64,
-        pg: impl AsyncFnOnce(&Client) -> Result<T> + Clone,
+        pg: impl AsyncFnOnce(&Client<'_>) -> Result<T> + Clone,
     ) -> Result<T> {
         let need = self.fence().max(floor);
         let (node, out) = match self.pick(need) {
@@ -309,7 +309,7 @@ impl Replicas {
     async fn on_primary<T>(
         &self,
         primary: &postgres::Pool,
-        pg: impl AsyncFnOnce(&Client) -> Result<T>,
+        pg: impl AsyncFnOnce(&Client<'_>) -> Result<T>,
     ) -> Result<T> {
         bump(&self.counters.primary);
         primary.call(true, pg).await
@@ -320,7 +320,7 @@ impl Replicas {
     pub(crate) async fn write<T>(
         &self,
         primary: &postgres::Pool,
-        pg: impl AsyncFnOnce(&Client) -> Result<T>,
+        pg: impl AsyncFnOnce(&Client<'_>) -> Result<T>,
     ) -> Result<T> {
         let (v, position) = primary
             .call(false, async |c| {
@@ -370,14 +370,14 @@ impl Replicas {
 /// first poll), so the read's snapshot is at least that position. `None`
 /// when the replica has not reached `need` (the read's answer is dropped).
 async fn fenced<T>(
-    c: &Client,
+    c: &Client<'_>,
     node: &Node,
     need: u64,
-    pg: impl AsyncFnOnce(&Client) -> Result<T>,
+    pg: impl AsyncFnOnce(&Client<'_>) -> Result<T>,
 ) -> Result<Option<T>> {
     // Every connection of the pool, this one included, was opened by now.
     let opened = node.pool.opened();
-    let mut check = pin!(postgres::replicas::replayed(c));
+    let mut check = pin!(postgres::replicas::replayed(c.raw()));
     let first = std::future::poll_fn(|cx| Poll::Ready(check.as_mut().poll(cx))).await;
     let read = pg(c).await;
     let replayed = match first {

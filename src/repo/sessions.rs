@@ -254,7 +254,7 @@ pub(super) async fn sweep(
     op: &'static str,
     batch_size: i64,
     lite: impl Fn(&rusqlite::Connection, i64) -> Result<u64>,
-    pg: impl AsyncFn(&postgres::Client, i64) -> Result<u64>,
+    pg: impl AsyncFn(&postgres::Client<'_>, i64) -> Result<u64>,
     mut on_batch: impl FnMut(u64, std::time::Duration),
 ) -> Result<u64> {
     if !(1..=SWEEP_BATCH_MAX).contains(&batch_size) {

@@ -85,7 +85,7 @@ pub(super) enum Writer<'a> {
     /// Each batch through the pool's writer (released between batches).
     Sqlite(&'a sqlite::Pool),
     /// A dedicated connection, closed (never pooled again) when done.
-    Postgres(postgres::Client),
+    Postgres(postgres::RawClient),
 }
 
 impl<'a> Writer<'a> {

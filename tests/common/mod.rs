@@ -82,6 +82,9 @@ pub async fn admin_client() -> tokio_postgres::Client {
 pub struct PgDatabase {
     pub name: String,
     pub url: String,
+    /// The PgBouncer `url` goes through, if any (stopped after the
+    /// database is dropped).
+    pub bouncer: Option<topology::Bouncer>,
 }
 
 impl PgDatabase {
@@ -93,7 +96,58 @@ impl PgDatabase {
             .await
             .unwrap_or_else(|e| panic!("create test database {name}: {e}"));
         let url = with_database(&pg_admin_url(), &name);
-        PgDatabase { name, url }
+        PgDatabase {
+            name,
+            url,
+            bouncer: None,
+        }
+    }
+
+    /// A fresh database reached through a private PgBouncer in `mode` in
+    /// front of the test server: `url` goes through the bouncer (with
+    /// `pooler=transaction` in transaction mode), `direct_url` does not.
+    pub async fn behind(mode: topology::PoolMode) -> Self {
+        let mut pg = PgDatabase::create().await;
+        let bouncer =
+            tokio::task::spawn_blocking(move || topology::Bouncer::start(test_server_port(), mode))
+                .await
+                .expect("start pgbouncer");
+        pg.url = match mode {
+            topology::PoolMode::Transaction => {
+                format!("{}&pooler=transaction", bouncer.url_for(&pg.name))
+            }
+            topology::PoolMode::Session => bouncer.url_for(&pg.name),
+        };
+        pg.bouncer = Some(bouncer);
+        pg
+    }
+
+    /// The database's URL on the test server itself (past any bouncer).
+    pub fn direct_url(&self) -> String {
+        with_database(&pg_admin_url(), &self.name)
+    }
+}
+
+/// The TCP port of the test server (`PERSIST_TEST_DATABASE_URL`).
+pub fn test_server_port() -> u16 {
+    let config: tokio_postgres::Config = pg_admin_url().parse().expect("test URL parses");
+    config.get_ports().first().copied().unwrap_or(5432)
+}
+
+/// A fresh database migrated directly on the test server, then opened
+/// through a private PgBouncer in `mode` (the conformance suite's third
+/// and fourth targets).
+pub async fn behind_bouncer(mode: topology::PoolMode) -> TestDb {
+    let pg = PgDatabase::behind(mode).await;
+    open_migrated(&pg.direct_url()).await.close().await;
+    let url = pg.url.clone();
+    let db = persist::open(&Config::from_url(&url).expect("bouncer URL parses"))
+        .await
+        .unwrap_or_else(|e| panic!("open {url}: {e}"));
+    TestDb {
+        db,
+        url,
+        place: Place::Postgres(pg),
     }
 }
 
@@ -346,11 +400,54 @@ macro_rules! backend_test {
 }
 
 /// [`both_backends!`] with every case of the `db` kind: `async fn
-/// case(&persist::Db)` on a fresh migrated database of each backend.
+/// case(&persist::Db)` on a fresh migrated database of each backend, and
+/// the same cases on PostgreSQL through a private PgBouncer in transaction
+/// mode (`pgbouncer_transaction::case`, URL with `pooler=transaction`) and
+/// in session mode (`pgbouncer_session::case`, a plain URL).
 #[macro_export]
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
         $crate::both_backends!($(db $case),*);
+        $crate::through_poolers!($(db $case),*);
+    };
+}
+
+/// Stamps `pgbouncer_transaction::case` and `pgbouncer_session::case`: each
+/// case on PostgreSQL through a private PgBouncer in that pool mode (a
+/// fresh database migrated directly, then opened through the bouncer). The
+/// kinds are those of [`both_backends!`] that take a database: `db case`
+/// (`async fn case(&persist::Db)`) and `test_db case` (`async fn
+/// case(&common::TestDb)`, whose `url` goes through the bouncer).
+#[macro_export]
+macro_rules! through_poolers {
+    ($($kind:ident $case:ident),* $(,)?) => {
+        mod pgbouncer_transaction {
+            $( $crate::pooled_test!($kind $case Transaction); )*
+        }
+        mod pgbouncer_session {
+            $( $crate::pooled_test!($kind $case Session); )*
+        }
+    };
+}
+
+/// One test of [`through_poolers!`].
+#[macro_export]
+macro_rules! pooled_test {
+    (db $case:ident $mode:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $case() {
+            let t = $crate::common::behind_bouncer($crate::common::topology::PoolMode::$mode).await;
+            super::$case(&t.db).await;
+            t.close().await;
+        }
+    };
+    (test_db $case:ident $mode:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $case() {
+            let t = $crate::common::behind_bouncer($crate::common::topology::PoolMode::$mode).await;
+            super::$case(&t).await;
+            t.close().await;
+        }
     };
 }
 

@@ -20,6 +20,7 @@ use persist::{DatabaseSize, Db, Error};
 use workload::{DemoOptions, DemoProgress, DemoReport};
 
 mod player;
+mod retry;
 pub mod workload;
 
 use workload as demo;
@@ -257,6 +258,10 @@ fn print_report(r: &DemoReport) {
         "consistency checks: {} ok, {} failed",
         r.checks.saturating_sub(r.failed_checks),
         r.failed_checks
+    );
+    println!(
+        "calls run again:   {} (after a lost connection or a restarting server)",
+        r.retries
     );
     println!(
         "players:           {} on {} tasks, seed {}",
