@@ -9,6 +9,8 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::migrate::{self, MigrationReport, MigrationStatus, Migrations};
 use crate::observe;
+use crate::replicas::{self, Replicas};
+use crate::types::replica::{Position, ReplicaStats, ReplicaStatus};
 use crate::{postgres, sqlite};
 
 /// The next [`Db`]'s id.
@@ -25,6 +27,8 @@ struct Inner {
     backend: Backend,
     closed: AtomicBool,
     config: Config,
+    /// Read replicas, when the configuration names some (PostgreSQL).
+    replicas: Option<Arc<Replicas>>,
 }
 
 /// Size of a database on disk ([`Db::database_size`]).
@@ -74,6 +78,9 @@ impl DatabaseSize {
 #[derive(Clone)]
 pub struct Db {
     inner: Arc<Inner>,
+    /// A caller's write position that this handle's reads must reach
+    /// ([`Db::reading_after`]); 0 for none.
+    floor: u64,
 }
 
 /// Opens the database `config` describes and checks that it answers.
@@ -88,19 +95,34 @@ pub struct Db {
 /// database or failed authentication); [`Error::Config`] for an unusable
 /// configuration.
 pub async fn open(config: &Config) -> Result<Db> {
+    if !config.replicas.is_empty() && config.backend() != BackendKind::Postgres {
+        return Err(Error::Config(
+            "read replicas are a PostgreSQL feature: a SQLite database has no replicas".into(),
+        ));
+    }
     let backend = match config.backend() {
         BackendKind::Sqlite => sqlite::Pool::open(config).await.map(Backend::Sqlite),
         BackendKind::Postgres => postgres::Pool::open(config).await.map(Backend::Postgres),
     }
     .map_err(|e| naming_target(e, config))?;
     tracing::debug!(url = %config.redacted_url(), "opened database");
+    let replicas = match config.replicas.is_empty() {
+        true => None,
+        false => {
+            let set = Arc::new(Replicas::new(config)?);
+            tokio::spawn(replicas::health::run(Arc::downgrade(&set)));
+            Some(set)
+        }
+    };
     Ok(Db {
         inner: Arc::new(Inner {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             backend,
             closed: AtomicBool::new(false),
             config: config.clone(),
+            replicas,
         }),
+        floor: 0,
     })
 }
 
@@ -179,6 +201,72 @@ impl Db {
             Backend::Sqlite(p) => p.close(),
             Backend::Postgres(p) => p.close(),
         }
+        if let Some(set) = &self.inner.replicas {
+            set.close();
+        }
+    }
+
+    /// The read replicas, shared, when configured.
+    pub(crate) fn replica_arc(&self) -> Option<Arc<Replicas>> {
+        self.inner.replicas.clone()
+    }
+
+    /// The read replicas, when configured.
+    pub(crate) fn replica_set(&self) -> Option<&Replicas> {
+        self.inner.replicas.as_deref()
+    }
+
+    /// The write position this handle's reads must reach beyond its own
+    /// writes ([`Db::reading_after`]).
+    pub(crate) fn floor(&self) -> u64 {
+        self.floor
+    }
+
+    /// The write position of every write acknowledged through this handle
+    /// (and its clones) so far, and of the position it was made to read
+    /// after ([`Db::reading_after`]): hand it to another process (as text,
+    /// [`Position`]'s `Display`) so that its reads see these writes.
+    /// [`Position::ZERO`] on SQLite and without replicas (every read then
+    /// goes to the one server that took the writes).
+    pub fn position(&self) -> Position {
+        let own = self.replica_set().map_or(0, Replicas::fence);
+        Position(own.max(self.floor))
+    }
+
+    /// A clone of this handle whose reads see at least every write before
+    /// `position` (one returned by [`Db::position`], maybe in another
+    /// process): a replica answers them only once it has replayed that far,
+    /// else the primary does. Writes and units of work are unchanged. On
+    /// SQLite and without replicas, the same handle (every read already
+    /// sees every acknowledged write).
+    pub fn reading_after(&self, position: Position) -> Db {
+        Db {
+            inner: Arc::clone(&self.inner),
+            floor: self.floor.max(position.0),
+        }
+    }
+
+    /// Each read replica's state, replayed position and lag as last seen,
+    /// and the reads it answered; empty without replicas.
+    pub fn replicas(&self) -> Vec<ReplicaStatus> {
+        self.replica_set().map(Replicas::status).unwrap_or_default()
+    }
+
+    /// Checks every read replica now (as the periodic check does) and
+    /// returns their status; empty without replicas. For a one-off report
+    /// such as `persist status`: the periodic check keeps the state current
+    /// on its own.
+    pub async fn check_replicas(&self) -> Vec<ReplicaStatus> {
+        match self.replica_set() {
+            Some(set) => set.check_now().await,
+            None => Vec::new(),
+        }
+    }
+
+    /// Where this handle's reads outside units of work went (replica or
+    /// primary, and why the primary); all zero without replicas.
+    pub fn replica_stats(&self) -> ReplicaStats {
+        self.replica_set().map(Replicas::stats).unwrap_or_default()
     }
 
     /// Applies every pending migration embedded in this binary.
@@ -192,7 +280,9 @@ impl Db {
     /// [`Error::InvalidMigrations`] (changing nothing);
     /// [`Error::MigrationFailed`] (that migration rolled back, earlier ones
     /// stay applied); [`Error::Timeout`] when the migration lock is not
-    /// obtained within the lock timeout.
+    /// obtained within the lock timeout; [`Error::PendingOnStandby`] when
+    /// the server is a read-only standby and something is pending (with
+    /// nothing pending, a standby is only read).
     pub async fn migrate(&self) -> Result<MigrationReport> {
         self.migrate_with(&Migrations::embedded(self.backend())?)
             .await
@@ -224,9 +314,12 @@ impl Db {
                 migrate::run(&mut m, set, lock_timeout).await
             }
             Backend::Postgres(p) => {
-                let mut m = postgres::migrate::PgMigrator {
-                    conn: Some(p.get().await?),
-                };
+                let c = &self.inner.config;
+                let mut m = postgres::migrate::PgMigrator::new(
+                    p.get().await?,
+                    c.statement_lock_timeout,
+                    c.lock_retries,
+                );
                 migrate::run(&mut m, set, lock_timeout).await
             }
         }

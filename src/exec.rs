@@ -27,8 +27,9 @@ fn backend_name(kind: BackendKind) -> &'static str {
     }
 }
 
-/// Whether a call only reads: which SQLite connection a pool call uses, and
-/// whether a PostgreSQL pool call may run on a shared connection (D-041).
+/// Whether a call only reads: which SQLite connection a pool call uses,
+/// whether a PostgreSQL pool call may run on a shared connection (D-041),
+/// and whether a read replica may answer it (outside a unit of work).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Mode {
     Read,
@@ -70,7 +71,7 @@ impl Exec<'_> {
         op: &'static str,
         mode: Mode,
         lite: impl FnOnce(&Connection) -> Result<T>,
-        pg: impl AsyncFnOnce(&Client<'_>) -> Result<T>,
+        pg: impl AsyncFnOnce(&Client<'_>) -> Result<T> + Clone,
     ) -> Result<T> {
         let backend = self.backend();
         let span = tracing::debug_span!(target: CALL_TARGET, "persist", op, backend = backend_name(backend));
@@ -96,7 +97,7 @@ impl Exec<'_> {
         self,
         mode: Mode,
         lite: impl FnOnce(&Connection) -> Result<T>,
-        pg: impl AsyncFnOnce(&Client<'_>) -> Result<T>,
+        pg: impl AsyncFnOnce(&Client<'_>) -> Result<T> + Clone,
     ) -> Result<T> {
         match self {
             Exec::Db(db) => match db.live()? {
@@ -104,7 +105,14 @@ impl Exec<'_> {
                     Mode::Read => pool.read(lite).await,
                     Mode::Write => pool.write(lite).await,
                 },
-                Backend::Postgres(pool) => pool.call(mode == Mode::Read, pg).await,
+                // Without replicas: one branch, the pool as before.
+                Backend::Postgres(pool) => match db.replica_set() {
+                    None => pool.call(mode == Mode::Read, pg).await,
+                    Some(set) => match mode {
+                        Mode::Read => set.read(pool, db.floor(), pg).await,
+                        Mode::Write => set.write(pool, pg).await,
+                    },
+                },
             },
             Exec::SqliteTx(slot, state) => {
                 state.enter()?;

@@ -55,6 +55,7 @@ mod migrate;
 mod models;
 pub mod observe;
 mod postgres;
+mod replicas;
 mod repo;
 mod sqlite;
 mod tools;
@@ -74,6 +75,7 @@ pub use health::{Health, HealthError, DEFAULT_HEALTH_DEADLINE};
 pub use keys::canonical_key;
 pub use migrate::{
     AppliedMigration, Migration, MigrationReport, MigrationState, MigrationStatus, Migrations,
+    NO_TRANSACTION,
 };
 pub use models::{
     Account, ArmyAbilities, BattleEnd, BattleResult, Items, Loadout, NewAccount, Page,
@@ -88,8 +90,9 @@ pub use tools::checksum::content_checksum;
 pub use tools::compare::compare;
 pub use tools::copy::{copy, open_copy_source};
 pub use tools::introspect::read_schema;
-pub use tools::verify::verify;
+pub use tools::verify::{embedded_schema, verify, verify_with};
 pub use tx::Tx;
 pub use types::copy::{ContentChecksum, CopyEvent, CopyOptions, CopyReport, TableChecksum};
+pub use types::replica::{Position, ReplicaState, ReplicaStats, ReplicaStatus};
 pub use types::schema::{Check, Column, ForeignKey, Index, Schema, Table, TypeClass};
-pub use types::verify::{Difference, DifferenceKind, VerifyReport};
+pub use types::verify::{Difference, DifferenceKind, ExpectedSchema, VerifyReport};

@@ -108,7 +108,7 @@ fn main() -> ExitCode {
             ExitCode::from(match e {
                 Error::MigrationDrift { .. } => exit::DRIFT,
                 Error::DatabaseAhead { .. } => exit::AHEAD,
-                Error::ReadOnlyServer { .. } => exit::READ_ONLY,
+                Error::ReadOnlyServer { .. } | Error::PendingOnStandby { .. } => exit::READ_ONLY,
                 _ => exit::ERROR,
             })
         }
@@ -234,7 +234,8 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
             cli::status::run(inspect(pick(a).as_deref()).await, args).await
         }
         Command::Demo { db: a, args } => {
-            cli::demo::run(&open(pick(a).as_deref()).await?, args).await
+            let config = args.with_replicas(config(pick(a).as_deref())?)?;
+            cli::demo::run(&persist::open(&config).await?, args).await
         }
         Command::Verify { db: a, args } => {
             cli::verify::run(&inspect(pick(a).as_deref()).await?, args).await

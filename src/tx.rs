@@ -38,6 +38,8 @@ pub struct Tx {
     sys: &'static str,
     /// PostgreSQL: statements unnamed (behind a transaction pooler).
     pg_unnamed: bool,
+    /// The handle's read replicas: a commit raises their fence.
+    replicas: Option<std::sync::Arc<crate::replicas::Replicas>>,
 }
 
 impl Db {
@@ -59,6 +61,7 @@ impl Db {
                     began: Instant::now(),
                     sys: sqlite::SYSTEM,
                     pg_unnamed: false,
+                    replicas: None,
                 })
             }
             Backend::Postgres(p) => {
@@ -71,6 +74,7 @@ impl Db {
                     began: Instant::now(),
                     sys: postgres::SYSTEM,
                     pg_unnamed: p.unnamed(),
+                    replicas: self.replica_arc(),
                 };
                 let begun = match &tx.conn {
                     Some(Conn::Postgres(o)) => p.begin(o).await,
@@ -148,6 +152,10 @@ impl Tx {
                 if out.is_err() {
                     // State unknown: never hand this connection out again.
                     postgres::discard(*o, "unknown_state");
+                } else if let (End::Commit, Some(set)) = (end, &self.replicas) {
+                    // Committed: its position raises the read fence.
+                    let c = postgres::Client::new(&o, self.pg_unnamed);
+                    set.wrote(postgres::replicas::write_position(&c).await);
                 }
                 out
             }

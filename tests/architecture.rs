@@ -34,6 +34,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("exec", 2),
     ("tx", 2),
     ("health", 2),
+    ("replicas", 2),
     ("repo", 3),
     ("tools", 4),
 ];

@@ -400,3 +400,123 @@ fn usage_errors_exit_2() {
         assert!(help.contains(flag), "{flag} in {help}");
     }
 }
+
+/// Runs `persist demo` against a private server that terminates the demo's
+/// backends three times and then restarts twice (fast, then immediate)
+/// while it plays. The demo rides it out: what failed without being
+/// applied is run again, what is in doubt is read back first. Its checks
+/// pass, and it stores exactly what a clean SQLite run of the same seed
+/// stores: nothing lost, nothing applied twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_demo_rides_out_killed_backends_and_server_restarts() {
+    use common::cluster::Cluster;
+    use std::process::Stdio;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    const MANY: u32 = 400;
+    const CHAOS_SEED: u64 = 9;
+    let cluster = Arc::new(tokio::task::spawn_blocking(Cluster::start).await.unwrap());
+    let url = cluster.create_database("demo").await;
+    let child = persist()
+        .args(["--database-url", &url, "demo"])
+        .args(["--players", &MANY.to_string()])
+        .args(["--seed", &CHAOS_SEED.to_string(), "--tasks", "4"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let child = Arc::new(std::sync::Mutex::new(Some(child)));
+
+    // Wait until it plays: some players are registered.
+    let started = std::time::Instant::now();
+    loop {
+        let n: i64 = match cluster.try_connect("demo").await {
+            Ok(c) => match c.query_one("SELECT count(*) FROM accounts", &[]).await {
+                Ok(r) => r.get(0),
+                Err(_) => 0, // not migrated yet
+            },
+            Err(e) => panic!("connect to the private server: {e}"),
+        };
+        if n >= 20 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the demo registered no players in 120 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let admin = cluster.connect("postgres").await;
+    let mut killed_total = 0;
+    for _ in 0..3 {
+        let killed: i64 = admin
+            .query_one(
+                "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE datname = 'demo' AND pid <> pg_backend_pid()) k",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        killed_total += killed;
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    assert!(
+        killed_total > 0,
+        "the demo holds connections while it plays"
+    );
+    for mode in ["fast", "immediate"] {
+        let c = Arc::clone(&cluster);
+        tokio::task::spawn_blocking(move || c.restart(mode))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let still_running = child
+        .lock()
+        .unwrap()
+        .as_mut()
+        .map(|c| c.try_wait().unwrap().is_none())
+        .unwrap();
+    assert!(
+        still_running,
+        "the demo finished before the last restart: give it more players"
+    );
+
+    let o = tokio::task::spawn_blocking(move || {
+        child
+            .lock()
+            .unwrap()
+            .take()
+            .unwrap()
+            .wait_with_output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_exit(&o, 0, "demo under killed backends and restarts");
+    let out = stdout(&o);
+    let counts = check_summary(&out, MANY);
+    let again: u64 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("calls run again:"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no 'calls run again' line in {out}"));
+    assert!(
+        again > 0,
+        "calls failed under the restarts and ran again: {out}"
+    );
+
+    let (lite, _dir) = common::sqlite_url();
+    let o = demo(&lite, MANY, CHAOS_SEED, 2);
+    assert_exit(&o, 0, "the same seed on SQLite, undisturbed");
+    assert_eq!(check_summary(&stdout(&o), MANY), counts);
+    assert_eq!(
+        dump(&url, CHAOS_SEED, MANY).await,
+        dump(&lite, CHAOS_SEED, MANY).await,
+        "the disturbed run stores what the undisturbed one stores"
+    );
+}

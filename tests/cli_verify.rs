@@ -14,15 +14,17 @@ use serde_json::Value;
 const BIN: &str = env!("CARGO_BIN_EXE_persist");
 
 fn verify(url: &str, json: bool) -> Output {
+    verify_args(url, if json { &["--json"] } else { &[] })
+}
+
+fn verify_args(url: &str, args: &[&str]) -> Output {
     let mut c = Command::new(BIN);
     c.env_remove("DATABASE_URL")
         .env_remove("RUST_LOG")
         .arg("--database-url")
         .arg(url)
-        .arg("verify");
-    if json {
-        c.arg("--json");
-    }
+        .arg("verify")
+        .args(args);
     c.output().expect("run persist")
 }
 
@@ -254,6 +256,11 @@ async fn hand_edits_are_reported(kind: Backend) {
         ];
         let v = verify_json(&url, 6, "after more PostgreSQL edits");
         assert_eq!(differences(&v), pairs(&expected));
+        // The scratch-schema mode finds the same differences, word for word.
+        let o = verify_args(&url, &["--json", "--scratch"]);
+        assert_exit(&o, 6, "verify --scratch after the edits");
+        let scratch: Value = serde_json::from_str(&stdout(&o)).unwrap();
+        assert_eq!(scratch["differences"], v["differences"]);
         assert_eq!(
             detail_of(&v, "extra_foreign_key", "sessions(user_id)"),
             "found REFERENCES accounts (user_id) ON DELETE RESTRICT ON UPDATE NO ACTION"

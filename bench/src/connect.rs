@@ -14,8 +14,10 @@
 //! file is read), opens one connection (SCRAM over TLS) and pings it; raw
 //! builds the same rustls configuration, connects, sends the same empty
 //! query. The variants alternate sample by sample, so drifts of the machine
-//! hit both. Reported: medians, and the ratio of medians with a 95 %
-//! bootstrap confidence interval.
+//! hit both. Reported: medians, and the ratio raw/persist of the mean
+//! set-up times with a 95 % paired bootstrap interval (`stats::paired_ratio`:
+//! sample `i` of persist and of raw ran back to back, so they are resampled
+//! together and a drift of the machine cancels out of the ratio).
 
 #[allow(unreachable_pub)]
 #[path = "../../tests/common/cluster.rs"]
@@ -37,6 +39,8 @@ use rustls::{DigitallySignedStruct, SignatureScheme};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use tls_cluster::{ServerCert, TlsCluster, ALICE_PASSWORD};
+
+use crate::stats;
 
 /// `require` without roots: encrypted, the certificate not checked (as
 /// libpq, and persist, do).
@@ -177,33 +181,6 @@ fn median(xs: &[f64]) -> f64 {
     }
 }
 
-/// Ratio of medians raw/persist and its 95 % bootstrap interval.
-fn ratio_ci(raw: &[f64], persist: &[f64]) -> (f64, f64, f64) {
-    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
-    let mut next = |n: usize| {
-        // xorshift64*: fixed seed, reproducible intervals.
-        state ^= state >> 12;
-        state ^= state << 25;
-        state ^= state >> 27;
-        (state.wrapping_mul(0x2545_F491_4F6C_DD1D) % n as u64) as usize
-    };
-    let mut ratios: Vec<f64> = (0..2000)
-        .map(|_| {
-            let r: Vec<f64> = (0..raw.len()).map(|_| raw[next(raw.len())]).collect();
-            let p: Vec<f64> = (0..persist.len())
-                .map(|_| persist[next(persist.len())])
-                .collect();
-            median(&r) / median(&p)
-        })
-        .collect();
-    ratios.sort_by(f64::total_cmp);
-    (
-        median(raw) / median(persist),
-        ratios[ratios.len() * 25 / 1000],
-        ratios[ratios.len() * 975 / 1000],
-    )
-}
-
 /// Runs the measurement and prints its table; `Ok(true)` when every mode
 /// meets the target.
 pub async fn run(quick: bool) -> Result<bool> {
@@ -238,18 +215,12 @@ pub async fn run(quick: bool) -> Result<bool> {
                 p.push(persist_once(&tls, mode, &ca).await?.as_secs_f64() * 1e3);
             }
         }
-        let (ratio, lo, hi) = ratio_ci(&r, &p);
+        let e = stats::paired_ratio(std::slice::from_ref(&r), std::slice::from_ref(&p));
+        let (ratio, lo, hi) = (e.value, e.lo, e.hi);
         // Met only when the whole interval clears the bound, missed when it
         // is all below, otherwise undecided (never counted as met).
-        let met = lo >= 0.9;
-        all_met &= met;
-        let verdict = if met {
-            "met"
-        } else if hi < 0.9 {
-            "MISSED"
-        } else {
-            "undecided"
-        };
+        let verdict = stats::verdict(Some(e), 0.9, true);
+        all_met &= verdict == stats::Verdict::Met;
         println!(
             "{:<12} {:>12.2} {:>12.2} {:>8.2} {:>8.2} - {:<6.2}  {}",
             mode.name(),
@@ -258,7 +229,11 @@ pub async fn run(quick: bool) -> Result<bool> {
             ratio,
             lo,
             hi,
-            verdict
+            match verdict {
+                stats::Verdict::Met => "met",
+                stats::Verdict::Missed => "MISSED",
+                _ => "undecided",
+            }
         );
     }
     Ok(all_met)

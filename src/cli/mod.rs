@@ -24,9 +24,13 @@ pub mod exit {
     /// `status`: the database is the target of a `copy` that did not finish
     /// (`verify` reports it with [`MISMATCH`]).
     pub const INCOMPLETE: u8 = 7;
-    /// Any command that writes, run against a read-only server (a
-    /// PostgreSQL hot standby): writes go to the primary.
+    /// A command that writes, run against a read-only server (a PostgreSQL
+    /// hot standby): `migrate` with migrations pending, and every write.
+    /// Run it against the primary.
     pub const READ_ONLY: u8 = 8;
+    /// `status`: a no-transaction migration started and did not finish
+    /// (`migrate` resumes it).
+    pub const INTERRUPTED: u8 = 9;
 }
 
 /// The `error:` line for a database marked by an unfinished copy.

@@ -3,7 +3,9 @@
 //! Exit codes, the same with and without `--json`: 0 up to date, 3 migrations
 //! pending, 4 drift (an applied migration was edited after it was applied),
 //! 5 the database records migrations this binary does not ship, 7 the
-//! database is the target of a `copy` that did not finish, 1 any error
+//! database is the target of a `copy` that did not finish, 9 a
+//! no-transaction migration was interrupted (incomplete; `migrate` resumes
+//! it), 1 any error
 //! (then stderr has one `error:` line; the table prints nothing on stdout,
 //! `--json` prints an error object, below).
 //! On drift, "ahead" and an incomplete copy, stderr also has one `error:` line.
@@ -21,16 +23,24 @@
 //! |---|---|---|
 //! | `backend` | string | `"sqlite"` or `"postgres"` |
 //! | `url` | string | the database URL, password replaced by `***` |
-//! | `status` | string | `"up_to_date"` (exit 0), `"pending"` (3), `"drifted"` (4), `"ahead"` (5) or `"incomplete_copy"` (7); when several apply, the one with the higher exit code |
+//! | `status` | string | `"up_to_date"` (exit 0), `"pending"` (3), `"drifted"` (4), `"ahead"` (5), `"incomplete_copy"` (7) or `"incomplete"` (9); when several apply, the one with the higher exit code |
 //! | `up_to_date` | bool | `status == "up_to_date"` |
 //! | `schema_version` | integer | highest version recorded in the database's `schema_migrations` (applied, drifted or unknown), 0 when none |
 //! | `latest_version` | integer | highest version this binary ships |
 //! | `migrations` | array | one object per migration, ascending by `version` |
 //! | `migrations[].version` | integer | version |
 //! | `migrations[].name` | string | name (the shipped one; the recorded one for `unknown`) |
-//! | `migrations[].state` | string | `"applied"`, `"pending"`, `"drifted"` or `"unknown"` (recorded, not shipped) |
+//! | `migrations[].state` | string | `"applied"`, `"pending"`, `"drifted"`, `"unknown"` (recorded, not shipped) or `"incomplete"` (a no-transaction migration started and not finished) |
 //! | `migrations[].applied_at` | integer or null | when it was applied, Unix seconds (UTC); `null` when pending |
 //! | `health` | object | `Db::health()`: `live`, `ready`, ... (docs/OBSERVABILITY.md) |
+//! | `replicas` | array | only when read replicas are configured: one object per replica, checked now (`Db::check_replicas`) |
+//! | `replicas[].url` | string | its URL, password replaced by `***` |
+//! | `replicas[].state` | string | `"healthy"`, `"lagging"`, `"unreachable"`, `"promoted"` or `"starting"` |
+//! | `replicas[].replayed` | integer | WAL position it has replayed, bytes from `0/0` |
+//! | `replicas[].lag` | integer or null | lag in milliseconds (see `ReplicaStatus::lag`) |
+//! | `replicas[].behind_bytes` | integer or null | WAL bytes it had not replayed |
+//! | `replicas[].reads` | integer | reads it answered (0 here) |
+//! | `replicas[].last_error` | string or null | why it is out of the rotation |
 //!
 //! ```json
 //! {"backend":"sqlite","url":"sqlite://persist.db","status":"up_to_date","up_to_date":true,"schema_version":1,"latest_version":1,"migrations":[{"version":1,"name":"init","state":"applied","applied_at":1764270000}]}
@@ -72,6 +82,8 @@ struct StatusJson<'a> {
     latest_version: i64,
     migrations: Vec<MigrationJson<'a>>,
     health: persist::Health,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    replicas: Vec<persist::ReplicaStatus>,
 }
 
 #[derive(Serialize)]
@@ -133,7 +145,10 @@ async fn report(db: &Db, args: Args) -> Result<ExitCode, Error> {
     };
     let (unknown, drifted) = (with(MigrationState::Unknown), with(MigrationState::Drifted));
     let pending = !with(MigrationState::Pending).is_empty();
-    let (code, word) = if incomplete {
+    let interrupted = with(MigrationState::Incomplete);
+    let (code, word) = if !interrupted.is_empty() {
+        (exit::INTERRUPTED, "incomplete")
+    } else if incomplete {
         (exit::INCOMPLETE, "incomplete_copy")
     } else if !unknown.is_empty() {
         (exit::AHEAD, "ahead")
@@ -148,14 +163,22 @@ async fn report(db: &Db, args: Args) -> Result<ExitCode, Error> {
     if args.json {
         let latest_version = Migrations::embedded(db.backend())?.latest_version();
         let health = db.health().await;
-        if !print_json(db, &status, word, latest_version, health) {
+        let replicas = db.check_replicas().await;
+        if !print_json(db, &status, word, latest_version, (health, replicas)) {
             return Ok(ExitCode::from(exit::ERROR));
         }
     } else {
         print_table(&status);
     }
 
-    if incomplete {
+    if !interrupted.is_empty() {
+        let list: Vec<String> = interrupted.iter().map(|v| format!("{v:04}")).collect();
+        eprintln!(
+            "error: no-transaction migration(s) {} started and did not finish: run migrate to \
+             resume",
+            list.join(", ")
+        );
+    } else if incomplete {
         eprintln!("error: {}", super::INCOMPLETE_COPY);
     } else if !unknown.is_empty() {
         eprintln!("error: {}", Error::DatabaseAhead { versions: unknown });
@@ -187,7 +210,7 @@ fn print_json(
     status: &[MigrationStatus],
     word: &'static str,
     latest_version: i64,
-    health: persist::Health,
+    (health, replicas): (persist::Health, Vec<persist::ReplicaStatus>),
 ) -> bool {
     let mut migrations: Vec<MigrationJson<'_>> = status
         .iter()
@@ -201,7 +224,12 @@ fn print_json(
     migrations.sort_by_key(|m| m.version);
     let schema_version = status
         .iter()
-        .filter(|s| s.state != MigrationState::Pending)
+        .filter(|s| {
+            !matches!(
+                s.state,
+                MigrationState::Pending | MigrationState::Incomplete
+            )
+        })
         .map(|s| s.version)
         .max()
         .unwrap_or(0);
@@ -214,6 +242,7 @@ fn print_json(
         latest_version,
         migrations,
         health,
+        replicas,
     };
     match serde_json::to_string(&json) {
         Ok(line) => {

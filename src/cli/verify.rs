@@ -15,10 +15,20 @@ pub struct Args {
     /// foreign_key_violations, incomplete_copy.
     #[arg(long)]
     pub json: bool,
+    /// PostgreSQL: build the expected schema now in a scratch schema of the
+    /// live database (needs the CREATE privilege and a writable server)
+    /// instead of using the description embedded in this binary.
+    #[arg(long)]
+    pub scratch: bool,
 }
 
 pub async fn run(db: &Db, args: Args) -> Result<ExitCode, Error> {
-    let report = persist::verify(db).await;
+    let from = if args.scratch {
+        persist::ExpectedSchema::Scratch
+    } else {
+        persist::ExpectedSchema::Embedded
+    };
+    let report = persist::verify_with(db, from).await;
     let status = db.migration_status().await;
     db.close().await;
     let report = report?;

@@ -1,8 +1,10 @@
 //! Database configuration, parsed from a URL and, for PostgreSQL, completed
 //! from libpq's environment variables and password file.
 
+mod migration;
 mod pg;
 mod pgpass;
+mod replicas;
 mod topology;
 mod url;
 
@@ -121,9 +123,10 @@ pub(crate) enum Target {
 ///   of libpq's six ([`SslMode`]); `sslrootcert=FILE|system`,
 ///   `sslcert=FILE`, `sslkey=FILE`, `sslpassword=PASSPHRASE` (an encrypted
 ///   PKCS#8 key) and `channel_binding=disable|prefer|require`
-///   as in libpq; `pooler=none|session|transaction` ([`Pooler`]);
-///   `target_session_attrs=any|read-write|read-only`. Any other parameter
-///   is refused, naming it.
+///   as in libpq; `replica=HOST[:PORT]` (repeatable) names a read replica
+///   ([`Config::with_replica_url`]); `pooler=none|session|transaction`
+///   ([`Pooler`]); `target_session_attrs=any|read-write|read-only`. Any
+///   other parameter is refused, naming it.
 /// - `postgres:///database` and `postgres://host/database`: as libpq, the
 ///   socket directory `/var/run/postgresql` and the operating-system user
 ///   where neither the URL nor the environment gives them.
@@ -144,6 +147,8 @@ pub struct Config {
     pub(crate) statement_timeout: Option<Duration>,
     pub(crate) busy_timeout: Duration,
     pub(crate) lock_timeout: Duration,
+    pub(crate) statement_lock_timeout: Duration,
+    pub(crate) lock_retries: u32,
     pub(crate) durability: Durability,
     pub(crate) ssl_mode: SslMode,
     pub(crate) tls: TlsFiles,
@@ -153,6 +158,10 @@ pub struct Config {
     pub(crate) read_only: bool,
     pub(crate) pooler: Pooler,
     pub(crate) session_settings: Vec<(String, String)>,
+    /// Read replicas (PostgreSQL only; see `replicas.rs`).
+    pub(crate) replicas: Vec<Config>,
+    pub(crate) replica_max_lag: Duration,
+    pub(crate) replica_check_interval: Duration,
 }
 
 impl Config {
@@ -165,7 +174,7 @@ impl Config {
     /// without a root certificate, a weak `sslmode` with
     /// `sslrootcert=system`, or an unknown SQLite parameter.
     pub fn from_url(url: &str) -> Result<Self> {
-        url::parse(url, &pg::ProcessEnv)
+        replicas::parse(url, &pg::ProcessEnv)
     }
 
     /// Reads `DATABASE_URL`, or uses [`DEFAULT_DATABASE_URL`] when it is unset
@@ -193,6 +202,8 @@ impl Config {
             statement_timeout: Some(Duration::from_secs(30)),
             busy_timeout: Duration::from_secs(5),
             lock_timeout: Duration::from_secs(60),
+            statement_lock_timeout: Duration::from_secs(3),
+            lock_retries: 5,
             durability: Durability::Full,
             ssl_mode,
             tls: TlsFiles::default(),
@@ -202,6 +213,9 @@ impl Config {
             read_only: false,
             pooler: Pooler::None,
             session_settings: Vec::new(),
+            replicas: Vec::new(),
+            replica_max_lag: replicas::DEFAULT_MAX_LAG,
+            replica_check_interval: replicas::DEFAULT_CHECK_INTERVAL,
         }
     }
 
@@ -322,13 +336,6 @@ impl Config {
     /// another process. Defaults to 5 s.
     pub fn with_busy_timeout(mut self, d: Duration) -> Self {
         self.busy_timeout = d;
-        self
-    }
-
-    /// How long the migration runner waits for the migration lock held by
-    /// another migrator. Defaults to 60 s.
-    pub fn with_migration_lock_timeout(mut self, d: Duration) -> Self {
-        self.lock_timeout = d;
         self
     }
 
@@ -463,6 +470,8 @@ impl fmt::Debug for Config {
             .field("statement_timeout", &self.statement_timeout)
             .field("busy_timeout", &self.busy_timeout)
             .field("lock_timeout", &self.lock_timeout)
+            .field("statement_lock_timeout", &self.statement_lock_timeout)
+            .field("lock_retries", &self.lock_retries)
             .field("durability", &self.durability)
             .field("sqlite_max_size", &self.sqlite_max_size)
             .field("shared_reads", &self.shared_reads)
@@ -472,6 +481,7 @@ impl fmt::Debug for Config {
             .field("ssl_cert", &self.tls.cert)
             .field("ssl_key", &self.tls.key)
             .field("ssl_key_password", &self.tls.key_password)
+            .field("replicas", &self.replica_urls())
             .finish()
     }
 }

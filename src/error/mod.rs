@@ -8,7 +8,9 @@ use crate::backend::BackendKind;
 mod copy;
 mod retry;
 pub use copy::CopyRefusal;
+mod violation;
 pub(crate) use retry::OutcomeUnknown;
+pub use violation::Violation;
 
 /// Boxed source error, for variants that wrap whatever a driver returned.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -140,6 +142,29 @@ pub enum Error {
         versions: Vec<i64>,
     },
 
+    /// Migrations are pending but the server is a read-only standby (hot
+    /// standby in recovery): nothing was written. Run migrate against the
+    /// primary; the standby follows it.
+    #[error("the server is a read-only standby and migration(s) {} are pending: run migrate against the primary", versions_list(.versions))]
+    PendingOnStandby {
+        /// The pending versions.
+        versions: Vec<i64>,
+    },
+
+    /// A migration could not take the locks its statements need within the
+    /// migration statement lock timeout, in any of its attempts (a long
+    /// transaction holds a conflicting lock). Nothing of it was applied;
+    /// each attempt held up other sessions for at most that timeout.
+    #[error("migration {file} gave up after {attempts} attempt(s): a conflicting lock was held each time (lock_timeout {lock_timeout_ms} ms per attempt); find the long transaction in pg_stat_activity and run migrate again")]
+    MigrationBlocked {
+        /// Its file name, `NNNN_name.sql`.
+        file: String,
+        /// How many times it was tried.
+        attempts: u32,
+        /// The lock timeout of each attempt, in milliseconds.
+        lock_timeout_ms: u64,
+    },
+
     /// A migration failed; schema and history are as they were before it.
     #[error("migration {file} failed: {message}")]
     MigrationFailed {
@@ -205,7 +230,9 @@ impl Error {
             Error::InvalidMigrations(_) => "invalid_migrations",
             Error::MigrationDrift { .. } => "migration_drift",
             Error::DatabaseAhead { .. } => "database_ahead",
+            Error::PendingOnStandby { .. } => "pending_on_standby",
             Error::MigrationFailed { .. } => "migration_failed",
+            Error::MigrationBlocked { .. } => "migration_blocked",
             Error::ForeignDatabase(_) => "foreign_database",
             Error::CopyRefused(_) => "copy_refused",
             Error::CopyMismatch(_) => "copy_mismatch",
@@ -388,85 +415,10 @@ impl fmt::Display for UniqueKey {
     }
 }
 
-/// The data rule an input broke, carried by [`Error::InvalidInput`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Violation {
-    /// Empty text or bytes.
-    Empty,
-    /// Longer than the cap (characters for text, bytes for byte strings).
-    TooLong {
-        /// The cap.
-        max: usize,
-    },
-    /// Contains a NUL character.
-    Nul,
-    /// Contains another control character.
-    ControlCharacter,
-    /// Contains an invisible character: a default-ignorable code point or a
-    /// format (`Cf`) character other than the two joiners (zero-width spaces,
-    /// soft hyphens, bidi controls, fillers, variation selectors, tags).
-    InvisibleCharacter,
-    /// Shorter than the floor (characters).
-    TooShort {
-        /// The floor.
-        min: usize,
-    },
-    /// Negative where only zero or more is allowed.
-    Negative,
-    /// Outside the allowed range.
-    OutOfRange {
-        /// Smallest allowed value.
-        min: i64,
-        /// Largest allowed value.
-        max: i64,
-    },
-    /// The result of an arithmetic update would overflow its column.
-    Overflow,
-    /// The result of an arithmetic update would be negative.
-    WouldBeNegative,
-    /// Not in the expected format; the text says which.
-    Malformed(&'static str),
-}
-
-impl fmt::Display for Violation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Violation::Empty => f.write_str("must not be empty"),
-            Violation::TooLong { max } => write!(f, "must be at most {max} long"),
-            Violation::Nul => f.write_str("must not contain NUL"),
-            Violation::ControlCharacter => f.write_str("must not contain control characters"),
-            Violation::InvisibleCharacter => f.write_str(
-                "must not contain invisible or format characters (zero-width, bidi controls, fillers)",
-            ),
-            Violation::TooShort { min } => write!(f, "must be at least {min} long"),
-            Violation::Negative => f.write_str("must not be negative"),
-            Violation::OutOfRange { min, max } => write!(f, "must be between {min} and {max}"),
-            Violation::Overflow => f.write_str("would overflow"),
-            Violation::WouldBeNegative => f.write_str("would make the value negative"),
-            Violation::Malformed(what) => write!(f, "malformed: {what}"),
-        }
-    }
-}
-
 /// Formats a wait bound for [`Error::Timeout`] messages.
 pub(crate) fn after(what: &str, d: Duration) -> String {
     format!("{what} after {} ms", d.as_millis())
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn refusals_explain_themselves() {
-        let r = CopyRefusal::TargetNotEmpty {
-            tables: vec!["accounts".into(), "sessions".into()],
-        };
-        assert_eq!(
-            Error::CopyRefused(r).to_string(),
-            "copy refused: the target already holds data (in accounts, sessions); \
-             copy with force (--force) to delete it first"
-        );
-    }
-}
+mod tests;

@@ -15,9 +15,11 @@ use crate::error::{Error, Result};
 
 mod foreign;
 mod runner;
+mod split;
 
 pub(crate) use foreign::{check_history_columns, foreign_tables};
 pub(crate) use runner::{failed, run, status, Applied, AppliedRow, MigrationBackend};
+pub(crate) use split::first_line;
 
 mod embedded {
     include!(concat!(env!("OUT_DIR"), "/embedded_migrations.rs"));
@@ -26,6 +28,10 @@ mod embedded {
 /// The directive line of a migration file that recomputes every stored
 /// canonical key after the file's SQL ([`Migration::recomputes_keys`]).
 pub(crate) const RECOMPUTE_KEYS: &str = "-- persist:recompute-keys";
+
+/// The first-line directive of a migration file that runs outside a
+/// transaction, one statement at a time ([`Migration::in_transaction`]).
+pub const NO_TRANSACTION: &str = "-- persist:no-transaction";
 
 /// One migration: a version, a name and the SQL to run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,6 +81,24 @@ impl Migration {
     /// rewrite them; migration 0003).
     pub(crate) fn recomputes_keys(&self) -> bool {
         self.sql.lines().any(|l| l.trim_end() == RECOMPUTE_KEYS)
+    }
+
+    /// False when the file's first line is the [`NO_TRANSACTION`] directive:
+    /// on PostgreSQL its statements then run one at a time outside a
+    /// transaction (for `CREATE INDEX CONCURRENTLY`, `DROP INDEX
+    /// CONCURRENTLY`, `ALTER TYPE ... ADD VALUE`), recorded as started before
+    /// and as applied after; each statement must be safe to run again
+    /// (`IF NOT EXISTS`, `IF EXISTS`), since an interrupted run is resumed
+    /// from its first statement. SQLite runs such a file in one transaction
+    /// as any other (it has no concurrent index build).
+    pub fn in_transaction(&self) -> bool {
+        self.sql.lines().next().map(str::trim_end) != Some(NO_TRANSACTION)
+    }
+
+    /// Its statements, in order (quotes, dollar quotes and comments
+    /// respected), for running one at a time.
+    pub(crate) fn statements(&self) -> Vec<String> {
+        split::statements(&self.sql)
     }
 
     /// Its file name, `NNNN_name.sql`.
@@ -197,6 +221,9 @@ pub enum MigrationState {
     /// Recorded in the database but not shipped by this binary (the database
     /// is ahead of the binary).
     Unknown,
+    /// A no-transaction migration recorded as started and never as applied
+    /// (interrupted): the next `migrate` resumes it.
+    Incomplete,
 }
 
 impl fmt::Display for MigrationState {
@@ -206,6 +233,7 @@ impl fmt::Display for MigrationState {
             MigrationState::Pending => "pending",
             MigrationState::Drifted => "drifted",
             MigrationState::Unknown => "unknown",
+            MigrationState::Incomplete => "incomplete",
         })
     }
 }
@@ -232,6 +260,13 @@ pub(crate) const INCOMPLETE_COPY_VERSION: i64 = 0;
 /// The marker row's name.
 pub(crate) const INCOMPLETE_COPY_NAME: &str = "incomplete_copy";
 
+/// The `schema_migrations` version of the row that records no-transaction
+/// migration `version` as started: its negative. A binary that does not know
+/// the marker sees a migration it does not ship and refuses the database.
+pub(crate) fn started_marker(version: i64) -> i64 {
+    -version
+}
+
 impl MigrationStatus {
     /// True for the row that marks a database as the target of a copy that
     /// has not finished (its checksums not verified yet): it must not be
@@ -244,16 +279,19 @@ impl MigrationStatus {
 /// The highest version a database records (applied, drifted or unknown; 0
 /// when none) and how many shipped migrations are pending, from a status list.
 pub(crate) fn summary(status: &[MigrationStatus]) -> (i64, usize) {
+    let waiting = |s: &&MigrationStatus| {
+        matches!(
+            s.state,
+            MigrationState::Pending | MigrationState::Incomplete
+        )
+    };
     let version = status
         .iter()
-        .filter(|s| s.state != MigrationState::Pending)
+        .filter(|s| !waiting(s))
         .map(|s| s.version)
         .max()
         .unwrap_or(0);
-    let pending = status
-        .iter()
-        .filter(|s| s.state == MigrationState::Pending)
-        .count();
+    let pending = status.iter().filter(waiting).count();
     (version, pending)
 }
 
@@ -299,6 +337,16 @@ mod tests {
         assert!(
             !Migration::new(3, "x", "SELECT 1; -- persist:recompute-keys later").recomputes_keys()
         );
+    }
+
+    #[test]
+    fn the_no_transaction_directive_is_the_first_line() {
+        assert!(!Migration::new(5, "x", "-- persist:no-transaction\nSELECT 1;").in_transaction());
+        assert!(!Migration::new(5, "x", "-- persist:no-transaction\r\nSELECT 1;").in_transaction());
+        assert!(
+            Migration::new(5, "x", "-- x\n-- persist:no-transaction\nSELECT 1;").in_transaction()
+        );
+        assert!(Migration::new(5, "x", "SELECT 1;").in_transaction());
     }
 
     #[test]

@@ -37,6 +37,9 @@ pub(crate) trait MigrationBackend {
     async fn ensure_table(&mut self) -> Result<()>;
     /// The applied migrations; empty if the table does not exist.
     async fn applied(&mut self) -> Result<Vec<AppliedRow>>;
+    /// Whether the database is a read-only standby, where nothing pending
+    /// may be applied.
+    async fn standby(&mut self) -> Result<bool>;
     /// Runs the migration and records it, in one transaction.
     async fn apply(&mut self, m: &Migration, applied_at: i64) -> Result<Applied>;
 }
@@ -54,15 +57,22 @@ pub(crate) fn pending<'a>(
 ) -> Result<Vec<&'a Migration>> {
     let shipped: BTreeMap<i64, &Migration> = set.list.iter().map(|m| (m.version, m)).collect();
     // The incomplete-copy marker is not a migration: migrating such a
-    // database is allowed, using it is what the marker flags.
+    // database is allowed, using it is what the marker flags. A started
+    // marker (negative version) of a shipped no-transaction migration is
+    // resumed by applying that migration.
+    let started_unknown = applied
+        .iter()
+        .filter(|r| r.version < 0 && !shipped.contains_key(&-r.version))
+        .map(|r| -r.version);
     let applied: Vec<&AppliedRow> = applied
         .iter()
-        .filter(|r| r.version != super::INCOMPLETE_COPY_VERSION)
+        .filter(|r| r.version > super::INCOMPLETE_COPY_VERSION)
         .collect();
     let ahead: Vec<i64> = applied
         .iter()
         .filter(|r| !shipped.contains_key(&r.version))
         .map(|r| r.version)
+        .chain(started_unknown)
         .collect();
     if !ahead.is_empty() {
         return Err(Error::DatabaseAhead { versions: ahead });
@@ -96,6 +106,7 @@ pub(crate) fn pending<'a>(
 /// binary does not ship.
 pub(crate) fn status(set: &Migrations, applied: &[AppliedRow]) -> Vec<MigrationStatus> {
     let by_version: BTreeMap<i64, &AppliedRow> = applied.iter().map(|r| (r.version, r)).collect();
+    let started = |v: i64| by_version.contains_key(&super::started_marker(v));
     let mut out: Vec<MigrationStatus> = set
         .list
         .iter()
@@ -113,7 +124,11 @@ pub(crate) fn status(set: &Migrations, applied: &[AppliedRow]) -> Vec<MigrationS
             None => MigrationStatus {
                 version: m.version,
                 name: m.name.clone(),
-                state: MigrationState::Pending,
+                state: if started(m.version) {
+                    MigrationState::Incomplete
+                } else {
+                    MigrationState::Pending
+                },
                 applied_at: None,
             },
         })
@@ -123,8 +138,9 @@ pub(crate) fn status(set: &Migrations, applied: &[AppliedRow]) -> Vec<MigrationS
         applied
             .iter()
             .filter(|r| !shipped.contains(&r.version))
+            .filter(|r| r.version >= 0 || !shipped.contains(&-r.version))
             .map(|r| MigrationStatus {
-                version: r.version,
+                version: r.version.abs(),
                 name: r.name.clone(),
                 state: MigrationState::Unknown,
                 applied_at: Some(r.applied_at),
@@ -155,6 +171,11 @@ async fn run_locked<B: MigrationBackend>(
     let applied = backend.applied().await?;
     let todo = pending(set, &applied)?;
     let todo_len = todo.len();
+    if todo_len > 0 && backend.standby().await? {
+        return Err(Error::PendingOnStandby {
+            versions: todo.iter().map(|m| m.version).collect(),
+        });
+    }
     let mut report = MigrationReport::default();
     for m in todo {
         match backend.apply(m, now_seconds()).await? {

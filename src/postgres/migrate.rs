@@ -1,39 +1,144 @@
 //! The migration runner's steps on PostgreSQL.
 //!
-//! A session-level advisory lock, taken before `schema_migrations` is created
-//! (concurrent `CREATE TABLE IF NOT EXISTS` can fail in PostgreSQL), polled
-//! with `pg_try_advisory_lock` until the bound runs out. The server frees it
-//! if the migrator dies. Each migration and its row commit in one transaction.
+//! Every step is one transaction that first takes the migrator's
+//! transaction-scoped advisory lock (`pg_advisory_xact_lock`) and re-reads
+//! `schema_migrations` under it, so exactly one migrator applies each
+//! migration even behind a transaction pooler (PgBouncer
+//! `pool_mode = transaction`), where consecutive statements outside a
+//! transaction may run on different server connections and a session lock
+//! would exclude nobody. The lock ends with the transaction, also when the
+//! migrator dies. No session setting is made: every `SET` is `SET LOCAL`, so
+//! nothing leaks into a pool. Statements are unnamed (`query_typed`) or
+//! simple-protocol, never server-side named prepared statements, which a
+//! transaction pooler cannot keep.
+//!
+//! A standby (`pg_is_in_recovery()`) is only read: with nothing pending the
+//! run writes nothing; with something pending it is refused
+//! ([`Error::PendingOnStandby`]).
 
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::Object;
+use deadpool_postgres::Transaction;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::Type;
 
 use super::error::map;
 use super::error::message;
 use crate::error::{after, Error, Result};
 use crate::migrate::{
-    check_history_columns, failed, Applied, AppliedRow, Migration, MigrationBackend,
+    check_history_columns, failed, first_line, Applied, AppliedRow, Migration, MigrationBackend,
 };
 
 /// Advisory lock key of the migrator: the bytes of "persist\0" as an i64.
-const LOCK_KEY: i64 = 0x7065_7273_6973_7400;
+pub(crate) const LOCK_KEY: i64 = 0x7065_7273_6973_7400;
+
+/// The first server version that knows `client_connection_check_interval`.
+const CHECK_INTERVAL_SINCE: i32 = 140_000;
 
 pub(crate) struct PgMigrator {
     pub(crate) conn: Option<Object>,
+    /// How long one step waits for the migration lock.
+    lock_wait: Duration,
+    /// `server_version_num`, read once.
+    server_version: Option<i32>,
+    /// `lock_timeout` of the migrations' own statements.
+    statement_lock_timeout: Duration,
+    /// Retries of a migration whose statements hit that timeout.
+    retries: u32,
+}
+
+/// The first pause before retrying a blocked migration; it doubles.
+const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+/// The longest pause between two attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// The pause before attempt `n + 1` (after `n` failed attempts, n >= 1).
+pub(crate) fn backoff(n: u32) -> Duration {
+    FIRST_BACKOFF
+        .saturating_mul(1u32 << n.saturating_sub(1).min(16))
+        .min(MAX_BACKOFF)
+}
+
+/// How one attempt at a migration ended.
+enum Attempt {
+    Done(Applied),
+    /// A statement could not get its lock within the statement lock timeout.
+    Blocked,
 }
 
 impl PgMigrator {
+    pub(crate) fn new(conn: Object, statement_lock_timeout: Duration, retries: u32) -> Self {
+        PgMigrator {
+            conn: Some(conn),
+            lock_wait: Duration::from_secs(60),
+            server_version: None,
+            statement_lock_timeout,
+            retries,
+        }
+    }
+
+    fn statement_lock_ms(&self) -> u64 {
+        u64::try_from(self.statement_lock_timeout.as_millis())
+            .unwrap_or(u64::MAX)
+            .clamp(1, i32::MAX as u64)
+    }
+
     fn conn(&self) -> Result<&Object> {
         self.conn.as_ref().ok_or(Error::Closed)
+    }
+
+    /// Opens a step's transaction and takes the migration lock in it,
+    /// waiting at most `lock_wait` (the server's `lock_timeout` bounds the
+    /// wait: no polling, waiters queue fairly).
+    async fn locked(&mut self) -> Result<Transaction<'_>> {
+        let wait_ms = self.lock_wait.as_millis().clamp(1, i32::MAX as u128);
+        let check = self.server_version.unwrap_or(0) >= CHECK_INTERVAL_SINCE;
+        let lock_wait = self.lock_wait;
+        let statement_ms = self.statement_lock_ms();
+        let conn = self.conn.as_mut().ok_or(Error::Closed)?;
+        let tx = conn.transaction().await.map_err(map)?;
+        // A migration may legitimately run longer than the statement timeout
+        // applications get. If this migrator dies mid-statement, the server
+        // notices the lost client within 250 ms and ends the backend (and so
+        // the transaction and its lock) instead of finishing the statement
+        // first (PostgreSQL 14+).
+        let mut set =
+            format!("SET LOCAL statement_timeout = 0; SET LOCAL lock_timeout = {wait_ms}");
+        if check {
+            set.push_str("; SET LOCAL client_connection_check_interval = 250");
+        }
+        tx.batch_execute(&set).await.map_err(map)?;
+        match tx
+            .query_typed(
+                "SELECT pg_advisory_xact_lock($1)",
+                &[(&LOCK_KEY, Type::INT8)],
+            )
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => {
+                return Err(Error::timeout(after(
+                    "waiting for the migration lock held by another migrator",
+                    lock_wait,
+                )))
+            }
+            Err(e) => return Err(map(e)),
+        }
+        // The migration's own statements wait at most this long for a table
+        // lock: sessions queued behind their lock request are held up no
+        // longer than that.
+        tx.batch_execute(&format!("SET LOCAL lock_timeout = {statement_ms}"))
+            .await
+            .map_err(map)?;
+        Ok(tx)
     }
 }
 
 impl Drop for PgMigrator {
     fn drop(&mut self) {
-        // Never hand the migrator's connection back to the pool: it may still
-        // hold the advisory lock (a cancelled or failed unlock) or carry
-        // session settings a migration made. Closing it frees the lock.
+        // Never hand the migrator's connection back to the pool: a cancelled
+        // step may have left it inside a transaction.
         if let Some(obj) = self.conn.take() {
             super::discard(obj, "after_migration");
         }
@@ -50,101 +155,171 @@ const CREATE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
 
 impl MigrationBackend for PgMigrator {
     async fn lock(&mut self, timeout: Duration) -> Result<()> {
-        // If this migrator dies mid-statement, the server notices the lost
-        // client within 250 ms and ends the backend, freeing the lock, instead
-        // of finishing the statement first (PostgreSQL 14+; older servers do
-        // not know the setting and keep their default behaviour).
-        if let Err(e) = self
+        // No session lock: each step takes the transaction-scoped one.
+        self.lock_wait = timeout;
+        let v: String = self
             .conn()?
-            .batch_execute("SET client_connection_check_interval = 250")
+            .query_typed_one("SELECT current_setting('server_version_num')", &[])
             .await
-        {
-            if e.code() != Some(&tokio_postgres::error::SqlState::UNDEFINED_OBJECT) {
-                return Err(map(e));
-            }
-        }
-        let deadline = Instant::now() + timeout;
-        let mut pause = Duration::from_millis(10);
-        loop {
-            let got: bool = self
-                .conn()?
-                .query_one("SELECT pg_try_advisory_lock($1)", &[&LOCK_KEY])
-                .await
-                .map_err(map)?
-                .try_get(0)
-                .map_err(map)?;
-            if got {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                return Err(Error::timeout(after(
-                    "waiting for the migration lock held by another migrator",
-                    timeout,
-                )));
-            }
-            tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;
-            pause = (pause * 2).min(Duration::from_millis(250));
-        }
+            .map_err(map)?
+            .try_get(0)
+            .map_err(map)?;
+        self.server_version = v.parse().ok();
+        Ok(())
     }
 
     async fn unlock(&mut self) -> Result<()> {
-        self.conn()?
-            .query_one("SELECT pg_advisory_unlock($1)", &[&LOCK_KEY])
-            .await
-            .map_err(map)?;
         Ok(())
     }
 
     async fn ensure_table(&mut self) -> Result<()> {
-        self.conn()?.batch_execute(CREATE).await.map_err(map)
+        // Read first: an existing table (and any standby) means no write.
+        if table_exists(self.conn()?).await? || in_recovery(self.conn()?).await? {
+            return Ok(());
+        }
+        // Concurrent `CREATE TABLE IF NOT EXISTS` can fail in PostgreSQL:
+        // create it under the lock.
+        let tx = self.locked().await?;
+        tx.batch_execute(CREATE).await.map_err(map)?;
+        tx.commit().await.map_err(map)
     }
 
     async fn applied(&mut self) -> Result<Vec<AppliedRow>> {
         applied(self.conn()?).await
     }
 
+    async fn standby(&mut self) -> Result<bool> {
+        in_recovery(self.conn()?).await
+    }
+
     async fn apply(&mut self, m: &Migration, applied_at: i64) -> Result<Applied> {
-        let conn = self.conn.as_mut().ok_or(Error::Closed)?;
-        let tx = conn.transaction().await.map_err(map)?;
-        // A migration may legitimately run longer than the statement timeout
-        // applications get.
-        tx.batch_execute("SET LOCAL statement_timeout = 0")
+        if !m.in_transaction() {
+            let params = super::notx::Params {
+                lock_wait: self.lock_wait,
+                statement_lock_ms: self.statement_lock_ms(),
+                retries: self.retries,
+            };
+            return super::notx::apply(self.conn()?, m, applied_at, &params).await;
+        }
+        let attempts = self.retries.saturating_add(1);
+        for n in 1..=attempts {
+            match self.attempt(m, applied_at).await? {
+                Attempt::Done(applied) => return Ok(applied),
+                Attempt::Blocked if n < attempts => {
+                    tracing::warn!(
+                        version = m.version(),
+                        attempt = n,
+                        "migration blocked by a conflicting lock; retrying"
+                    );
+                    tokio::time::sleep(backoff(n)).await;
+                }
+                Attempt::Blocked => {}
+            }
+        }
+        Err(Error::MigrationBlocked {
+            file: m.file_name(),
+            attempts,
+            lock_timeout_ms: self.statement_lock_ms(),
+        })
+    }
+}
+
+impl PgMigrator {
+    /// One attempt at `m`: its own transaction under the migration lock.
+    async fn attempt(&mut self, m: &Migration, applied_at: i64) -> Result<Attempt> {
+        let tx = self.locked().await?;
+        // Re-read under the lock: another migrator may have applied it.
+        let recorded = tx
+            .query_typed_opt(
+                "SELECT checksum FROM schema_migrations WHERE version = $1",
+                &[(&m.version(), Type::INT8)],
+            )
             .await
             .map_err(map)?;
+        if let Some(row) = recorded {
+            let sum: String = row.try_get(0).map_err(map)?;
+            return if sum == m.checksum() {
+                Ok(Attempt::Done(Applied::Already))
+            } else {
+                Err(Error::MigrationDrift {
+                    versions: vec![m.version()],
+                })
+            };
+        }
+        // A started marker of this version (an interrupted run of an
+        // earlier, no-transaction form of the file) is superseded.
+        tx.execute_typed(
+            "DELETE FROM schema_migrations WHERE version = $1",
+            &[(&crate::migrate::started_marker(m.version()), Type::INT8)],
+        )
+        .await
+        .map_err(map)?;
         let start = Instant::now();
-        if let Err(e) = tx.batch_execute(m.sql()).await {
-            return Err(failed(m, message(&e), e.into()));
+        // One statement at a time (each one round trip, in the one
+        // transaction), so a failure names its statement.
+        for (i, statement) in m.statements().iter().enumerate() {
+            if let Err(e) = tx.batch_execute(statement).await {
+                if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) {
+                    // Dropping the transaction rolls it back.
+                    return Ok(Attempt::Blocked);
+                }
+                let what = format!(
+                    "statement {} ({}): {}",
+                    i + 1,
+                    first_line(statement),
+                    message(&e)
+                );
+                return Err(failed(m, what, e.into()));
+            }
         }
         super::rekey::after_sql(&*tx, m).await?;
         let ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
         let ms_i64 = i64::try_from(ms).unwrap_or(i64::MAX);
-        tx.execute(
+        tx.execute_typed(
             "INSERT INTO schema_migrations (version, name, checksum, applied_at, execution_ms) \
              VALUES ($1, $2, $3, $4, $5)",
-            &[&m.version(), &m.name(), &m.checksum(), &applied_at, &ms_i64],
+            &[
+                (&m.version(), Type::INT8),
+                (&m.name(), Type::TEXT),
+                (&m.checksum(), Type::TEXT),
+                (&applied_at, Type::INT8),
+                (&ms_i64, Type::INT8),
+            ],
         )
         .await
         .map_err(|e| failed(m, message(&e), e.into()))?;
         tx.commit()
             .await
             .map_err(|e| failed(m, message(&e), e.into()))?;
-        Ok(Applied::Now(ms))
+        Ok(Attempt::Done(Applied::Now(ms)))
     }
 }
 
-/// The rows of `schema_migrations`, or none when the table does not exist.
-pub(crate) async fn applied(c: &Object) -> Result<Vec<AppliedRow>> {
-    let exists: bool = c
-        .query_one("SELECT to_regclass('schema_migrations') IS NOT NULL", &[])
+async fn table_exists(c: &Object) -> Result<bool> {
+    c.query_typed_one("SELECT to_regclass('schema_migrations') IS NOT NULL", &[])
         .await
         .map_err(map)?
         .try_get(0)
-        .map_err(map)?;
-    if !exists {
+        .map_err(map)
+}
+
+/// Whether the server is a standby (in recovery): read-only.
+pub(crate) async fn in_recovery(c: &Object) -> Result<bool> {
+    c.query_typed_one("SELECT pg_is_in_recovery()", &[])
+        .await
+        .map_err(map)?
+        .try_get(0)
+        .map_err(map)
+}
+
+/// The rows of `schema_migrations`, or none when the table does not exist.
+/// Unnamed statements only: safe through a transaction pooler.
+pub(crate) async fn applied(c: &Object) -> Result<Vec<AppliedRow>> {
+    if !table_exists(c).await? {
         return Ok(Vec::new());
     }
     let columns: Vec<String> = c
-        .query(
+        .query_typed(
             "SELECT attname::text FROM pg_attribute \
              WHERE attrelid = to_regclass('schema_migrations') AND attnum > 0 \
              AND NOT attisdropped",
@@ -159,7 +334,7 @@ pub(crate) async fn applied(c: &Object) -> Result<Vec<AppliedRow>> {
         return Err(e);
     }
     let rows = c
-        .query(
+        .query_typed(
             "SELECT version, name, checksum, applied_at FROM schema_migrations ORDER BY version",
             &[],
         )

@@ -18,8 +18,10 @@ pub(crate) mod introspect;
 pub(crate) mod lanes;
 pub(crate) mod loadouts;
 pub(crate) mod migrate;
+pub(crate) mod notx;
 pub(crate) mod progression;
 pub(crate) mod rekey;
+pub(crate) mod replicas;
 pub(crate) mod scratch;
 pub(crate) mod secret;
 pub(crate) mod session;
@@ -106,7 +108,9 @@ pub(crate) async fn timed<T>(
 }
 
 impl Pool {
-    pub(crate) async fn open(config: &Config) -> Result<Self> {
+    /// Builds the pool without connecting (a replica's pool: a replica down
+    /// at open must not fail the open).
+    pub(crate) fn build(config: &Config) -> Result<Self> {
         let Target::Postgres(pg) = &config.target else {
             return Err(Error::Config("not a PostgreSQL configuration".into()));
         };
@@ -160,13 +164,17 @@ impl Pool {
             true => 0,
             false => config.shared_reads.min(config.pool_size.saturating_sub(1)),
         };
-        let pool = Pool {
+        Ok(Pool {
             pool,
             lanes: (lane_count > 0).then(|| lanes::Lanes::new(lane_count, config.acquire_timeout)),
             deadline: config.statement_timeout.map(|d| d + DEADLINE_GRACE),
             unnamed,
             begin: setup.begin(),
-        };
+        })
+    }
+
+    pub(crate) async fn open(config: &Config) -> Result<Self> {
+        let pool = Self::build(config)?;
         // Fail at open, not at the first query, when the server is unusable;
         // a TLS refusal says in one line what failed.
         match pool.get().await {

@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 
+use tokio_postgres::types::Type;
 use tokio_postgres::GenericClient;
 
 use super::error::map;
@@ -30,7 +31,7 @@ pub(crate) async fn after_sql<C: GenericClient>(c: &C, m: &Migration) -> Result<
             ch.field.column()
         );
         let ids = c
-            .query(&sql, &[&ch.key])
+            .query_typed(&sql, &[(&ch.key, Type::TEXT)])
             .await
             .map_err(map)?
             .iter()
@@ -51,7 +52,7 @@ pub(crate) async fn after_sql<C: GenericClient>(c: &C, m: &Migration) -> Result<
             "UPDATE accounts SET {} = $2 WHERE user_id = $1",
             ch.field.column()
         );
-        c.execute(&sql, &[&ch.user_id, &ch.key])
+        c.execute_typed(&sql, &[(&ch.user_id, Type::INT8), (&ch.key, Type::TEXT)])
             .await
             .map_err(|e| failed(m, postgres_message(&e), e.into()))?;
     }
@@ -67,10 +68,10 @@ async fn changes<C: GenericClient>(c: &C) -> Result<Vec<Rekey>> {
     let mut after = i64::MIN;
     loop {
         let rows = c
-            .query(
+            .query_typed(
                 "SELECT user_id, email, email_key, username, username_key FROM accounts \
                  WHERE user_id > $1 ORDER BY user_id LIMIT $2",
-                &[&after, &BATCH],
+                &[(&after, Type::INT8), (&BATCH, Type::INT8)],
             )
             .await
             .map_err(map)?;

@@ -101,6 +101,11 @@ impl<'a> Client<'a> {
         Client { raw, unnamed }
     }
 
+    /// The driver's client (statements of the simple protocol).
+    pub(crate) fn raw(&self) -> &'a ClientWrapper {
+        self.raw
+    }
+
     /// Runs `sql` and returns its rows.
     pub(crate) async fn query(
         &self,

@@ -56,6 +56,10 @@ impl MigrationBackend for SqliteMigrator {
         self.guard.slot().with(applied)
     }
 
+    async fn standby(&mut self) -> Result<bool> {
+        Ok(false)
+    }
+
     async fn apply(&mut self, m: &Migration, applied_at: i64) -> Result<Applied> {
         self.guard.slot().with(|c| {
             // Foreign keys off while migrating (SQLite ignores the pragma

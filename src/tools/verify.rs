@@ -8,7 +8,12 @@
 //!
 //! - SQLite: the scratch database is a private in-memory database, migrated
 //!   with the embedded migrations.
-//! - PostgreSQL: the scratch is a schema `persist_verify_<random>` created in
+//! - PostgreSQL, by default: the description of the expected schema
+//!   embedded in this binary at build time
+//!   (`migrations/postgres/expected_schema.json`, [`embedded_schema`]; a test
+//!   proves it equal to what the migrations build). Only the catalog is
+//!   read: this works on a hot standby and without the `CREATE` privilege.
+//! - PostgreSQL with [`ExpectedSchema::Scratch`]: the scratch is a schema `persist_verify_<random>` created in
 //!   the live database, migrated through its own connection whose
 //!   `search_path` is that schema, read, then dropped (also when migrating or
 //!   reading it fails; a future dropped mid-way drops it from a spawned task).
@@ -22,16 +27,50 @@ use super::introspect::read_schema;
 use crate::backend::BackendKind;
 use crate::config::Config;
 use crate::db::{Backend, Db};
+use crate::error::Error;
 use crate::error::Result;
 use crate::types::schema::Schema;
-use crate::types::verify::VerifyReport;
+use crate::types::verify::{ExpectedSchema, VerifyReport};
 use crate::{postgres, sqlite};
+
+/// The expected PostgreSQL schema, as `verify` compares it by default.
+const POSTGRES_EXPECTED: &str = include_str!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/migrations/postgres/expected_schema.json"
+));
+
+/// The schema this binary's migrations build on PostgreSQL, from the
+/// description embedded at build time (`migrations/postgres/expected_schema.json`;
+/// a test migrates a database and proves the two equal).
+///
+/// # Errors
+/// [`Error::InvalidMigrations`] if the embedded description cannot be read
+/// (a test keeps this from shipping).
+pub fn embedded_schema() -> Result<Schema> {
+    serde_json::from_str(POSTGRES_EXPECTED).map_err(|e| {
+        Error::InvalidMigrations(format!(
+            "the embedded expected schema (migrations/postgres/expected_schema.json) is unreadable: {e}"
+        ))
+    })
+}
 
 /// Compares the live schema of `db` with what this binary's migrations
 /// produce, and (SQLite) runs the integrity and foreign-key checks.
+/// PostgreSQL: against the embedded description ([`ExpectedSchema::Embedded`]),
+/// reading only; see [`verify_with`] for the scratch-schema mode.
 ///
-/// The expected schema is built on a scratch database of the same dialect:
-/// SQLite: a private in-memory database; PostgreSQL: a schema
+/// # Errors
+/// As [`verify_with`].
+pub async fn verify(db: &Db) -> Result<VerifyReport> {
+    verify_with(db, ExpectedSchema::Embedded).await
+}
+
+/// [`verify`], taking the expected PostgreSQL schema from `from`.
+///
+/// SQLite builds the expected schema in a private in-memory database
+/// whatever `from` says. PostgreSQL: [`ExpectedSchema::Embedded`] reads only
+/// the live catalog; [`ExpectedSchema::Scratch`] builds it in a
+/// schema
 /// `persist_verify_<random>` created in the live database, migrated through
 /// its own connection whose `search_path` is that schema, read, then dropped
 /// (also when migrating or reading it fails; if the call is cancelled, from a
@@ -45,7 +84,7 @@ use crate::{postgres, sqlite};
 /// cannot be read; on PostgreSQL also a driver error when the scratch schema
 /// cannot be created (no `CREATE` privilege on the database) or migrated.
 /// Differences are not errors: they are in the report.
-pub async fn verify(db: &Db) -> Result<VerifyReport> {
+pub async fn verify_with(db: &Db, from: ExpectedSchema) -> Result<VerifyReport> {
     let database = db.config().redacted_url();
     match db.live()? {
         Backend::Sqlite(p) => {
@@ -82,7 +121,10 @@ pub async fn verify(db: &Db) -> Result<VerifyReport> {
         }
         Backend::Postgres(p) => {
             let live = postgres::introspect::schema(&*p.get().await?).await?;
-            let expected = postgres_expected(db.config(), p).await?;
+            let expected = match from {
+                ExpectedSchema::Embedded => embedded_schema()?,
+                ExpectedSchema::Scratch => postgres_expected(db.config(), p).await?,
+            };
             Ok(VerifyReport {
                 backend: BackendKind::Postgres,
                 database,

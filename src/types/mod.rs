@@ -3,6 +3,7 @@
 //! SQL and depend on nothing above the error and configuration types.
 
 pub(crate) mod copy;
+pub(crate) mod replica;
 pub(crate) mod schema;
 pub(crate) mod tables;
 pub(crate) mod verify;

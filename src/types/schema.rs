@@ -18,7 +18,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 /// A column type reduced to what both dialects share.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum TypeClass {
     /// Integers of any width (`INTEGER`, `BIGINT`, `smallint`, ...).
     Integer,
@@ -45,7 +47,7 @@ impl fmt::Display for TypeClass {
 }
 
 /// One column of a table.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Column {
     /// Its name.
     pub name: String,
@@ -88,7 +90,9 @@ impl Column {
 }
 
 /// A foreign key of a table.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct ForeignKey {
     /// The referencing columns, in key order.
     pub columns: Vec<String>,
@@ -116,7 +120,9 @@ impl ForeignKey {
 }
 
 /// A CHECK constraint.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct Check {
     /// Its name: PostgreSQL always has one (generated when not declared);
     /// SQLite only when declared with `CONSTRAINT name`.
@@ -128,7 +134,7 @@ pub struct Check {
 }
 
 /// An index that does not back a primary-key or unique constraint.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Index {
     /// The indexed columns or expressions, in order (`DESC` appended where
     /// descending).
@@ -158,7 +164,7 @@ impl Index {
 }
 
 /// One table.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Table {
     /// Its columns, in declaration order.
     pub columns: Vec<Column>,
@@ -187,7 +193,7 @@ impl Table {
 
 /// The schema of one database (SQLite: `main`; PostgreSQL: the connection's
 /// `current_schema()`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Schema {
     /// Tables by name, internal tables (`sqlite_*`) excluded.
     pub tables: BTreeMap<String, Table>,

@@ -9,6 +9,22 @@ use serde_json::{Map, Value};
 
 use crate::backend::BackendKind;
 
+/// Where [`verify_with`](crate::verify_with) takes the expected PostgreSQL
+/// schema from. SQLite always builds it in a private in-memory database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ExpectedSchema {
+    /// The description embedded in this binary at build time
+    /// ([`embedded_schema`](crate::embedded_schema)), which a test proves equal
+    /// to what the migrations build. Reads only: works on a hot standby and
+    /// without the `CREATE` privilege. The default.
+    #[default]
+    Embedded,
+    /// Built now by migrating a scratch schema `persist_verify_<random>` in
+    /// the live database, then dropped: needs the `CREATE` privilege and a
+    /// writable server.
+    Scratch,
+}
+
 /// What kind of difference a [`Difference`] is. "Missing": the migrations
 /// create it and the live database lacks it; "extra": the reverse;
 /// "changed": both have it, differently.

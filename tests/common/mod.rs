@@ -18,6 +18,7 @@ pub mod cluster;
 pub mod demo;
 pub mod fixtures;
 pub mod raw;
+pub mod replicas;
 pub mod tls_cluster;
 pub mod topology;
 

@@ -52,6 +52,12 @@ impl Bouncer {
     /// 127.0.0.1:`target_port`. Blocking; panics with its log when it does
     /// not start.
     pub fn start(target_port: u16, mode: PoolMode) -> Bouncer {
+        Bouncer::start_with(target_port, mode, "")
+    }
+
+    /// As [`Bouncer::start`], with `extra` lines appended to the
+    /// `[pgbouncer]` section (e.g. `ignore_startup_parameters = options`).
+    pub fn start_with(target_port: u16, mode: PoolMode, extra: &str) -> Bouncer {
         let program = find_pgbouncer().unwrap_or_else(|| {
             panic!(
                 "pgbouncer not found on PATH or in /usr/sbin: this test needs it \
@@ -86,6 +92,7 @@ impl Bouncer {
                 dir.take().expect("bouncer dir"),
                 target_port,
                 mode,
+                extra,
             );
             if bouncer.wait_listening() {
                 return bouncer;
@@ -158,9 +165,15 @@ impl Drop for Bouncer {
 }
 
 /// Starts `pgbouncer` on a free port with its files in `dir`.
-fn spawn(program: &Path, dir: tempfile::TempDir, target_port: u16, mode: PoolMode) -> Bouncer {
+fn spawn(
+    program: &Path,
+    dir: tempfile::TempDir,
+    target_port: u16,
+    mode: PoolMode,
+    extra: &str,
+) -> Bouncer {
     let port = free_port();
-    let ini = write_ini(dir.path(), target_port, port, mode);
+    let ini = write_ini(dir.path(), target_port, port, mode, extra);
     let mut cmd = Command::new(program);
     if is_root() {
         cmd.args(["-u", "postgres"]);
@@ -183,7 +196,7 @@ fn spawn(program: &Path, dir: tempfile::TempDir, target_port: u16, mode: PoolMod
 
 /// Writes `pgbouncer.ini` into `dir`: the defaults, plus what a private
 /// instance needs (its port, its files, trust auth, the fallback database).
-fn write_ini(dir: &Path, target_port: u16, port: u16, mode: PoolMode) -> PathBuf {
+fn write_ini(dir: &Path, target_port: u16, port: u16, mode: PoolMode, extra: &str) -> PathBuf {
     let d = dir.display();
     let ini = format!(
         "[databases]\n\
@@ -199,7 +212,8 @@ fn write_ini(dir: &Path, target_port: u16, port: u16, mode: PoolMode) -> PathBuf
          pool_mode = {mode}\n\
          max_client_conn = 500\n\
          logfile = {d}/pgbouncer.log\n\
-         pidfile = {d}/pgbouncer.pid\n",
+         pidfile = {d}/pgbouncer.pid\n\
+         {extra}\n",
         mode = mode.as_str()
     );
     let path = dir.join("pgbouncer.ini");

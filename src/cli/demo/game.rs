@@ -5,10 +5,11 @@
 use std::time::Instant;
 
 use persist::{
-    BattleEnd, BattleResult, Error, Loadout, PieceAbilities, Progression, Result, SessionCursor,
-    UniqueKey,
+    BattleEnd, BattleResult, Db, Error, Loadout, PieceAbilities, Progression, Result,
+    SessionCursor, UniqueKey,
 };
 
+use super::super::retry::{again, once};
 use super::super::workload::OpKind;
 use super::Player;
 
@@ -50,18 +51,18 @@ impl Player<'_> {
         let two_devices = self.below(3) == 0;
         let other = two_devices.then(|| self.compose_loadout());
         let started = Instant::now();
-        let current = self.db.loadouts().get_versioned(self.user).await?;
+        let (db, user) = (self.db, self.user);
+        let current = again(&mut self.tally.retries, move || async move {
+            db.loadouts().get_versioned(user).await
+        })
+        .await?;
         self.check(
             Some(current.value) == self.loadout,
             "loadout read back differs from the last save",
         );
         let Some(second) = other else {
-            let v = self
-                .db
-                .loadouts()
-                .save_if_version(&loadout, current.version)
-                .await?;
-            self.check(v == current.version + 1, "saved loadout version");
+            let v = save_checked(db, &mut self.tally.retries, &loadout, current.version).await?;
+            self.check(v == Some(current.version + 1), "saved loadout version");
             self.record(OpKind::LoadoutSave, started, 2);
             self.loadout = Some(loadout);
             return Ok(());
@@ -69,17 +70,22 @@ impl Player<'_> {
         let race = |l: Loadout| {
             let db = self.db.clone();
             let expected = current.version;
-            tokio::spawn(async move { db.loadouts().save_if_version(&l, expected).await })
+            tokio::spawn(async move {
+                let mut retries = 0;
+                let out = save_checked(&db, &mut retries, &l, expected).await;
+                (out, retries)
+            })
         };
         let (a, b) = (race(loadout), race(second));
         let (mut won, mut lost) = (0, 0);
         for task in [a, b] {
-            match task.await {
-                Ok(Ok(_)) => won += 1,
-                Ok(Err(Error::Conflict(UniqueKey::LoadoutVersion))) => lost += 1,
-                Ok(Err(e)) => return Err(e),
-                // A save task that panicked: counted as a failed check below.
-                Err(_) => {}
+            // A save task that panicked: counted as a failed check below.
+            if let Ok((out, retries)) = task.await {
+                self.tally.retries += retries;
+                match out? {
+                    Some(_) => won += 1,
+                    None => lost += 1,
+                }
             }
         }
         self.check(
@@ -87,17 +93,16 @@ impl Player<'_> {
             "racing loadout saves: not one winner",
         );
         // The second device reloads and saves its edit again.
-        let now = self.db.loadouts().get_versioned(self.user).await?;
+        let now = again(&mut self.tally.retries, move || async move {
+            db.loadouts().get_versioned(user).await
+        })
+        .await?;
         self.check(
             now.version == current.version + 1,
             "racing loadout saves: version moved by more than the winner",
         );
-        let v = self
-            .db
-            .loadouts()
-            .save_if_version(&second, now.version)
-            .await?;
-        self.check(v == current.version + 2, "re-applied loadout version");
+        let v = save_checked(db, &mut self.tally.retries, &second, now.version).await?;
+        self.check(v == Some(current.version + 2), "re-applied loadout version");
         self.record(OpKind::LoadoutSave, started, 5);
         self.loadout = Some(second);
         Ok(())
@@ -136,28 +141,49 @@ impl Player<'_> {
         };
 
         let started = Instant::now();
-        let mut calls = 1;
-        let tx = self.db.begin().await?;
-        let first = tx.battles().apply(&end).await?;
-        if new_level > self.level {
-            calls += 1;
-            tx.progression()
-                .set(&Progression {
-                    user_id: self.user,
-                    level: new_level,
-                    xp: first.progression.xp,
-                })
-                .await?;
-        }
-        tx.commit().await?;
+        let (db, user, level_up) = (self.db, self.user, new_level > self.level);
+        let calls = 1 + u64::from(level_up) + u64::from(resend);
+        // One unit of work. In doubt, the xp tells whether it committed;
+        // if so, a repeat of the battle end answers what it applied (and
+        // applies nothing).
+        let (first, resolved) = once(
+            &mut self.tally.retries,
+            move || async move {
+                let tx = db.begin().await?;
+                let first = tx.battles().apply(&end).await?;
+                if level_up {
+                    let p = Progression {
+                        user_id: user,
+                        level: new_level,
+                        xp: first.progression.xp,
+                    };
+                    tx.progression().set(&p).await?;
+                }
+                tx.commit().await?;
+                Ok((first, false))
+            },
+            move || async move {
+                if db.progression().get(user).await?.xp != expected_xp {
+                    return Ok(None);
+                }
+                Ok(Some((db.battles().apply(&end).await?, true)))
+            },
+        )
+        .await?;
         if resend {
-            calls += 1;
-            let again = self.db.battles().apply(&end).await?;
-            self.check_resend(&first, &again);
+            // The exactly-once path: sending it again is always safe.
+            let repeat = again(&mut self.tally.retries, move || async move {
+                db.battles().apply(&end).await
+            })
+            .await?;
+            self.check_resend(&first, &repeat);
         }
         self.record(OpKind::Battle, started, calls);
 
-        self.check(!first.replayed, "a new battle was taken for a repeat");
+        self.check(
+            first.replayed == resolved,
+            "a new battle was taken for a repeat",
+        );
         self.check(
             first.progression.xp == expected_xp,
             "xp after the battle differs",
@@ -167,17 +193,20 @@ impl Player<'_> {
         self.level = new_level;
         self.flags.extend(grant);
         if resend {
-            let p = self.db.progression().get(self.user).await?;
+            let p = again(&mut self.tally.retries, move || async move {
+                db.progression().get(user).await
+            })
+            .await?;
             self.tally.calls += 1;
             self.check(p.xp == self.xp, "a re-sent battle was applied twice");
         }
         Ok(())
     }
 
-    fn check_resend(&mut self, first: &BattleResult, again: &BattleResult) {
-        self.check(again.replayed, "a re-sent battle was not recognised");
+    fn check_resend(&mut self, first: &BattleResult, repeat: &BattleResult) {
+        self.check(repeat.replayed, "a re-sent battle was not recognised");
         self.check(
-            again.progression == first.progression && again.granted == first.granted,
+            repeat.progression == first.progression && repeat.granted == first.granted,
             "a re-sent battle answered differently",
         );
     }
@@ -185,14 +214,14 @@ impl Player<'_> {
     /// The profile screen: the player's sessions and unlock flags, read page
     /// by page; both must list exactly what the script holds.
     pub(super) async fn profile_screen(&mut self) -> Result<()> {
+        let (db, user) = (self.db, self.user);
         let mut sessions = 0usize;
         let mut after: Option<SessionCursor> = None;
         loop {
-            let page = self
-                .db
-                .sessions()
-                .list_for_user_page(self.user, after, PAGE)
-                .await?;
+            let page = again(&mut self.tally.retries, move || async move {
+                db.sessions().list_for_user_page(user, after, PAGE).await
+            })
+            .await?;
             self.tally.calls += 1;
             sessions += page.items.len();
             match page.next {
@@ -204,7 +233,10 @@ impl Player<'_> {
         let mut flags = Vec::new();
         let mut after = None;
         loop {
-            let page = self.db.unlocks().list_page(self.user, after, PAGE).await?;
+            let page = again(&mut self.tally.retries, move || async move {
+                db.unlocks().list_page(user, after, PAGE).await
+            })
+            .await?;
             self.tally.calls += 1;
             flags.extend(page.items.iter().map(|u| u.flag_id));
             match page.next {
@@ -218,4 +250,37 @@ impl Player<'_> {
         );
         Ok(())
     }
+}
+
+/// A conflict-checked loadout save, applied once: `Some(version)` when it
+/// won, `None` when another save came first (`Conflict`). In doubt, the
+/// stored loadout tells: still at `expected`, the save is sent again;
+/// moved on and equal to this one, it won; moved on to another, it lost.
+async fn save_checked(
+    db: &Db,
+    retries: &mut u64,
+    l: &Loadout,
+    expected: i64,
+) -> Result<Option<i64>> {
+    once(
+        retries,
+        move || async move {
+            match db.loadouts().save_if_version(l, expected).await {
+                Ok(v) => Ok(Some(v)),
+                Err(Error::Conflict(UniqueKey::LoadoutVersion)) => Ok(None),
+                Err(e) => Err(e),
+            }
+        },
+        move || async move {
+            let now = db.loadouts().get_versioned(l.user_id).await?;
+            Ok(if now.version == expected {
+                None
+            } else if now.value == *l {
+                Some(Some(now.version))
+            } else {
+                Some(None)
+            })
+        },
+    )
+    .await
 }

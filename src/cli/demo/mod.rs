@@ -20,6 +20,7 @@ use persist::{DatabaseSize, Db, Error};
 use workload::{DemoOptions, DemoProgress, DemoReport};
 
 mod player;
+mod retry;
 pub mod workload;
 
 use workload as demo;
@@ -44,6 +45,23 @@ pub struct Args {
     /// Write the run's metrics to this file, in the Prometheus text format.
     #[arg(long, value_name = "PATH")]
     metrics: Option<std::path::PathBuf>,
+    /// A read replica of the PostgreSQL database (repeatable): reads outside
+    /// units of work go to it when it has replayed the demo's writes, and
+    /// the summary counts the reads each server answered.
+    #[arg(long = "replica-url", value_name = "URL")]
+    replica_urls: Vec<String>,
+}
+
+impl Args {
+    /// `config` with the `--replica-url` replicas added.
+    pub fn with_replicas(&self, mut config: persist::Config) -> Result<persist::Config, Error> {
+        for url in &self.replica_urls {
+            let replica = persist::Config::from_url(url)?;
+            crate::warn_if_password_on_command_line("--replica-url", &replica);
+            config = config.with_replica_url(url)?;
+        }
+        Ok(config)
+    }
 }
 
 /// Histogram buckets of the exposition, in seconds (0.1 ms to 10 s).
@@ -128,6 +146,7 @@ async fn play(db: &Db, args: &Args) -> Result<ExitCode, Error> {
     progress.finish();
     let report = out?;
     print_report(&report);
+    print_replicas(db);
     if report.failed_checks > 0 {
         eprintln!(
             "error: {} of {} consistency checks failed (first: {})",
@@ -241,11 +260,40 @@ fn print_report(r: &DemoReport) {
         r.failed_checks
     );
     println!(
+        "calls run again:   {} (after a lost connection or a restarting server)",
+        r.retries
+    );
+    println!(
         "players:           {} on {} tasks, seed {}",
         r.options.players, r.options.tasks, r.options.seed
     );
     println!("wall time:         {:.3} s", r.wall.as_secs_f64());
     println!("database size:     {}", size_text(&r.size));
+}
+
+/// Where the reads went, when replicas are configured.
+fn print_replicas(db: &Db) {
+    let replicas = db.replicas();
+    if replicas.is_empty() {
+        return;
+    }
+    let s = db.replica_stats();
+    println!(
+        "reads answered:    primary {}, replicas {}",
+        s.primary_reads, s.replica_reads
+    );
+    for r in &replicas {
+        println!(
+            "  replica {} ({}): {} reads",
+            r.url,
+            r.state.as_str(),
+            r.reads
+        );
+    }
+    println!(
+        "sent to primary:   {} (replica behind the demo's writes), {} (no healthy replica), {} (replica failed), {} (not found, checked again)",
+        s.fallback_behind, s.fallback_no_replica, s.fallback_error, s.not_found_rechecks
+    );
 }
 
 fn ms(d: Duration) -> f64 {

@@ -10,6 +10,7 @@ use rand::{Rng, SeedableRng};
 #[path = "game.rs"]
 mod game;
 
+use super::retry::{again, delete, once};
 use super::workload::{player_email, player_username, OpKind, Tally, SESSION_TTL, SIMULATED_START};
 
 /// A session the player holds (it exists in the database).
@@ -136,11 +137,20 @@ impl Player<'_> {
     /// Deletes this player's account if an earlier run with the same seed
     /// left it (same demo username and demo email).
     async fn remove_earlier_run(&mut self) -> Result<()> {
+        let db = self.db;
         self.tally.calls += 1;
-        match self.db.accounts().find_by_username(&self.name).await {
+        let name = &self.name;
+        let found = again(&mut self.tally.retries, move || async move {
+            db.accounts().find_by_username(name).await
+        })
+        .await;
+        match found {
             Ok(a) if a.email == self.email => {
                 self.tally.calls += 1;
-                self.db.accounts().delete(a.user_id).await?;
+                delete(&mut self.tally.retries, move || async move {
+                    db.accounts().delete(a.user_id).await
+                })
+                .await?;
                 self.tally.removed += 1;
                 Ok(())
             }
@@ -154,28 +164,41 @@ impl Player<'_> {
     async fn register(&mut self) -> Result<()> {
         self.hash = self.new_hash();
         let started = Instant::now();
-        let tx = self.db.begin().await?;
-        let account = tx
-            .accounts()
-            .create(&NewAccount {
-                email: &self.email,
-                username: &self.name,
-                pass_hash: self.hash.as_bytes(),
-                created_at: self.now,
-            })
-            .await?;
-        self.user = account.user_id;
-        tx.progression()
-            .set(&Progression {
-                user_id: self.user,
-                level: self.level,
-                xp: self.xp,
-            })
-            .await?;
-        let loadout = Loadout::empty(self.user, self.now);
-        tx.loadouts().save(&loadout).await?;
-        tx.commit().await?;
-        self.loadout = Some(loadout);
+        let (db, now, level, xp) = (self.db, self.now, self.level, self.xp);
+        let new = NewAccount {
+            email: &self.email,
+            username: &self.name,
+            pass_hash: self.hash.as_bytes(),
+            created_at: now,
+        };
+        // One unit of work; when its commit is in doubt, the account is
+        // looked up by name: found with this email, it was committed.
+        self.user = once(
+            &mut self.tally.retries,
+            move || async move {
+                let tx = db.begin().await?;
+                let user = tx.accounts().create(&new).await?.user_id;
+                let p = Progression {
+                    user_id: user,
+                    level,
+                    xp,
+                };
+                tx.progression().set(&p).await?;
+                tx.loadouts().save(&Loadout::empty(user, now)).await?;
+                tx.commit().await?;
+                Ok(user)
+            },
+            move || async move {
+                match db.accounts().find_by_username(new.username).await {
+                    Ok(a) if a.email == new.email => Ok(Some(a.user_id)),
+                    Ok(_) => Ok(None),
+                    Err(e) if e.is_not_found() => Ok(None),
+                    Err(e) => Err(e),
+                }
+            },
+        )
+        .await?;
+        self.loadout = Some(Loadout::empty(self.user, now));
         self.issue_session().await?;
         self.record(OpKind::Register, started, 4);
         Ok(())
@@ -184,11 +207,20 @@ impl Player<'_> {
     async fn issue_session(&mut self) -> Result<()> {
         let token = self.random_b64(32);
         let expires_at = self.now + SESSION_TTL;
-        let s = self
-            .db
-            .sessions()
-            .create(&token, self.user, self.now, expires_at)
-            .await?;
+        let (db, user, now, t) = (self.db, self.user, self.now, token.as_str());
+        // In doubt, the token tells: found, the session was created.
+        let s = once(
+            &mut self.tally.retries,
+            move || async move { db.sessions().create(t, user, now, expires_at).await },
+            move || async move {
+                match db.sessions().find_by_token(t).await {
+                    Ok(s) => Ok(Some(s)),
+                    Err(e) if e.is_not_found() => Ok(None),
+                    Err(e) => Err(e),
+                }
+            },
+        )
+        .await?;
         let ok = s.user_id == self.user && s.expires_at == expires_at;
         self.check(ok, "created session differs from the request");
         self.held.push(Held { token, expires_at });
@@ -244,11 +276,15 @@ impl Player<'_> {
     /// A session lookup by token; `None` when there is none.
     async fn lookup(&mut self, token: &str) -> Result<Option<Session>> {
         let started = Instant::now();
-        let out = match self.db.sessions().find_by_token(token).await {
-            Ok(s) => Some(s),
-            Err(e) if e.is_not_found() => None,
-            Err(e) => return Err(e),
-        };
+        let db = self.db;
+        let out = again(&mut self.tally.retries, move || async move {
+            match db.sessions().find_by_token(token).await {
+                Ok(s) => Ok(Some(s)),
+                Err(e) if e.is_not_found() => Ok(None),
+                Err(e) => Err(e),
+            }
+        })
+        .await?;
         self.record(OpKind::SessionLookup, started, 1);
         Ok(out)
     }
@@ -274,7 +310,11 @@ impl Player<'_> {
     async fn failed_login(&mut self) -> Result<()> {
         let typed = self.new_hash();
         let started = Instant::now();
-        let account = self.db.accounts().find_by_username(&self.name).await?;
+        let (db, name) = (self.db, &self.name);
+        let account = again(&mut self.tally.retries, move || async move {
+            db.accounts().find_by_username(name).await
+        })
+        .await?;
         self.record(OpKind::LoginFailed, started, 1);
         self.check(
             account.user_id == self.user && account.pass_hash != typed.as_bytes(),
@@ -287,16 +327,24 @@ impl Player<'_> {
     async fn login(&mut self) -> Result<()> {
         let how = self.below(4);
         let started = Instant::now();
-        let accounts = self.db.accounts();
-        let account = match how {
-            0 => accounts.find_by_email(&self.email).await?,
-            1 => accounts.find_by_email(&self.email.to_uppercase()).await?,
-            2 => accounts.find_by_username(&self.name).await?,
-            _ => accounts.find_by_username(&self.name.to_uppercase()).await?,
-        };
+        let (db, user, now) = (self.db, self.user, self.now);
+        let (email, name) = (&self.email, &self.name);
+        let account = again(&mut self.tally.retries, move || async move {
+            match how {
+                0 => db.accounts().find_by_email(email).await,
+                1 => db.accounts().find_by_email(&email.to_uppercase()).await,
+                2 => db.accounts().find_by_username(name).await,
+                _ => db.accounts().find_by_username(&name.to_uppercase()).await,
+            }
+        })
+        .await?;
         let ok = account.user_id == self.user && account.pass_hash == self.hash.as_bytes();
         self.check(ok, "login found another account or a stale hash");
-        accounts.update_last_login(self.user, self.now).await?;
+        // Setting a value: sending it again changes nothing.
+        again(&mut self.tally.retries, move || async move {
+            db.accounts().update_last_login(user, now).await
+        })
+        .await?;
         self.issue_session().await?;
         self.record(OpKind::Login, started, 3);
         Ok(())
@@ -307,7 +355,11 @@ impl Player<'_> {
             return Ok(());
         };
         let started = Instant::now();
-        self.db.sessions().delete(&h.token).await?;
+        let (db, t) = (self.db, h.token.as_str());
+        delete(&mut self.tally.retries, move || async move {
+            db.sessions().delete(t).await
+        })
+        .await?;
         self.record(OpKind::Logout, started, 1);
         let gone = self.lookup(&h.token).await?.is_none();
         self.check(gone, "session still found after logout");
@@ -317,15 +369,37 @@ impl Player<'_> {
     async fn change_password(&mut self) -> Result<()> {
         let hash = self.new_hash();
         let started = Instant::now();
-        let tx = self.db.begin().await?;
-        tx.accounts()
-            .update_pass_hash(self.user, hash.as_bytes())
-            .await?;
-        let revoked = tx.sessions().delete_all_for_user(self.user).await?;
-        tx.commit().await?;
+        let (db, user, new) = (self.db, self.user, hash.as_bytes());
+        // In doubt, the stored hash tells whether the unit of work
+        // committed (then how many sessions it revoked is not known, but
+        // none may be left).
+        let revoked = once(
+            &mut self.tally.retries,
+            move || async move {
+                let tx = db.begin().await?;
+                tx.accounts().update_pass_hash(user, new).await?;
+                let n = tx.sessions().delete_all_for_user(user).await?;
+                tx.commit().await?;
+                Ok(Some(n))
+            },
+            move || async move {
+                let a = db.accounts().get(user).await?;
+                Ok((a.pass_hash == new).then_some(None))
+            },
+        )
+        .await?;
         self.record(OpKind::PasswordChange, started, 2);
         let expected = u64::try_from(self.held.len()).unwrap_or(u64::MAX);
-        self.check(revoked == expected, "password change revoked another count");
+        match revoked {
+            Some(n) => self.check(n == expected, "password change revoked another count"),
+            None => {
+                let left = again(&mut self.tally.retries, move || async move {
+                    db.sessions().list_for_user(user).await
+                })
+                .await?;
+                self.check(left.is_empty(), "sessions left after a password change");
+            }
+        }
         self.held.clear();
         self.hash = hash;
         Ok(())
@@ -333,12 +407,19 @@ impl Player<'_> {
 
     async fn delete_account(&mut self) -> Result<()> {
         let started = Instant::now();
-        self.db.accounts().delete(self.user).await?;
-        let gone = match self.db.progression().get(self.user).await {
-            Ok(_) => false,
-            Err(e) if e.is_not_found() => true,
-            Err(e) => return Err(e),
-        };
+        let (db, user) = (self.db, self.user);
+        delete(&mut self.tally.retries, move || async move {
+            db.accounts().delete(user).await
+        })
+        .await?;
+        let gone = again(&mut self.tally.retries, move || async move {
+            match db.progression().get(user).await {
+                Ok(_) => Ok(false),
+                Err(e) if e.is_not_found() => Ok(true),
+                Err(e) => Err(e),
+            }
+        })
+        .await?;
         self.record(OpKind::AccountDelete, started, 2);
         self.check(gone, "progression left after account deletion");
         self.held.clear();

@@ -75,6 +75,7 @@ use tokio::task::JoinSet;
 use persist::{BackendKind, DatabaseSize, Db, Error, MigrationReport, Result, Violation};
 
 use super::player::play;
+use super::retry::again;
 
 /// Default number of players of `persist demo`.
 pub const DEFAULT_PLAYERS: u32 = 200;
@@ -273,6 +274,9 @@ pub struct DemoReport {
     pub first_failure: Option<String>,
     /// Accounts left by an earlier run with the same seed, deleted first.
     pub earlier_players_removed: u64,
+    /// Calls run again after a retryable failure (a terminated backend, a
+    /// restarting server), or whose unknown outcome was read back.
+    pub retries: u64,
     /// Wall time of the workload (migration and size measurement excluded).
     pub wall: Duration,
     /// Size of the database after the run.
@@ -372,7 +376,10 @@ pub async fn run(
         }
     }
     let wall = start.elapsed();
-    let size = db.database_size().await?;
+    let size = again(&mut total.retries, move || async move {
+        db.database_size().await
+    })
+    .await?;
     Ok(DemoReport {
         options: *options,
         backend: db.backend(),
@@ -390,6 +397,7 @@ pub async fn run(
         failed_checks: total.failed,
         first_failure: total.first_failure,
         earlier_players_removed: total.removed,
+        retries: total.retries,
         wall,
         size,
     })
@@ -407,6 +415,8 @@ pub(super) struct Tally {
     pub(super) failed: u64,
     pub(super) first_failure: Option<String>,
     pub(super) removed: u64,
+    /// Attempts made again after a retryable failure or an unknown outcome.
+    pub(super) retries: u64,
 }
 
 impl Tally {
@@ -419,6 +429,7 @@ impl Tally {
         self.checks += o.checks;
         self.failed += o.failed;
         self.removed += o.removed;
+        self.retries += o.retries;
         if self.first_failure.is_none() {
             self.first_failure = o.first_failure;
         }

@@ -1,0 +1,235 @@
+//! Issue 15, no-transaction migrations (`-- persist:no-transaction` on the
+//! first line). PostgreSQL: statements one at a time outside a transaction
+//! (`CREATE INDEX CONCURRENTLY`), recorded as started before and as applied
+//! after; an interrupted run shows as "incomplete" (`status` exit 9) and the
+//! next `migrate` resumes it, rebuilding an INVALID index a failed
+//! concurrent build left. SQLite runs the same kind of file in one
+//! transaction, as any other.
+
+mod common;
+
+use std::process::Command;
+
+use common::{assert_exit, stderr, stdout};
+use persist::{BackendKind, Error, Migration, MigrationState, Migrations, NewAccount};
+
+const BIN: &str = env!("CARGO_BIN_EXE_persist");
+
+const PG_ONLINE: &str = "-- persist:no-transaction\n\
+CREATE INDEX CONCURRENTLY IF NOT EXISTS sessions_user_created ON sessions (user_id, created_at);\n\
+DROP INDEX CONCURRENTLY IF EXISTS sessions_no_such_index;\n";
+
+const PG_UNIQUE: &str = "-- persist:no-transaction\n\
+CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS sessions_one_per_user ON sessions (user_id);\n";
+
+const SQLITE_ONLINE: &str = "-- persist:no-transaction\n\
+CREATE INDEX IF NOT EXISTS sessions_user_created ON sessions (user_id, created_at);\n";
+
+/// The shipped set of `dialect` plus `sql` as the next version.
+fn plus(dialect: BackendKind, name: &str, sql: &str) -> Migrations {
+    let mut list: Vec<Migration> = Migrations::embedded(dialect)
+        .unwrap()
+        .iter()
+        .cloned()
+        .collect();
+    list.push(Migration::new(list.len() as i64 + 1, name, sql));
+    Migrations::new(dialect, list).unwrap()
+}
+
+async fn client(url: &str) -> tokio_postgres::Client {
+    let (c, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    c
+}
+
+/// `Some(valid)` for index `name`, `None` when it does not exist.
+async fn index_valid(c: &tokio_postgres::Client, name: &str) -> Option<bool> {
+    c.query_opt(
+        "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
+         WHERE c.relname = $1",
+        &[&name],
+    )
+    .await
+    .unwrap()
+    .map(|r| r.get(0))
+}
+
+async fn versions(c: &tokio_postgres::Client) -> Vec<i64> {
+    c.query(
+        "SELECT version FROM schema_migrations ORDER BY version",
+        &[],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_builds_an_index_concurrently_and_records_it_applied() {
+    let t = common::postgres().await;
+    let set = plus(BackendKind::Postgres, "online_index", PG_ONLINE);
+    assert!(!set.iter().last().unwrap().in_transaction());
+    let report = t.db.migrate_with(&set).await.unwrap();
+    let v = set.latest_version();
+    assert_eq!(
+        report.applied.iter().map(|a| a.version).collect::<Vec<_>>(),
+        [v]
+    );
+    let c = client(&t.url).await;
+    assert_eq!(index_valid(&c, "sessions_user_created").await, Some(true));
+    assert_eq!(versions(&c).await, (1..=v).collect::<Vec<_>>());
+    let status = t.db.migration_status_with(&set).await.unwrap();
+    assert!(
+        status.iter().all(|s| s.state == MigrationState::Applied),
+        "{status:?}"
+    );
+    // Again: nothing to do.
+    assert!(t.db.migrate_with(&set).await.unwrap().applied.is_empty());
+    t.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_resumes_an_interrupted_run_and_rebuilds_the_invalid_index() {
+    let t = common::postgres().await;
+    let a = common::register(
+        &t.db,
+        &NewAccount {
+            email: "twice@example.com",
+            username: "twice",
+            pass_hash: b"h",
+            created_at: 1_700_000_000,
+        },
+    )
+    .await
+    .unwrap();
+    for token in [
+        "first-token-abcdefghijklmnop",
+        "second-token-abcdefghijklmno",
+    ] {
+        t.db.sessions()
+            .create(token, a.user_id, 1_700_000_000, 1_900_000_000)
+            .await
+            .unwrap();
+    }
+    let set = plus(BackendKind::Postgres, "one_session_per_user", PG_UNIQUE);
+    let v = set.latest_version();
+    // The concurrent unique build fails on the duplicate: it leaves an
+    // INVALID index and the migration recorded as started only.
+    let err = t.db.migrate_with(&set).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::MigrationFailed { version, .. } if *version == v),
+        "{err:?}"
+    );
+    let c = client(&t.url).await;
+    assert_eq!(index_valid(&c, "sessions_one_per_user").await, Some(false));
+    assert!(versions(&c).await.contains(&-v));
+    let status = t.db.migration_status_with(&set).await.unwrap();
+    assert_eq!(
+        status.last().map(|s| (s.version, s.state)),
+        Some((v, MigrationState::Incomplete))
+    );
+
+    // The cause fixed, the next run resumes: the INVALID index is dropped
+    // and built again (IF NOT EXISTS alone would have kept it).
+    t.db.sessions()
+        .delete("second-token-abcdefghijklmno")
+        .await
+        .unwrap();
+    let report = t.db.migrate_with(&set).await.unwrap();
+    assert_eq!(
+        report.applied.iter().map(|a| a.version).collect::<Vec<_>>(),
+        [v]
+    );
+    assert_eq!(index_valid(&c, "sessions_one_per_user").await, Some(true));
+    assert_eq!(versions(&c).await, (1..=v).collect::<Vec<_>>());
+    t.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_status_exits_9_on_an_incomplete_migration_and_migrate_resumes_it() {
+    let pg = common::PgDatabase::create().await;
+    let shipped = Migrations::embedded(BackendKind::Postgres).unwrap();
+    let last = shipped.iter().last().unwrap().clone();
+    let before: Vec<Migration> = shipped
+        .iter()
+        .filter(|m| m.version() < last.version())
+        .cloned()
+        .collect();
+    let db = persist::open(&persist::Config::from_url(&pg.url).unwrap())
+        .await
+        .unwrap();
+    db.migrate_with(&Migrations::new(BackendKind::Postgres, before).unwrap())
+        .await
+        .unwrap();
+    db.close().await;
+    // What an interrupted run of the last migration leaves behind.
+    client(&pg.url)
+        .await
+        .execute(
+            "INSERT INTO schema_migrations (version, name, checksum, applied_at, execution_ms) \
+             VALUES ($1, $2, $3, 1, 0)",
+            &[&-last.version(), &last.name(), &last.checksum()],
+        )
+        .await
+        .unwrap();
+    let run = |args: &[&str]| {
+        Command::new(BIN)
+            .env_remove("DATABASE_URL")
+            .env_remove("RUST_LOG")
+            .args(["--database-url", &pg.url])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let o = run(&["status"]);
+    assert_exit(&o, 9, "status with an incomplete migration");
+    let row = stdout(&o)
+        .lines()
+        .find(|l| l.starts_with(&format!("{:04} ", last.version())))
+        .map(str::to_string);
+    assert!(
+        row.is_some_and(|r| r.contains(" incomplete ")),
+        "{}",
+        stdout(&o)
+    );
+    assert_eq!(
+        stderr(&o),
+        format!(
+            "error: no-transaction migration(s) {:04} started and did not finish: run migrate to resume\n",
+            last.version()
+        )
+    );
+    let o = run(&["status", "--json"]);
+    assert_exit(&o, 9, "status --json with an incomplete migration");
+    assert!(
+        stdout(&o).contains("\"status\":\"incomplete\""),
+        "{}",
+        stdout(&o)
+    );
+    assert_exit(&run(&["migrate"]), 0, "migrate resumes");
+    assert_exit(&run(&["status"]), 0, "status after the resume");
+    let all: Vec<i64> = shipped.iter().map(Migration::version).collect();
+    assert_eq!(versions(&client(&pg.url).await).await, all);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_runs_a_no_transaction_file_in_one_transaction() {
+    let t = common::sqlite().await;
+    let set = plus(BackendKind::Sqlite, "online_index", SQLITE_ONLINE);
+    let report = t.db.migrate_with(&set).await.unwrap();
+    assert_eq!(report.applied.len(), 1);
+    let status = t.db.migration_status_with(&set).await.unwrap();
+    assert!(
+        status.iter().all(|s| s.state == MigrationState::Applied),
+        "{status:?}"
+    );
+    let schema = persist::read_schema(&t.db).await.unwrap();
+    assert!(schema.tables["sessions"]
+        .indexes
+        .contains_key("sessions_user_created"));
+    t.close().await;
+}
