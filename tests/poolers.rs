@@ -148,9 +148,11 @@ async fn single_call_behind_a_transaction_pooler_gets_the_database_setting() {
     db.close().await;
 }
 
-/// Through a transaction pooler nothing persist sets outlives its
-/// transaction: a plain client of the same bouncer afterwards sees the
-/// server's defaults on the server connections persist used.
+/// Through a transaction pooler nothing persist sets or prepares outlives
+/// its transaction: a plain client of the same bouncer afterwards sees the
+/// server's default timeout and no prepared statement on the server
+/// connections persist used (the pooler hands out the most recently used
+/// one first).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_setting_leaks_to_other_clients_of_a_transaction_pooler() {
     let (pg, db, user) = setup(Route::Bouncer(PoolMode::Transaction)).await;
@@ -158,19 +160,31 @@ async fn no_setting_leaks_to_other_clients_of_a_transaction_pooler() {
         let tx = db.begin().await.unwrap();
         assert_eq!(tx.progression().get(user).await.unwrap().level, 1);
         tx.commit().await.unwrap();
+        assert_eq!(db.progression().get(user).await.unwrap().level, 1);
     }
     let url = pg.bouncer.as_ref().unwrap().url_for(&pg.name);
     let (c, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
         .await
         .expect("plain client through the bouncer");
     tokio::spawn(conn);
+    let one = |sql: &'static str| {
+        let c = &c;
+        async move {
+            let rows = c.simple_query(sql).await.unwrap();
+            rows.iter().find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+                _ => None,
+            })
+        }
+    };
     for _ in 0..5 {
-        let rows = c.simple_query("SHOW statement_timeout").await.unwrap();
-        let value = rows.iter().find_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
-            _ => None,
-        });
-        assert_eq!(value.as_deref(), Some("0"));
+        assert_eq!(one("SHOW statement_timeout").await.as_deref(), Some("0"));
+        assert_eq!(
+            one("SELECT count(*) FROM pg_prepared_statements")
+                .await
+                .as_deref(),
+            Some("0")
+        );
     }
     db.close().await;
 }

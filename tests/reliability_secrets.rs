@@ -409,16 +409,20 @@ const BAD_URLS: &[(&str, &str)] = &[
         "database URL has no valid scheme (expected sqlite:// or postgres://): host=db password=***",
     ),
     (
-        "postgres://db/game?password=Sx7q Zk9w",
-        "PostgreSQL URL has no user name (expected postgres://USER@host/database): postgres://db/game?password=***",
+        "postgres://db:bad/game?password=Sx7q Zk9w",
+        "malformed PostgreSQL URL postgres://db:bad/game?password=***: invalid connection string",
     ),
     (
         "postgres://db/game?Password=Sx7qZk9w",
-        "malformed PostgreSQL URL postgres://db/game?Password=***: invalid connection string",
+        "unsupported PostgreSQL URL parameter (its name is not shown: it may hold a secret) (supported: user, password, dbname, \
+         options, application_name, host, hostaddr, port, connect_timeout, tcp_user_timeout, \
+         keepalives, keepalives_idle, keepalives_interval, keepalives_retries, \
+         target_session_attrs, channel_binding, load_balance_hosts, sslmode, sslrootcert, \
+         sslcert, sslkey, sslpassword, pooler)",
     ),
     (
-        "postgres://db/game?pass%77ord=Sx7qZk9w",
-        "PostgreSQL URL has no user name (expected postgres://USER@host/database): postgres://db/game?pass%77ord=***",
+        "postgres://db:bad/game?pass%77ord=Sx7qZk9w",
+        "malformed PostgreSQL URL postgres://db:bad/game?pass%77ord=***: invalid connection string",
     ),
     (
         "postgres: host=db password = Sx7qZk9w",
@@ -452,8 +456,8 @@ const BAD_URLS: &[(&str, &str)] = &[
         "PostgreSQL URL has no database name (expected postgres://user@host/DATABASE): postgres://alice:***@db",
     ),
     (
-        "postgres://alice:Sx7qZk9w@/game",
-        "PostgreSQL URL has no host: postgres://alice:***@/game",
+        "postgres://alice:Sx7qZk9w@/",
+        "PostgreSQL URL has no database name (expected postgres://user@host/DATABASE): postgres://alice:***@/",
     ),
     (
         "postgres://alice:Sx7qZk9w@db/game?sslmode=verify-full",
@@ -480,7 +484,8 @@ const BAD_URLS: &[(&str, &str)] = &[
     ),
     (
         "postgres://alice@db:bad/game?sslkey=k.pem&sslpassword=Sx7qZk9w",
-        "malformed PostgreSQL URL postgres://alice:***@db:bad/game?sslkey=k.pem&sslpassword=***: invalid connection string",
+        // No password in the user part: none shown there.
+        "malformed PostgreSQL URL postgres://alice@db:bad/game?sslkey=k.pem&sslpassword=***: invalid connection string",
     ),
     (
         "mysql://alice:Sx7qZk9w@db/game",

@@ -266,18 +266,6 @@ async fn players(db: &Db) -> Result<()> {
 }
 
 /// `url` with its database name replaced.
-fn with_db(url: &str, db: &str) -> Result<String> {
-    let (base, query) = url.split_once('?').unwrap_or((url, ""));
-    let start = base.find("://").context("postgres URL without ://")? + 3;
-    let host_end = base[start..].find('/').map_or(base.len(), |p| start + p);
-    let q = if query.is_empty() {
-        String::new()
-    } else {
-        format!("?{query}")
-    };
-    Ok(format!("{}/{db}{q}", &base[..host_end]))
-}
-
 /// Runs the comparison on the chosen backends.
 pub async fn run(
     quick: bool,
@@ -318,7 +306,10 @@ pub async fn run(
             .batch_execute(&format!("CREATE DATABASE {name}"))
             .await?;
         let out = async {
-            let url = with_db(postgres_url, &name)?;
+            // Plaintext for both, as every PostgreSQL cell: the raw client
+            // here has no TLS (with the URL's default sslmode=prefer,
+            // persist would talk TLS to a server with ssl=on).
+            let url = crate::bench_pg::with_dbname(postgres_url, &name)?;
             let db = persist::open(&Config::from_url(&url)?).await?;
             players(&db).await?;
             let (c, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
@@ -347,15 +338,6 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn database_names_are_swapped_in_urls() {
-        assert_eq!(
-            with_db("postgres://u@h:5432/postgres?sslmode=disable", "x").unwrap(),
-            "postgres://u@h:5432/x?sslmode=disable"
-        );
-        assert_eq!(with_db("postgres://u@h", "x").unwrap(), "postgres://u@h/x");
-    }
 
     #[test]
     fn spread_reports_median_and_tails() {

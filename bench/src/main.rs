@@ -17,6 +17,7 @@ mod harness;
 mod metrics_cost;
 mod mixed;
 mod ops;
+mod pooler;
 mod raw_pg;
 mod raw_sqlite;
 mod report;
@@ -153,6 +154,11 @@ struct Cli {
     /// Measure only what recording metrics costs (bench/src/metrics_cost.rs).
     #[arg(long)]
     metrics_cost: bool,
+    /// Measure only persist behind a private PgBouncer (transaction mode)
+    /// against the raw driver behind it, and the direct pair
+    /// (bench/src/pooler.rs).
+    #[arg(long)]
+    pgbouncer: bool,
     #[arg(long, hide = true)]
     rss_child: Option<String>,
     #[arg(long, hide = true)]
@@ -288,6 +294,11 @@ async fn run(cli: Cli) -> Result<Option<(Results, Instant)>> {
             cli.backend != Backends::Sqlite,
         );
         return battle_once::run(cli.quick, lite, pg, &cli.postgres_url, &dir)
+            .await
+            .map(|()| None);
+    }
+    if cli.pgbouncer {
+        return pooler::run(&cli.postgres_url, cli.quick)
             .await
             .map(|()| None);
     }

@@ -123,8 +123,13 @@ pub(crate) enum Target {
 ///   of libpq's six ([`SslMode`]); `sslrootcert=FILE|system`,
 ///   `sslcert=FILE`, `sslkey=FILE`, `sslpassword=PASSPHRASE` (an encrypted
 ///   PKCS#8 key) and `channel_binding=disable|prefer|require`
-///   as in libpq; `replica=HOST[:PORT]` (repeatable) names a read replica
-///   ([`Config::with_replica_url`]).
+///   as in libpq; `pooler=none|session|transaction` ([`Pooler`]);
+///   `target_session_attrs=any|read-write|read-only`;
+///   `replica=HOST[:PORT]` (repeatable) names a read replica
+///   ([`Config::with_replica_url`]). Any other parameter is refused, naming it.
+/// - `postgres:///database` and `postgres://host/database`: as libpq, the
+///   socket directory `/var/run/postgresql` and the operating-system user
+///   where neither the URL nor the environment gives them.
 ///
 /// For PostgreSQL, what the URL leaves out is taken, as libpq does, from
 /// `PGHOST`, `PGPORT`, `PGUSER`, `PGDATABASE`, `PGSSLMODE`, `PGSSLROOTCERT`,

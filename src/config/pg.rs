@@ -301,3 +301,57 @@ pub(super) fn resolve_tls(url: UrlParams, env: &dyn Env) -> Result<(SslMode, Tls
         },
     ))
 }
+
+/// `url` with `PGPORT`'s port(s) added to its hosts when it names hosts but
+/// no port (tokio-postgres would take 5432 for them). Hosts the URL leaves
+/// out come from `PGHOST`, and their ports from `PGPORT`, later.
+pub(super) fn with_env_port(url: &str, env: &dyn Env) -> Result<String> {
+    let Some(ports) = env.var("PGPORT") else {
+        return Ok(url.to_string());
+    };
+    let Some(start) = url.find("://").map(|i| i + 3) else {
+        return Ok(url.to_string());
+    };
+    let end = url[start..]
+        .find(['/', '?'])
+        .map_or(url.len(), |i| start + i);
+    let hosts_at = url[start..end].rfind('@').map_or(start, |i| start + i + 1);
+    let hosts = &url[hosts_at..end];
+    let query_port = url
+        .split_once('?')
+        .is_some_and(|(_, q)| q.split('&').any(|p| p.starts_with("port=")));
+    let has_port = |h: &str| match h.strip_prefix('[') {
+        Some(rest) => rest
+            .split_once(']')
+            .is_some_and(|(_, p)| p.starts_with(':')),
+        None => h.contains(':'),
+    };
+    if hosts.is_empty() || query_port || hosts.split(',').any(has_port) {
+        return Ok(url.to_string());
+    }
+    let ports: Vec<&str> = ports.split(',').map(str::trim).collect();
+    let names: Vec<&str> = hosts.split(',').collect();
+    if ports.len() != 1 && ports.len() != names.len() {
+        return Err(Error::Config(format!(
+            "PGPORT lists {} ports for {} hosts",
+            ports.len(),
+            names.len()
+        )));
+    }
+    let mut with_ports = Vec::with_capacity(names.len());
+    for (i, name) in names.iter().enumerate() {
+        let port = ports[if ports.len() == 1 { 0 } else { i }];
+        if port.parse::<u16>().ok().filter(|p| *p > 0).is_none() {
+            return Err(Error::Config(format!(
+                "PGPORT is not a port number: {port:?}"
+            )));
+        }
+        with_ports.push(format!("{name}:{port}"));
+    }
+    Ok(format!(
+        "{}{}{}",
+        &url[..hosts_at],
+        with_ports.join(","),
+        &url[end..]
+    ))
+}

@@ -121,25 +121,39 @@ const DRIVER_PARAMS: &[&str] = &[
 /// `transaction_read_only` after connecting and tries the next host).
 const SESSION_ATTRS: &[&str] = &["any", "read-write", "read-only"];
 
-/// Checks the parameters left for the driver: an unknown one, or a
-/// `target_session_attrs` value the driver cannot honour, is refused by
-/// name (the driver's own error says only "invalid connection string").
-pub(super) fn check_driver_params(kept: &[&str]) -> Result<()> {
-    for pair in kept.iter().filter(|p| !p.is_empty()) {
+/// Checks a URL's parameters (`query`, without the '?'): one that neither
+/// persist (`own`) nor the driver reads, or a `target_session_attrs` value
+/// the driver cannot honour, is refused by name (the driver's own error
+/// says only "invalid connection string").
+pub(super) fn check_params(query: &str, own: &[&str]) -> Result<()> {
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        // Names and values are percent-decoded as the driver reads them.
+        let (Some(k), Some(v)) = (super::url::percent_decode(k), super::url::percent_decode(v))
+        else {
+            return Err(Error::Config(
+                "a PostgreSQL URL parameter is not valid percent-encoded UTF-8".into(),
+            ));
+        };
+        let (k, v) = (k.as_str(), v.as_str());
+        if own.contains(&k) {
+            continue;
+        }
         if !DRIVER_PARAMS.contains(&k) {
-            let shown: String = k.chars().take(40).collect();
+            // Named only when it is a plain name: anything else may be a
+            // piece of a mistyped password.
             return Err(Error::Config(format!(
-                "unsupported PostgreSQL URL parameter {shown:?} (supported: {}, sslmode, \
+                "unsupported PostgreSQL URL parameter {} (supported: {}, sslmode, \
                  sslrootcert, sslcert, sslkey, sslpassword, pooler)",
+                shown(k, "its name"),
                 DRIVER_PARAMS.join(", ")
             )));
         }
         if k == "target_session_attrs" && !SESSION_ATTRS.contains(&v) {
-            let shown: String = v.chars().take(40).collect();
             return Err(Error::Config(format!(
-                "unsupported target_session_attrs={shown:?} (supported: {}; \
+                "unsupported target_session_attrs={} (supported: {}; \
                  primary, standby and prefer-standby are not)",
+                shown(v, "the value"),
                 SESSION_ATTRS.join(", ")
             )));
         }
@@ -150,9 +164,23 @@ pub(super) fn check_driver_params(kept: &[&str]) -> Result<()> {
 /// Parses `pooler=VALUE`.
 pub(super) fn parse_pooler(v: &str) -> Result<Pooler> {
     Pooler::parse(v).ok_or_else(|| {
-        let shown: String = v.chars().take(40).collect();
         Error::Config(format!(
-            "unsupported pooler={shown:?} (supported: none, session, transaction)"
+            "unsupported pooler={} (supported: none, session, transaction)",
+            shown(v, "the value")
         ))
     })
+}
+
+/// A parameter name or value, quoted, for an error message: only when it
+/// is a plain word (letters, digits, `_`, `-`, no "pass"); anything else
+/// may be a piece of a mistyped password and is not shown.
+fn shown(s: &str, what: &str) -> String {
+    let plain = s.len() <= 40
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        && !s.to_ascii_lowercase().contains("pass");
+    match plain {
+        true => format!("{s:?}"),
+        false => format!("({what} is not shown: it may hold a secret)"),
+    }
 }

@@ -113,17 +113,19 @@ fn parse_postgres(url: &str, env: &dyn Env) -> Result<Config> {
     };
     let (own, kept) = own_params(url, base, query)?;
     refuse_misplaced_at(url)?;
-    if url.rfind('@') > Some(base.len()) && query.is_some() {
-        // The '?' is inside the user name or password: a parameter named
-        // from there would be a piece of the password.
-        return Err(question_mark_in_credentials(url));
-    }
-    topology::check_driver_params(&kept)?;
+    // The parameters start at the first '?' after the credentials (a '?'
+    // before the last '@' is part of the user name or password, which the
+    // driver reads as such, and is never echoed).
+    let params = match url.rfind('@') {
+        Some(at) if at > base.len() => url[at..].split_once('?').map(|(_, q)| q),
+        _ => query,
+    };
+    topology::check_params(params.unwrap_or(""), OWN_PARAMS)?;
     let stripped = match (query, kept.iter().any(|p| !p.is_empty())) {
         (Some(_), true) => format!("{base}?{}", kept.join("&")),
         _ => base.to_string(),
     };
-    let stripped = with_env_port(&stripped, env)?;
+    let stripped = pg::with_env_port(&stripped, env)?;
     let mut pg: tokio_postgres::Config = stripped.parse().map_err(|e: tokio_postgres::Error| {
         Error::Config(format!("malformed PostgreSQL URL {}: {e}", redact(url)))
     })?;
@@ -254,63 +256,9 @@ fn require_parts(pg: &tokio_postgres::Config, url: &str) -> Result<()> {
     Ok(())
 }
 
-/// `url` with `PGPORT`'s port(s) added to its hosts when it names hosts but
-/// no port (tokio-postgres would take 5432 for them). Hosts the URL leaves
-/// out come from `PGHOST`, and their ports from `PGPORT`, later.
-fn with_env_port(url: &str, env: &dyn Env) -> Result<String> {
-    let Some(ports) = env.var("PGPORT") else {
-        return Ok(url.to_string());
-    };
-    let Some(start) = url.find("://").map(|i| i + 3) else {
-        return Ok(url.to_string());
-    };
-    let end = url[start..]
-        .find(['/', '?'])
-        .map_or(url.len(), |i| start + i);
-    let hosts_at = url[start..end].rfind('@').map_or(start, |i| start + i + 1);
-    let hosts = &url[hosts_at..end];
-    let query_port = url
-        .split_once('?')
-        .is_some_and(|(_, q)| q.split('&').any(|p| p.starts_with("port=")));
-    let has_port = |h: &str| match h.strip_prefix('[') {
-        Some(rest) => rest
-            .split_once(']')
-            .is_some_and(|(_, p)| p.starts_with(':')),
-        None => h.contains(':'),
-    };
-    if hosts.is_empty() || query_port || hosts.split(',').any(has_port) {
-        return Ok(url.to_string());
-    }
-    let ports: Vec<&str> = ports.split(',').map(str::trim).collect();
-    let names: Vec<&str> = hosts.split(',').collect();
-    if ports.len() != 1 && ports.len() != names.len() {
-        return Err(Error::Config(format!(
-            "PGPORT lists {} ports for {} hosts",
-            ports.len(),
-            names.len()
-        )));
-    }
-    let mut with_ports = Vec::with_capacity(names.len());
-    for (i, name) in names.iter().enumerate() {
-        let port = ports[if ports.len() == 1 { 0 } else { i }];
-        if port.parse::<u16>().ok().filter(|p| *p > 0).is_none() {
-            return Err(Error::Config(format!(
-                "PGPORT is not a port number: {port:?}"
-            )));
-        }
-        with_ports.push(format!("{name}:{port}"));
-    }
-    Ok(format!(
-        "{}{}{}",
-        &url[..hosts_at],
-        with_ports.join(","),
-        &url[end..]
-    ))
-}
-
 /// Decodes `%XX` escapes (and nothing else: `+` stays `+`, as libpq reads
 /// it); `None` when an escape is malformed or the bytes are not UTF-8.
-fn percent_decode(s: &str) -> Option<String> {
+pub(super) fn percent_decode(s: &str) -> Option<String> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;

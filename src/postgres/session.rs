@@ -69,3 +69,57 @@ impl Setup {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::Setup;
+    use crate::config::{Config, Pooler};
+
+    fn config(pooler: Pooler) -> Config {
+        Config::from_url("postgres://u@h/db")
+            .unwrap()
+            .with_pooler(pooler)
+            .with_statement_timeout(Some(Duration::from_millis(1500)))
+            .with_session_setting("search_path", "o'k")
+    }
+
+    #[test]
+    fn settings_go_where_each_pooler_keeps_them() {
+        for pooler in [Pooler::None, Pooler::Session] {
+            let s = Setup::new(&config(pooler)).unwrap();
+            assert_eq!(
+                s.after_connect().as_deref(),
+                Some("SET statement_timeout = 1500; SET search_path = 'o''k'")
+            );
+            assert_eq!(s.begin(), "BEGIN");
+        }
+        let s = Setup::new(&config(Pooler::Transaction)).unwrap();
+        assert_eq!(s.after_connect(), None);
+        assert_eq!(
+            s.begin(),
+            "BEGIN; SET LOCAL statement_timeout = 1500; SET LOCAL search_path = 'o''k'"
+        );
+        let off = Config::from_url("postgres://u@h/db")
+            .unwrap()
+            .with_statement_timeout(None);
+        assert_eq!(
+            Setup::new(&off).unwrap().after_connect().as_deref(),
+            Some("SET statement_timeout = 0")
+        );
+    }
+
+    #[test]
+    fn a_bad_setting_name_is_a_config_error() {
+        for name in ["", "a b", "x;DROP", "search-path"] {
+            let c = Config::from_url("postgres://u@h/db")
+                .unwrap()
+                .with_session_setting(name, "v");
+            assert!(
+                matches!(Setup::new(&c), Err(crate::error::Error::Config(_))),
+                "{name:?}"
+            );
+        }
+    }
+}
