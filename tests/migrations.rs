@@ -392,6 +392,12 @@ async fn failing_migration_rolls_back_schema_and_history(kind: Backend) {
             assert_eq!(version, 2);
             assert_eq!(file, "0002_bad.sql");
             assert!(message.contains("no_such_table"), "{message}");
+            // Both backends name the failing statement, not the file's text.
+            assert!(
+                message.starts_with("statement 2 (SELECT * FROM no_such_table): "),
+                "{message}"
+            );
+            assert!(!message.contains("CREATE TABLE ok_t"), "{message}");
         }
         other => panic!("expected MigrationFailed, got {other:?}"),
     }

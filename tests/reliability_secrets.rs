@@ -418,7 +418,7 @@ const BAD_URLS: &[(&str, &str)] = &[
          options, application_name, host, hostaddr, port, connect_timeout, tcp_user_timeout, \
          keepalives, keepalives_idle, keepalives_interval, keepalives_retries, \
          target_session_attrs, channel_binding, load_balance_hosts, sslmode, sslrootcert, \
-         sslcert, sslkey, sslpassword, pooler)",
+         sslcert, sslkey, sslpassword, pooler, replica)",
     ),
     (
         "postgres://db:bad/game?pass%77ord=Sx7qZk9w",

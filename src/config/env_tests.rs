@@ -260,7 +260,8 @@ fn debug_shows_tls_paths_and_no_password_from_any_source() {
     assert!(
         dbg.ends_with(
             "password_source: Some(Env), ssl_root_cert: Some(File(\"ca.pem\")), \
-             ssl_cert: Some(\"c.pem\"), ssl_key: Some(\"k.pem\"), ssl_key_password: Some(***) }"
+             ssl_cert: Some(\"c.pem\"), ssl_key: Some(\"k.pem\"), ssl_key_password: Some(***), \
+             replicas: [] }"
         ),
         "{dbg}"
     );

@@ -144,7 +144,7 @@ pub(super) fn check_params(query: &str, own: &[&str]) -> Result<()> {
             // piece of a mistyped password.
             return Err(Error::Config(format!(
                 "unsupported PostgreSQL URL parameter {} (supported: {}, sslmode, \
-                 sslrootcert, sslcert, sslkey, sslpassword, pooler)",
+                 sslrootcert, sslcert, sslkey, sslpassword, pooler, replica)",
                 shown(k, "its name"),
                 DRIVER_PARAMS.join(", ")
             )));

@@ -25,6 +25,7 @@ pub use lint::{LintFinding, LintRule};
 pub(crate) use plan::plan;
 pub use plan::{LockLevel, MigrationPlan, PlannedMigration, PlannedStatement, TableLock};
 pub(crate) use runner::{failed, pending, run, status, Applied, AppliedRow, MigrationBackend};
+pub(crate) use split::first_line;
 
 mod embedded {
     include!(concat!(env!("OUT_DIR"), "/embedded_migrations.rs"));

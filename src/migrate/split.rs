@@ -38,6 +38,20 @@ pub(crate) fn statements(sql: &str) -> Vec<String> {
     out
 }
 
+/// The first line of a statement that is neither blank nor a comment.
+pub(crate) fn first_line(sql: &str) -> String {
+    let line = sql
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with("--"))
+        .unwrap_or("");
+    const MAX: usize = 120;
+    match line.char_indices().nth(MAX) {
+        Some((i, _)) => format!("{}...", &line[..i]),
+        None => line.to_string(),
+    }
+}
+
 /// Whether the byte before `i` continues an identifier (so `E` is part of a
 /// word, not the escape-string prefix).
 fn ident_byte(b: &[u8], i: usize) -> bool {

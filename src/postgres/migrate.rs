@@ -27,7 +27,7 @@ use super::error::map;
 use super::error::message;
 use crate::error::{after, Error, Result};
 use crate::migrate::{
-    check_history_columns, failed, Applied, AppliedRow, Migration, MigrationBackend,
+    check_history_columns, failed, first_line, Applied, AppliedRow, Migration, MigrationBackend,
 };
 
 /// Advisory lock key of the migrator: the bytes of "persist\0" as an i64.
@@ -276,12 +276,22 @@ impl PgMigrator {
         .await
         .map_err(map)?;
         let start = Instant::now();
-        if let Err(e) = tx.batch_execute(m.sql()).await {
-            if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) {
-                // Dropping the transaction rolls it back.
-                return Ok(Attempt::Blocked);
+        // One statement at a time (each one round trip, in the one
+        // transaction), so a failure names its statement.
+        for (i, statement) in m.statements().iter().enumerate() {
+            if let Err(e) = tx.batch_execute(statement).await {
+                if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) {
+                    // Dropping the transaction rolls it back.
+                    return Ok(Attempt::Blocked);
+                }
+                let what = format!(
+                    "statement {} ({}): {}",
+                    i + 1,
+                    first_line(statement),
+                    message(&e)
+                );
+                return Err(failed(m, what, e.into()));
             }
-            return Err(failed(m, message(&e), e.into()));
         }
         super::rekey::after_sql(&*tx, m).await?;
         let ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);

@@ -5,7 +5,7 @@ use rusqlite::fallible_iterator::FallibleIterator;
 use rusqlite::{Batch, Connection};
 
 use crate::error::Error;
-use crate::migrate::{failed, Migration};
+use crate::migrate::{failed, first_line, Migration};
 
 /// Runs every statement of `m`'s SQL; on failure, the `MigrationFailed`
 /// error says which statement failed and why.
@@ -23,6 +23,16 @@ pub(super) fn run(c: &Connection, m: &Migration) -> Result<(), Error> {
                 let line = match &e {
                     rusqlite::Error::SqlInputError { sql, .. } => first_line(sql),
                     _ => String::new(),
+                };
+                // Without the text in the error, the file's own statement
+                // of that number (the same split as PostgreSQL's runner).
+                let line = match line.is_empty() {
+                    true => m
+                        .statements()
+                        .get(number - 1)
+                        .map(|s| first_line(s))
+                        .unwrap_or_default(),
+                    false => line,
                 };
                 return Err(fail(m, number, &line, e));
             }
@@ -43,20 +53,6 @@ fn drain(st: &mut rusqlite::Statement<'_>) -> rusqlite::Result<()> {
     let mut rows = st.raw_query();
     while rows.next()?.is_some() {}
     Ok(())
-}
-
-/// The first line of a statement that is neither blank nor a comment.
-fn first_line(sql: &str) -> String {
-    let line = sql
-        .lines()
-        .map(str::trim)
-        .find(|l| !l.is_empty() && !l.starts_with("--"))
-        .unwrap_or("");
-    const MAX: usize = 120;
-    match line.char_indices().nth(MAX) {
-        Some((i, _)) => format!("{}...", &line[..i]),
-        None => line.to_string(),
-    }
 }
 
 /// The error for statement `number`, without the SQL text rusqlite's own
