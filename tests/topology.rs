@@ -79,6 +79,21 @@ async fn a_standby_streams_from_its_primary_and_refuses_writes() {
     assert!(!promoted, "a promoted standby is out of recovery");
 }
 
+/// `pg_backend_pid()` of the server connection the client's query lands on
+/// (simple protocol: PgBouncer 1.18 has no protocol-level prepared
+/// statements).
+async fn backend_pid(c: &tokio_postgres::Client) -> i32 {
+    c.simple_query("SELECT pg_backend_pid()")
+        .await
+        .unwrap()
+        .iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(|s| s.parse().unwrap()),
+            _ => None,
+        })
+        .unwrap()
+}
+
 async fn backend_pids_through(bouncer: &Bouncer) -> (i32, i32) {
     let mut cfg: tokio_postgres::Config = bouncer.url_for("postgres").parse().unwrap();
     cfg.connect_timeout(std::time::Duration::from_secs(5));
@@ -89,26 +104,8 @@ async fn backend_pids_through(bouncer: &Bouncer) -> (i32, i32) {
     let (other, conn2) = cfg.connect(tokio_postgres::NoTls).await.unwrap();
     tokio::spawn(conn2);
     other.batch_execute("BEGIN").await.unwrap();
-    let first: i32 = client
-        .simple_query("SELECT pg_backend_pid()")
-        .await
-        .unwrap()
-        .iter()
-        .find_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(|s| s.parse().unwrap()),
-            _ => None,
-        })
-        .unwrap();
-    let held: i32 = other
-        .simple_query("SELECT pg_backend_pid()")
-        .await
-        .unwrap()
-        .iter()
-        .find_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(|s| s.parse().unwrap()),
-            _ => None,
-        })
-        .unwrap();
+    let first = backend_pid(&client).await;
+    let held = backend_pid(&other).await;
     other.batch_execute("COMMIT").await.unwrap();
     (first, held)
 }

@@ -23,7 +23,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use persist::{BattleEnd, Config, Db, NewAccount, Progression, UserId};
+use persist::{BattleEnd, Config, Db, UserId};
 
 /// Players the battles are spread over.
 const USERS: i64 = 64;
@@ -241,31 +241,6 @@ async fn measure(name: &str, db: &Db, raw: &Raw, rounds: usize, ops: u64) -> Res
     Ok(())
 }
 
-async fn players(db: &Db) -> Result<()> {
-    db.migrate().await?;
-    for i in 1..=USERS {
-        let a = db
-            .accounts()
-            .create(&NewAccount {
-                email: &format!("b{i}@bench.invalid"),
-                username: &format!("bench{i}"),
-                pass_hash: b"$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA",
-                created_at: AT,
-            })
-            .await?;
-        anyhow::ensure!(a.user_id == UserId(i), "players must get ids 1..={USERS}");
-        db.progression()
-            .set(&Progression {
-                user_id: a.user_id,
-                level: 1,
-                xp: 0,
-            })
-            .await?;
-    }
-    Ok(())
-}
-
-/// `url` with its database name replaced.
 /// Runs the comparison on the chosen backends.
 pub async fn run(
     quick: bool,
@@ -283,7 +258,7 @@ pub async fn run(
         let tmp = tempfile::tempdir_in(dir)?;
         let path = tmp.path().join("battle_once.db");
         let db = persist::open(&Config::from_url(&format!("sqlite://{}", path.display()))?).await?;
-        players(&db).await?;
+        crate::data::seed_players(&db, USERS, "bench").await?;
         let c = rusqlite::Connection::open(&path)?;
         c.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON")?;
         c.busy_timeout(std::time::Duration::from_secs(10))?;
@@ -311,7 +286,7 @@ pub async fn run(
             // persist would talk TLS to a server with ssl=on).
             let url = crate::bench_pg::with_dbname(postgres_url, &name)?;
             let db = persist::open(&Config::from_url(&url)?).await?;
-            players(&db).await?;
+            crate::data::seed_players(&db, USERS, "bench").await?;
             let (c, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
             tokio::spawn(conn);
             let mut st = Vec::new();

@@ -216,6 +216,36 @@ pub fn loadout_values(l: &Loadout) -> [i32; 15] {
     ]
 }
 
+/// Registers players `1..=users` on a freshly migrated database: account
+/// `{prefix}{i}` (email `{prefix}{i}@bench.invalid`) created at [`T0`] and a
+/// progression at level 1, xp 0. Their ids must come out as `1..=users`.
+pub async fn seed_players(db: &persist::Db, users: i64, prefix: &str) -> anyhow::Result<()> {
+    db.migrate().await?;
+    for i in 1..=users {
+        let a = db
+            .accounts()
+            .create(&persist::NewAccount {
+                email: &format!("{prefix}{i}@bench.invalid"),
+                username: &format!("{prefix}{i}"),
+                pass_hash: PASS_HASH,
+                created_at: T0,
+            })
+            .await?;
+        anyhow::ensure!(
+            a.user_id == persist::UserId(i),
+            "players must get ids 1..={users}"
+        );
+        db.progression()
+            .set(&persist::Progression {
+                user_id: a.user_id,
+                level: 1,
+                xp: 0,
+            })
+            .await?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

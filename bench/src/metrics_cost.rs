@@ -150,23 +150,6 @@ async fn round(
     Ok(total as f64 / start.elapsed().as_secs_f64())
 }
 
-/// Mean and half-width of the 95 % confidence interval of `xs`.
-fn mean_ci(xs: &[f64]) -> (f64, f64) {
-    let n = xs.len() as f64;
-    let mean = xs.iter().sum::<f64>() / n;
-    if xs.len() < 2 {
-        return (mean, f64::NAN);
-    }
-    let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0);
-    // Two-sided 95 % t quantiles for n-1 degrees of freedom (>= 30: normal).
-    const T: [f64; 30] = [
-        12.71, 4.30, 3.18, 2.78, 2.57, 2.45, 2.36, 2.31, 2.26, 2.23, 2.20, 2.18, 2.16, 2.14, 2.13,
-        2.12, 2.11, 2.10, 2.09, 2.09, 2.08, 2.07, 2.07, 2.06, 2.06, 2.06, 2.05, 2.05, 2.05, 2.04,
-    ];
-    let t = T.get(xs.len() - 2).copied().unwrap_or(1.96);
-    (mean, t * (var / n).sqrt())
-}
-
 async fn backend(
     name: &str,
     url: &str,
@@ -204,7 +187,7 @@ async fn backend(
                 off_sum += off;
                 on_sum += on;
             }
-            let (ratio, half) = mean_ci(&ratios);
+            let (ratio, half) = crate::stats::t_interval(&ratios);
             // Met only when the whole interval clears the bound, missed
             // when it is all below, otherwise undecided.
             let met = ratio - half >= 0.95;

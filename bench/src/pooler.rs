@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use persist::{Config, Db, NewAccount, Progression, UserId};
+use persist::{Config, Db, UserId};
 use sha2::{Digest, Sha256};
 use tokio_postgres::types::Type;
 
@@ -122,27 +122,10 @@ fn start_bouncer(target_port: u16) -> Result<Bouncer> {
 }
 
 async fn seed(db: &Db) -> Result<()> {
-    db.migrate().await?;
+    crate::data::seed_players(db, USERS, "pooler").await?;
     for i in 1..=USERS {
-        let a = db
-            .accounts()
-            .create(&NewAccount {
-                email: &format!("pb{i}@bench.invalid"),
-                username: &format!("pooler{i}"),
-                pass_hash: b"$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA",
-                created_at: AT,
-            })
-            .await?;
-        anyhow::ensure!(a.user_id == UserId(i), "players must get ids 1..={USERS}");
-        db.progression()
-            .set(&Progression {
-                user_id: a.user_id,
-                level: 1,
-                xp: 0,
-            })
-            .await?;
         db.sessions()
-            .create(&token(i), a.user_id, AT, AT + 1_000_000_000)
+            .create(&token(i), UserId(i), AT, AT + 1_000_000_000)
             .await?;
     }
     Ok(())

@@ -115,22 +115,6 @@ async fn round(db: &Db, users: &Arc<Vec<UserId>>, op: Op, window: Duration) -> R
     Ok(total as f64 / start.elapsed().as_secs_f64())
 }
 
-/// Mean and half-width of the 95 % confidence interval of `xs` (t).
-fn mean_ci(xs: &[f64]) -> (f64, f64) {
-    let n = xs.len() as f64;
-    let mean = xs.iter().sum::<f64>() / n;
-    if xs.len() < 2 {
-        return (mean, f64::NAN);
-    }
-    let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0);
-    const T: [f64; 30] = [
-        12.71, 4.30, 3.18, 2.78, 2.57, 2.45, 2.36, 2.31, 2.26, 2.23, 2.20, 2.18, 2.16, 2.14, 2.13,
-        2.12, 2.11, 2.10, 2.09, 2.09, 2.08, 2.07, 2.07, 2.06, 2.06, 2.06, 2.05, 2.05, 2.05, 2.04,
-    ];
-    let t = T.get(xs.len() - 2).copied().unwrap_or(1.96);
-    (mean, t * (var / n).sqrt())
-}
-
 fn verdict(ratio: f64, half: f64, bound: f64) -> &'static str {
     if ratio - half >= bound {
         "met"
@@ -244,7 +228,7 @@ pub async fn run(quick: bool) -> Result<bool> {
                 *s += v;
             }
         }
-        let ((m1, h1), (m2, h2)) = (mean_ci(&r1), mean_ci(&r2));
+        let ((m1, h1), (m2, h2)) = (crate::stats::t_interval(&r1), crate::stats::t_interval(&r2));
         let (v1, v2) = (verdict(m1, h1, 0.9), verdict(m2, h2, 0.9));
         all_met &= v1 == "met" && v2 == "met";
         let n = rounds as f64;

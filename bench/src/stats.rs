@@ -219,6 +219,25 @@ pub fn over_runs(values: &[f64], min_runs: usize) -> Option<Estimate> {
     })
 }
 
+/// Mean of `xs` and the half-width of its 95 % confidence interval
+/// (Student's t; NaN with fewer than 2 values), for cells that report
+/// `mean ± half`.
+pub fn t_interval(xs: &[f64]) -> (f64, f64) {
+    let n = xs.len() as f64;
+    let mean = xs.iter().sum::<f64>() / n;
+    if xs.len() < 2 {
+        return (mean, f64::NAN);
+    }
+    let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0);
+    // Two-sided 95 % t quantiles for n-1 degrees of freedom (>= 30: normal).
+    const T: [f64; 30] = [
+        12.71, 4.30, 3.18, 2.78, 2.57, 2.45, 2.36, 2.31, 2.26, 2.23, 2.20, 2.18, 2.16, 2.14, 2.13,
+        2.12, 2.11, 2.10, 2.09, 2.09, 2.08, 2.07, 2.07, 2.06, 2.06, 2.06, 2.05, 2.05, 2.05, 2.04,
+    ];
+    let t = T.get(xs.len() - 2).copied().unwrap_or(1.96);
+    (mean, t * (var / n).sqrt())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

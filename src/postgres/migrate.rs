@@ -250,22 +250,8 @@ impl PgMigrator {
     async fn attempt(&mut self, m: &Migration, applied_at: i64) -> Result<Attempt> {
         let tx = self.locked().await?;
         // Re-read under the lock: another migrator may have applied it.
-        let recorded = tx
-            .query_typed_opt(
-                "SELECT checksum FROM schema_migrations WHERE version = $1",
-                &[(&m.version(), Type::INT8)],
-            )
-            .await
-            .map_err(map)?;
-        if let Some(row) = recorded {
-            let sum: String = row.try_get(0).map_err(map)?;
-            return if sum == m.checksum() {
-                Ok(Attempt::Done(Applied::Already))
-            } else {
-                Err(Error::MigrationDrift {
-                    versions: vec![m.version()],
-                })
-            };
+        if let Some(done) = recorded(&*tx, m).await? {
+            return Ok(Attempt::Done(done));
         }
         // A started marker of this version (an interrupted run of an
         // earlier, no-transaction form of the file) is superseded.
@@ -371,4 +357,30 @@ pub(crate) async fn applied(c: &Object) -> Result<Vec<AppliedRow>> {
             })
         })
         .collect()
+}
+
+/// Whether `m` is already recorded: `Some(Applied::Already)` with its
+/// checksum, [`Error::MigrationDrift`] with another, `None` when it is not.
+pub(crate) async fn recorded(
+    c: &impl tokio_postgres::GenericClient,
+    m: &Migration,
+) -> Result<Option<Applied>> {
+    let row = c
+        .query_typed_opt(
+            "SELECT checksum FROM schema_migrations WHERE version = $1",
+            &[(&m.version(), Type::INT8)],
+        )
+        .await
+        .map_err(map)?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let sum: String = row.try_get(0).map_err(map)?;
+    if sum == m.checksum() {
+        Ok(Some(Applied::Already))
+    } else {
+        Err(Error::MigrationDrift {
+            versions: vec![m.version()],
+        })
+    }
 }

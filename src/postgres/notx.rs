@@ -92,22 +92,8 @@ async fn locked(c: &Object, m: &Migration, at: i64, p: &Params, pid: i32) -> Res
     ))
     .await
     .map_err(map)?;
-    let recorded = c
-        .query_typed_opt(
-            "SELECT checksum FROM schema_migrations WHERE version = $1",
-            &[(&m.version(), Type::INT8)],
-        )
-        .await
-        .map_err(map)?;
-    if let Some(row) = recorded {
-        let sum: String = row.try_get(0).map_err(map)?;
-        return if sum == m.checksum() {
-            Ok(Applied::Already)
-        } else {
-            Err(Error::MigrationDrift {
-                versions: vec![m.version()],
-            })
-        };
+    if let Some(done) = super::migrate::recorded(&***c, m).await? {
+        return Ok(done);
     }
     let marker = started_marker(m.version());
     let new = c
