@@ -218,9 +218,15 @@ pub fn loadout_values(l: &Loadout) -> [i32; 15] {
 
 /// Registers players `1..=users` on a freshly migrated database: account
 /// `{prefix}{i}` (email `{prefix}{i}@bench.invalid`) created at [`T0`] and a
-/// progression at level 1, xp 0. Their ids must come out as `1..=users`.
-pub async fn seed_players(db: &persist::Db, users: i64, prefix: &str) -> anyhow::Result<()> {
+/// progression at level 1, xp 0. Their ids must come out as `1..=users`;
+/// returned in that order.
+pub async fn seed_players(
+    db: &persist::Db,
+    users: i64,
+    prefix: &str,
+) -> anyhow::Result<Vec<UserId>> {
     db.migrate().await?;
+    let mut ids = Vec::new();
     for i in 1..=users {
         let a = db
             .accounts()
@@ -242,8 +248,9 @@ pub async fn seed_players(db: &persist::Db, users: i64, prefix: &str) -> anyhow:
                 xp: 0,
             })
             .await?;
+        ids.push(a.user_id);
     }
-    Ok(())
+    Ok(ids)
 }
 
 #[cfg(test)]

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
-use persist::{Config, Db, NewAccount, UserId};
+use persist::{Config, Db, UserId};
 
 /// The recorder switch (see the module docs).
 struct Switch {
@@ -88,30 +88,11 @@ fn token(i: i64) -> String {
 }
 
 async fn seed(db: &Db) -> Result<Vec<UserId>> {
-    db.migrate().await?;
-    let mut users = Vec::new();
-    for i in 0..USERS {
-        let (email, name) = (format!("mc{i}@example.com"), format!("mc{i}"));
-        let a = db
-            .accounts()
-            .create(&NewAccount {
-                email: &email,
-                username: &name,
-                pass_hash: b"hash",
-                created_at: 1_700_000_000,
-            })
-            .await?;
-        db.progression()
-            .set(&persist::Progression {
-                user_id: a.user_id,
-                level: 1,
-                xp: 0,
-            })
-            .await?;
+    let users = crate::data::seed_players(db, USERS, "mc").await?;
+    for (i, user) in (0..).zip(&users) {
         db.sessions()
-            .create(&token(i), a.user_id, 1_700_000_000, 1_900_000_000)
+            .create(&token(i), *user, 1_700_000_000, 1_900_000_000)
             .await?;
-        users.push(a.user_id);
     }
     Ok(users)
 }

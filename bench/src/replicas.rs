@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use persist::{Config, Db, NewAccount, UserId};
+use persist::{Config, Db, UserId};
 
 use crate::connect::cluster::Cluster;
 
@@ -42,33 +42,14 @@ fn token(i: i64) -> String {
 }
 
 async fn seed(db: &Db) -> Result<Vec<UserId>> {
-    db.migrate().await?;
-    let mut users = Vec::new();
-    for i in 0..USERS {
-        let (email, name) = (format!("rb{i}@example.com"), format!("rb{i}"));
-        let a = db
-            .accounts()
-            .create(&NewAccount {
-                email: &email,
-                username: &name,
-                pass_hash: b"hash",
-                created_at: 1_700_000_000,
-            })
-            .await?;
-        db.progression()
-            .set(&persist::Progression {
-                user_id: a.user_id,
-                level: 1,
-                xp: 0,
-            })
-            .await?;
+    let users = crate::data::seed_players(db, USERS, "rb").await?;
+    for (i, user) in (0..).zip(&users) {
         db.unlocks()
-            .grant_many(a.user_id, &[1, 2, 3, 4, 5], 1_700_000_000)
+            .grant_many(*user, &[1, 2, 3, 4, 5], 1_700_000_000)
             .await?;
         db.sessions()
-            .create(&token(i), a.user_id, 1_700_000_000, 1_900_000_000)
+            .create(&token(i), *user, 1_700_000_000, 1_900_000_000)
             .await?;
-        users.push(a.user_id);
     }
     Ok(users)
 }
