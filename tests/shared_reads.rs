@@ -262,7 +262,9 @@ async fn reads_share_a_live_connection_rather_than_wait_for_the_pool() {
             .unwrap()
             .with_pool_size(3)
             .with_shared_read_connections(2)
-            .with_acquire_timeout(Duration::from_millis(500)),
+            // Long enough that a loaded machine's scheduling delays while the
+            // one lane opens are not taken for waiting on the pool.
+            .with_acquire_timeout(Duration::from_millis(1500)),
     )
     .await
     .unwrap();
@@ -280,9 +282,9 @@ async fn reads_share_a_live_connection_rather_than_wait_for_the_pool() {
     let tx2 = db.begin().await.unwrap();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let readers = spawn_readers(&db, 16, &stop);
-    // Several acquire timeouts long: a read that waited for the pool would
+    // Three acquire timeouts long: a read that waited for the pool would
     // have failed by now.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tokio::time::sleep(Duration::from_millis(4500)).await;
     let (ok, failed, first) = stop_readers(&stop, readers).await;
     assert_eq!(
         failed, 0,
