@@ -22,7 +22,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use persist::{BattleEnd, Config, Db, UserId};
 
 /// Players the battles are spread over.
@@ -267,27 +267,19 @@ pub async fn run(
         db.close().await;
     }
     if postgres {
-        let (admin, conn) = tokio_postgres::connect(postgres_url, tokio_postgres::NoTls)
-            .await
-            .context("PostgreSQL (is it running? try scripts/with-postgres)")?;
-        tokio::spawn(conn);
-        let name = format!("persist_bench_once_{}", std::process::id());
-        // Two calls: a multi-statement batch would run as one transaction
-        // block, where DROP/CREATE DATABASE are refused.
-        admin
-            .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-            .await?;
-        admin
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .await?;
+        let scratch = crate::bench_pg::Scratch::create(
+            postgres_url,
+            &format!("persist_bench_once_{}", std::process::id()),
+        )
+        .await?;
         let out = async {
             // Plaintext for both, as every PostgreSQL cell: the raw client
             // here has no TLS (with the URL's default sslmode=prefer,
             // persist would talk TLS to a server with ssl=on).
-            let url = crate::bench_pg::with_dbname(postgres_url, &name)?;
-            let db = persist::open(&Config::from_url(&url)?).await?;
+            let url = &scratch.url;
+            let db = persist::open(&Config::from_url(url)?).await?;
             crate::data::seed_players(&db, USERS, "bench").await?;
-            let (c, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
+            let (c, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
             tokio::spawn(conn);
             let mut st = Vec::new();
             for sql in PG {
@@ -299,12 +291,7 @@ pub async fn run(
             anyhow::Ok(())
         }
         .await;
-        if let Err(e) = admin
-            .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-            .await
-        {
-            eprintln!("persist-bench: could not drop scratch database {name}: {e}");
-        }
+        scratch.remove_or_warn().await;
         out?;
     }
     Ok(())

@@ -61,38 +61,67 @@ async fn open_persist(url: &str) -> Result<Db> {
     Ok(persist::open(&Config::from_url(url)?).await?)
 }
 
-pub async fn run(opts: &Opts, ctx: &Arc<Ctx>, res: &mut Results) -> Result<()> {
-    let admin_url = with_dbname(&opts.postgres_url, admin_db(&opts.postgres_url))?;
-    let admin = connect_client(&admin_url)
-        .await
-        .context("PostgreSQL (is it running? try scripts/with-postgres)")?;
-    let pid = std::process::id();
-    let main_db = format!("persist_bench_{pid}");
-    let growth_db = format!("persist_bench_{pid}_growth");
-    for db in [&main_db, &growth_db] {
-        admin
-            .batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
-            .await?;
-        admin
-            .batch_execute(&format!("CREATE DATABASE {db}"))
-            .await?;
-    }
-    let out = inner(
-        opts,
-        ctx,
-        res,
-        &with_dbname(&opts.postgres_url, &main_db)?,
-        &with_dbname(&opts.postgres_url, &growth_db)?,
-    )
-    .await;
-    for db in [&main_db, &growth_db] {
-        if let Err(e) = admin
-            .batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+/// A scratch database of one cell on the server of a `--postgres-url`:
+/// dropped first if a crashed run left it, created empty, reached in
+/// plaintext through [`Scratch::url`] ([`with_dbname`]), removed with
+/// [`Scratch::remove`] or [`Scratch::remove_or_warn`].
+pub struct Scratch {
+    admin: Client,
+    name: String,
+    /// The scratch database's URL.
+    pub url: String,
+}
+
+impl Scratch {
+    /// Creates the scratch database `name`.
+    pub async fn create(postgres_url: &str, name: &str) -> Result<Scratch> {
+        let admin = connect_client(&with_dbname(postgres_url, admin_db(postgres_url))?)
             .await
-        {
-            eprintln!("persist-bench: could not drop scratch database {db}: {e}");
+            .context("PostgreSQL (is it running? try scripts/with-postgres)")?;
+        // Two calls: a multi-statement batch would run as one transaction
+        // block, where DROP/CREATE DATABASE are refused.
+        admin
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .await?;
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await?;
+        Ok(Scratch {
+            url: with_dbname(postgres_url, name)?,
+            name: name.to_string(),
+            admin,
+        })
+    }
+
+    /// Drops the scratch database.
+    pub async fn remove(self) -> Result<()> {
+        self.admin
+            .batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
+            .await?;
+        Ok(())
+    }
+
+    /// Drops the scratch database; a failure is printed, not returned (the
+    /// cell's own result is the one to report).
+    pub async fn remove_or_warn(self) {
+        let name = self.name.clone();
+        if let Err(e) = self.remove().await {
+            eprintln!("persist-bench: could not drop scratch database {name}: {e}");
         }
     }
+}
+
+pub async fn run(opts: &Opts, ctx: &Arc<Ctx>, res: &mut Results) -> Result<()> {
+    let pid = std::process::id();
+    let main_db = Scratch::create(&opts.postgres_url, &format!("persist_bench_{pid}")).await?;
+    let growth_db =
+        Scratch::create(&opts.postgres_url, &format!("persist_bench_{pid}_growth")).await?;
+    let out = inner(opts, ctx, res, &main_db.url, &growth_db.url).await;
+    main_db.remove_or_warn().await;
+    growth_db.remove_or_warn().await;
     out
 }
 

@@ -194,32 +194,6 @@ async fn backend(
     Ok(all_met)
 }
 
-/// Creates a scratch database on the server of `admin_url`; returns its URL.
-async fn scratch_pg(admin_url: &str, name: &str) -> Result<String> {
-    let (client, conn) = tokio_postgres::connect(admin_url, tokio_postgres::NoTls)
-        .await
-        .context("connect to PostgreSQL")?;
-    tokio::spawn(conn);
-    client
-        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .await?;
-    client
-        .batch_execute(&format!("CREATE DATABASE {name}"))
-        .await?;
-    let base = admin_url.split('?').next().unwrap_or(admin_url);
-    let base = base.rsplit_once('/').map_or(base, |(b, _)| b);
-    Ok(format!("{base}/{name}?sslmode=disable"))
-}
-
-async fn drop_pg(admin_url: &str, name: &str) -> Result<()> {
-    let (client, conn) = tokio_postgres::connect(admin_url, tokio_postgres::NoTls).await?;
-    tokio::spawn(conn);
-    client
-        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .await?;
-    Ok(())
-}
-
 /// Runs the whole measurement; `Ok(false)` when a ratio missed 0.95.
 pub async fn run(postgres_url: &str, quick: bool) -> Result<bool> {
     let inner = PrometheusBuilder::new().build_recorder();
@@ -247,9 +221,9 @@ pub async fn run(postgres_url: &str, quick: bool) -> Result<bool> {
     let sqlite_url = format!("sqlite://{}", dir.path().join("metrics_cost.db").display());
     let mut met = backend("sqlite", &sqlite_url, switch, rounds, window).await?;
     let name = format!("persist_metrics_cost_{}", std::process::id());
-    let pg_url = scratch_pg(postgres_url, &name).await?;
-    let pg = backend("postgres", &pg_url, switch, rounds, window).await;
-    drop_pg(postgres_url, &name).await?;
+    let scratch = crate::bench_pg::Scratch::create(postgres_url, &name).await?;
+    let pg = backend("postgres", &scratch.url, switch, rounds, window).await;
+    scratch.remove().await?;
     met &= pg?;
     Ok(met)
 }

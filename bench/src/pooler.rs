@@ -276,19 +276,6 @@ async fn cell(
     Ok(v)
 }
 
-/// `url` with its database name replaced.
-fn with_db(url: &str, db: &str) -> Result<String> {
-    let (base, query) = url.split_once('?').unwrap_or((url, ""));
-    let start = base.find("://").context("postgres URL without ://")? + 3;
-    let host_end = base[start..].find('/').map_or(base.len(), |p| start + p);
-    let q = if query.is_empty() {
-        String::new()
-    } else {
-        format!("?{query}")
-    };
-    Ok(format!("{}/{db}{q}", &base[..host_end]))
-}
-
 async fn measure(direct_url: &str, pooled_url: &str, quick: bool) -> Result<()> {
     let (rounds, w) = if quick {
         (6, Duration::from_millis(100))
@@ -350,40 +337,21 @@ pub async fn run(postgres_url: &str, quick: bool) -> Result<()> {
     let server: tokio_postgres::Config = postgres_url.parse()?;
     let port = server.get_ports().first().copied().unwrap_or(5432);
     let bouncer = tokio::task::spawn_blocking(move || start_bouncer(port)).await??;
-    let (admin, conn) = tokio_postgres::connect(postgres_url, tokio_postgres::NoTls)
-        .await
-        .context("PostgreSQL (is it running? try scripts/with-postgres)")?;
-    tokio::spawn(conn);
     let name = format!("persist_bench_pooler_{}", std::process::id());
-    admin
-        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .await?;
-    admin
-        .batch_execute(&format!("CREATE DATABASE {name}"))
-        .await?;
+    let scratch = crate::bench_pg::Scratch::create(postgres_url, &name).await?;
     let out = async {
-        let direct = with_db(postgres_url, &name)?;
-        let direct = if direct.contains('?') {
-            direct
-        } else {
-            format!("{direct}?sslmode=disable")
-        };
-        let db = persist::open(&Config::from_url(&direct)?).await?;
+        let direct = &scratch.url;
+        let db = persist::open(&Config::from_url(direct)?).await?;
         seed(&db).await?;
         db.close().await;
         let pooled = format!(
             "postgres://postgres@127.0.0.1:{}/{name}?sslmode=disable",
             bouncer.port
         );
-        measure(&direct, &pooled, quick).await
+        measure(direct, &pooled, quick).await
     }
     .await;
-    if let Err(e) = admin
-        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .await
-    {
-        eprintln!("persist-bench: could not drop scratch database {name}: {e}");
-    }
+    scratch.remove_or_warn().await;
     drop(bouncer);
     out
 }
