@@ -178,16 +178,9 @@ fn mean_ci_verdict(v: &[f64], bound: f64) -> (f64, f64, f64, &'static str) {
     let n = v.len() as f64;
     let mean = v.iter().sum::<f64>() / n;
     let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
-    let half = 1.96 * (var / n).sqrt();
-    let (lo, hi) = (mean - half, mean + half);
-    let verdict = if lo >= bound {
-        "met"
-    } else if hi < bound {
-        "MISSED"
-    } else {
-        "undecided"
-    };
-    (mean, lo, hi, verdict)
+    let e = crate::stats::Estimate::around(mean, 1.96 * (var / n).sqrt());
+    let verdict = crate::stats::verdict(Some(e), bound, true).label();
+    (mean, e.lo, e.hi, verdict)
 }
 
 /// The 2.5th and 97.5th percentiles (nearest rank) and the median.

@@ -229,11 +229,7 @@ pub async fn run(quick: bool) -> Result<bool> {
             ratio,
             lo,
             hi,
-            match verdict {
-                stats::Verdict::Met => "met",
-                stats::Verdict::Missed => "MISSED",
-                _ => "undecided",
-            }
+            verdict.label()
         );
     }
     Ok(all_met)

@@ -26,6 +26,8 @@ use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, Share
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
 use persist::{Config, Db, UserId};
 
+use crate::stats;
+
 /// The recorder switch (see the module docs).
 struct Switch {
     on: AtomicBool,
@@ -168,18 +170,12 @@ async fn backend(
                 off_sum += off;
                 on_sum += on;
             }
-            let (ratio, half) = crate::stats::t_interval(&ratios);
+            let (ratio, half) = stats::t_interval(&ratios);
             // Met only when the whole interval clears the bound, missed
             // when it is all below, otherwise undecided.
-            let met = ratio - half >= 0.95;
-            all_met &= met;
-            let verdict = if met {
-                "met"
-            } else if ratio + half < 0.95 {
-                "MISSED"
-            } else {
-                "undecided"
-            };
+            let v = stats::verdict(Some(stats::Estimate::around(ratio, half)), 0.95, true);
+            all_met &= v == stats::Verdict::Met;
+            let verdict = v.label();
             println!(
                 "{name:<10} {:<15} {tasks:>5} {:>12.0} {:>12.0} {ratio:>7.3} ± {half:.3}  {}",
                 op.name(),

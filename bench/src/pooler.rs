@@ -266,12 +266,7 @@ async fn cell(
         e.value,
         e.lo,
         e.hi,
-        match v {
-            Verdict::Met => "met",
-            Verdict::Missed => "MISSED",
-            Verdict::Undecided => "undecided",
-            Verdict::NotMeasured => "not measured",
-        }
+        v.label()
     );
     Ok(v)
 }

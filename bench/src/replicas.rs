@@ -31,6 +31,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use persist::{Config, Db, UserId};
 
+use crate::stats;
+
 use crate::connect::cluster::Cluster;
 
 const USERS: i64 = 200;
@@ -96,14 +98,9 @@ async fn round(db: &Db, users: &Arc<Vec<UserId>>, op: Op, window: Duration) -> R
     Ok(total as f64 / start.elapsed().as_secs_f64())
 }
 
+/// The verdict on `ratio ± half` against `bound` (at least).
 fn verdict(ratio: f64, half: f64, bound: f64) -> &'static str {
-    if ratio - half >= bound {
-        "met"
-    } else if ratio + half < bound {
-        "MISSED"
-    } else {
-        "undecided"
-    }
+    stats::verdict(Some(stats::Estimate::around(ratio, half)), bound, true).label()
 }
 
 /// Waits until every replica of `db` is healthy (up to 30 s).
@@ -209,7 +206,7 @@ pub async fn run(quick: bool) -> Result<bool> {
                 *s += v;
             }
         }
-        let ((m1, h1), (m2, h2)) = (crate::stats::t_interval(&r1), crate::stats::t_interval(&r2));
+        let ((m1, h1), (m2, h2)) = (stats::t_interval(&r1), stats::t_interval(&r2));
         let (v1, v2) = (verdict(m1, h1, 0.9), verdict(m2, h2, 0.9));
         all_met &= v1 == "met" && v2 == "met";
         let n = rounds as f64;

@@ -35,6 +35,15 @@ impl Estimate {
             hi: v,
         }
     }
+
+    /// `value ± half` (a mean and the half-width of its interval).
+    pub fn around(value: f64, half: f64) -> Self {
+        Estimate {
+            value,
+            lo: value - half,
+            hi: value + half,
+        }
+    }
 }
 
 /// A small deterministic generator (splitmix64 over a counter), so the same
@@ -177,6 +186,18 @@ pub enum Verdict {
     Undecided,
     /// Not measured in this run.
     NotMeasured,
+}
+
+impl Verdict {
+    /// How the single-purpose cells print it.
+    pub fn label(self) -> &'static str {
+        match self {
+            Verdict::Met => "met",
+            Verdict::Missed => "MISSED",
+            Verdict::Undecided => "undecided",
+            Verdict::NotMeasured => "not measured",
+        }
+    }
 }
 
 /// The verdict of `e` against `bound`: `at_least` (ratio >= bound) or not
