@@ -5,16 +5,15 @@
 
 mod common;
 
+use common::persist_cli as persist;
+
 use common::{assert_exit, stderr, stdout};
 
 use std::collections::BTreeSet;
-use std::process::{Command, Output};
 
 use common::{Backend, PgDatabase};
 use persist::{BackendKind, Migrations};
 use serde_json::Value;
-
-const BIN: &str = env!("CARGO_BIN_EXE_persist");
 
 /// The documented top-level fields.
 const FIELDS: [&str; 8] = [
@@ -29,16 +28,6 @@ const FIELDS: [&str; 8] = [
 ];
 /// The documented fields of each migration.
 const MIGRATION_FIELDS: [&str; 4] = ["version", "name", "state", "applied_at"];
-
-fn persist(url: &str, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .env_remove("DATABASE_URL")
-        .env_remove("RUST_LOG")
-        .args(["--database-url", url])
-        .args(args)
-        .output()
-        .expect("run persist")
-}
 
 /// `status --json`: exactly one line of stdout holding one object with
 /// exactly the documented fields, of the documented types.

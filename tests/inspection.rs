@@ -13,6 +13,8 @@
 
 mod common;
 
+use common::persist_cli as persist;
+
 use common::{assert_exit, create_private_file, stderr, stdout, Backend};
 
 use std::os::unix::fs::PermissionsExt;
@@ -22,16 +24,6 @@ use std::process::{Command, Output};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_persist");
-
-fn persist(url: &str, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .env_remove("DATABASE_URL")
-        .env_remove("RUST_LOG")
-        .args(["--database-url", url])
-        .args(args)
-        .output()
-        .expect("run persist")
-}
 
 fn url_of(path: &Path) -> String {
     format!("sqlite://{}", path.display())

@@ -276,19 +276,7 @@ async fn postgres_a_migrator_killed_mid_file_is_resumed_by_the_next_one() {
     let v = set.latest_version();
     let mut child = support::spawn_self("no_transaction_child", &[(CHILD_ENV, t.url.clone())]);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    loop {
-        let sleeping: i64 = c
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity \
-                 WHERE datname = current_database() AND wait_event = 'PgSleep'",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        if sleeping > 0 {
-            break;
-        }
+    while !support::pg_in_sleep(&c).await {
         assert!(std::time::Instant::now() < deadline, "{}", child.describe());
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }

@@ -5,23 +5,15 @@
 
 mod common;
 
-use std::process::{Command, Output};
+use common::persist_cli as persist;
+
+use std::process::Command;
 
 use common::{assert_exit, stdout, Backend};
 use persist::{BackendKind, Config, Migration, Migrations};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_persist");
-
-fn persist(url: &str, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .env_remove("DATABASE_URL")
-        .env_remove("RUST_LOG")
-        .args(["--database-url", url])
-        .args(args)
-        .output()
-        .expect("run persist")
-}
 
 /// A database migrated up to, not including, the last shipped migration.
 async fn one_behind(backend: Backend) -> (String, common::Place, Migration) {

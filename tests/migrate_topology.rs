@@ -15,6 +15,8 @@
 
 mod common;
 
+use common::persist_cli as persist;
+
 use std::collections::BTreeMap;
 use std::process::{Command, Output, Stdio};
 
@@ -29,17 +31,6 @@ const ROUNDS: usize = 4;
 
 /// The URL parameter that tells the crate it sits behind a transaction pooler.
 const POOLER: &str = "&pooler=transaction";
-
-fn persist(url: &str, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .env_remove("DATABASE_URL")
-        .env_remove("RUST_LOG")
-        .arg("--database-url")
-        .arg(url)
-        .args(args)
-        .output()
-        .expect("run persist")
-}
 
 /// `persist migrate` `PROCESSES` times at once; each one's output.
 fn eight_migrators(url: &str) -> Vec<Output> {

@@ -34,7 +34,9 @@ use std::time::{Duration, Instant};
 
 use common::{Backend, PgDatabase, Place};
 use persist::{BackendKind, Config, Error, Migration, Migrations};
-use support::{integrity_check, killed_by_sigkill, say, scale, spawn_self, Bound, ChildProc, Rng};
+use support::{
+    integrity_check, killed_by_sigkill, pg_in_sleep, say, scale, spawn_self, Bound, ChildProc, Rng,
+};
 
 const BIN: &str = env!("CARGO_BIN_EXE_persist");
 
@@ -426,21 +428,6 @@ async fn pg_lock_held(c: &tokio_postgres::Client) -> bool {
                AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
                AND classid::int8 = $1 AND objid::int8 = $2 AND objsubid = 1",
             &[&(PG_LOCK_KEY >> 32), &(PG_LOCK_KEY & 0xffff_ffff)],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    n > 0
-}
-
-/// Whether a session of this database sits in `pg_sleep` (the slow
-/// migration, past its first statements).
-async fn pg_in_sleep(c: &tokio_postgres::Client) -> bool {
-    let n: i64 = c
-        .query_one(
-            "SELECT count(*) FROM pg_stat_activity \
-             WHERE datname = current_database() AND wait_event = 'PgSleep'",
-            &[],
         )
         .await
         .unwrap()

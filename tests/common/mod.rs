@@ -494,3 +494,15 @@ pub fn assert_exit(o: &std::process::Output, code: i32, what: &str) {
         stderr(o)
     );
 }
+
+/// Runs the `persist` binary with `--database-url url` and `args`, with no
+/// `DATABASE_URL` or `RUST_LOG` from the environment, and returns its output.
+pub fn persist_cli(url: &str, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_persist"))
+        .env_remove("DATABASE_URL")
+        .env_remove("RUST_LOG")
+        .args(["--database-url", url])
+        .args(args)
+        .output()
+        .expect("run persist")
+}

@@ -368,3 +368,18 @@ pub fn say(line: &str) {
         std::process::exit(3);
     }
 }
+
+/// Whether a session of this database sits in `pg_sleep` (the slow
+/// migration, past its first statements).
+pub async fn pg_in_sleep(c: &tokio_postgres::Client) -> bool {
+    let n: i64 = c
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event = 'PgSleep'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    n > 0
+}
