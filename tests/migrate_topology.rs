@@ -18,14 +18,13 @@ mod common;
 use common::persist_cli as persist;
 
 use std::collections::BTreeMap;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 use common::cluster::Cluster;
 use common::topology::{Bouncer, PoolMode};
 use common::{assert_exit, stderr, stdout};
 use persist::{BackendKind, Migrations};
 
-const BIN: &str = env!("CARGO_BIN_EXE_persist");
 const PROCESSES: usize = 8;
 const ROUNDS: usize = 4;
 
@@ -33,24 +32,8 @@ const ROUNDS: usize = 4;
 const POOLER: &str = "&pooler=transaction";
 
 /// `persist migrate` `PROCESSES` times at once; each one's output.
-fn eight_migrators(url: &str) -> Vec<Output> {
-    let children: Vec<_> = (0..PROCESSES)
-        .map(|_| {
-            Command::new(BIN)
-                .env_remove("DATABASE_URL")
-                .env_remove("RUST_LOG")
-                .args(["--database-url", url, "migrate"])
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("spawn persist migrate")
-        })
-        .collect();
-    children
-        .into_iter()
-        .map(|c| c.wait_with_output().expect("wait for persist migrate"))
-        .collect()
+fn migrators(url: &str) -> Vec<Output> {
+    common::concurrent_migrators(url, PROCESSES)
 }
 
 /// The recorded (version, checksum) rows.
@@ -81,7 +64,7 @@ async fn rounds(cluster: &Cluster, label: &str, url_of: impl Fn(&str) -> String)
         let db = format!("{label}_{round}");
         cluster.create_database(&db).await;
         let url = url_of(&db);
-        let outs = tokio::task::spawn_blocking(move || eight_migrators(&url))
+        let outs = tokio::task::spawn_blocking(move || migrators(&url))
             .await
             .unwrap();
         let mut applied_by: BTreeMap<String, usize> = BTreeMap::new();

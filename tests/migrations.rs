@@ -8,7 +8,7 @@ mod common;
 use common::{stderr, stdout};
 
 use std::collections::BTreeSet;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{Backend, PgDatabase, Place};
@@ -297,28 +297,9 @@ async fn eight_concurrent_migrator_processes_apply_each_migration_once(kind: Bac
         }
         Backend::Postgres => f.url.clone(),
     };
-    let outputs = tokio::task::spawn_blocking(move || {
-        let children: Vec<_> = (0..8)
-            .map(|_| {
-                Command::new(BIN)
-                    .arg("--database-url")
-                    .arg(&url)
-                    .arg("migrate")
-                    .env_remove("DATABASE_URL")
-                    .env_remove("RUST_LOG")
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::piped())
-                    .spawn()
-                    .expect("spawn persist migrate")
-            })
-            .collect();
-        children
-            .into_iter()
-            .map(|c| c.wait_with_output().expect("wait persist migrate"))
-            .collect::<Vec<_>>()
-    })
-    .await
-    .unwrap();
+    let outputs = tokio::task::spawn_blocking(move || common::concurrent_migrators(&url, 8))
+        .await
+        .unwrap();
 
     let shipped = embedded(kind);
     for (i, o) in outputs.iter().enumerate() {

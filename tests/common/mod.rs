@@ -506,3 +506,26 @@ pub fn persist_cli(url: &str, args: &[&str]) -> std::process::Output {
         .output()
         .expect("run persist")
 }
+
+/// Starts `n` `persist migrate` processes against `url` at once and returns
+/// each one's output (blocking: call it from `spawn_blocking` in a runtime).
+pub fn concurrent_migrators(url: &str, n: usize) -> Vec<std::process::Output> {
+    use std::process::{Command, Stdio};
+    let children: Vec<_> = (0..n)
+        .map(|_| {
+            Command::new(env!("CARGO_BIN_EXE_persist"))
+                .env_remove("DATABASE_URL")
+                .env_remove("RUST_LOG")
+                .args(["--database-url", url, "migrate"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn persist migrate")
+        })
+        .collect();
+    children
+        .into_iter()
+        .map(|c| c.wait_with_output().expect("wait for persist migrate"))
+        .collect()
+}
