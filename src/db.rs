@@ -318,10 +318,10 @@ impl Db {
                 let c = &self.inner.config;
                 let mut m = postgres::migrate::PgMigrator::new(
                     p.get().await?,
+                    p,
                     c.statement_lock_timeout,
                     c.lock_retries,
-                )
-                .behind_transaction_pooler(c.pooler() == crate::config::Pooler::Transaction);
+                );
                 migrate::run(&mut m, set, lock_timeout).await
             }
         }

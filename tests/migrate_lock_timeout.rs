@@ -22,15 +22,21 @@ const ALTER: &str = "ALTER TABLE sessions ADD COLUMN note text";
 const STATEMENT_LOCK_TIMEOUT: Duration = Duration::from_millis(200);
 
 /// The shipped set plus one migration that needs an ACCESS EXCLUSIVE lock
-/// on `sessions`.
-fn with_alter() -> Migrations {
+/// on `sessions`: transactional, or a no-transaction file (`no_tx`), whose
+/// statement the migrator watches from its lock connection.
+fn with_alter(no_tx: bool) -> Migrations {
     let mut list: Vec<Migration> = Migrations::embedded(BackendKind::Postgres)
         .unwrap()
         .iter()
         .cloned()
         .collect();
     let next = list.len() as i64 + 1;
-    list.push(Migration::new(next, "sessions_note", ALTER));
+    let sql = if no_tx {
+        format!("-- persist:no-transaction\n{ALTER}")
+    } else {
+        ALTER.to_string()
+    };
+    list.push(Migration::new(next, "sessions_note", sql));
     Migrations::new(BackendKind::Postgres, list).unwrap()
 }
 
@@ -96,6 +102,15 @@ fn p99(mut v: Vec<Duration>) -> Duration {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_blocked_migration_lets_lookups_and_writes_through_and_applies_when_the_blocker_ends() {
+    blocked_then_applied(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_blocked_no_transaction_migration_lets_lookups_and_writes_through_and_applies_later() {
+    blocked_then_applied(true).await;
+}
+
+async fn blocked_then_applied(no_tx: bool) {
     let t = common::postgres().await;
     let (user, tokens) = user_with_sessions(&t.db, 50).await;
     let hold = blocker(&t.url).await;
@@ -109,7 +124,7 @@ async fn a_blocked_migration_lets_lookups_and_writes_through_and_applies_when_th
         .with_migration_lock_retries(20);
     let migrator = persist::open(&config).await.unwrap();
     let migration = tokio::spawn(async move {
-        let r = migrator.migrate_with(&with_alter()).await;
+        let r = migrator.migrate_with(&with_alter(no_tx)).await;
         migrator.close().await;
         r
     });
@@ -170,7 +185,7 @@ async fn a_blocked_migration_lets_lookups_and_writes_through_and_applies_when_th
     for l in loops {
         lat.extend(l.await.unwrap());
     }
-    let next = with_alter().latest_version();
+    let next = with_alter(no_tx).latest_version();
     assert_eq!(
         report.applied.iter().map(|a| a.version).collect::<Vec<_>>(),
         [next]
@@ -178,7 +193,7 @@ async fn a_blocked_migration_lets_lookups_and_writes_through_and_applies_when_th
     assert!(has_note_column(&t.url).await);
     let through = completed_while_blocked.load(Ordering::Relaxed);
     eprintln!(
-        "lock-timeout case=blocked_then_applied statement_lock_timeout_ms={} calls={} \
+        "lock-timeout case=blocked_then_applied no_tx={no_tx} statement_lock_timeout_ms={} calls={} \
          calls_while_blocked={through} p99_ms={:.1} max_ms={:.1}",
         STATEMENT_LOCK_TIMEOUT.as_millis(),
         lat.len(),
@@ -196,6 +211,15 @@ async fn a_blocked_migration_lets_lookups_and_writes_through_and_applies_when_th
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_migration_blocked_past_its_retries_gives_up_and_applies_nothing() {
+    blocked_past_retries(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_no_transaction_migration_blocked_past_its_retries_gives_up_as_incomplete() {
+    blocked_past_retries(true).await;
+}
+
+async fn blocked_past_retries(no_tx: bool) {
     let t = common::postgres().await;
     let hold = blocker(&t.url).await;
     let config = Config::from_url(&t.url)
@@ -203,7 +227,7 @@ async fn a_migration_blocked_past_its_retries_gives_up_and_applies_nothing() {
         .with_migration_statement_lock_timeout(STATEMENT_LOCK_TIMEOUT)
         .with_migration_lock_retries(2);
     let migrator = persist::open(&config).await.unwrap();
-    let set = with_alter();
+    let set = with_alter(no_tx);
     let err = migrator.migrate_with(&set).await.unwrap_err();
     let file = format!("{:04}_sessions_note.sql", set.latest_version());
     assert!(
@@ -214,10 +238,13 @@ async fn a_migration_blocked_past_its_retries_gives_up_and_applies_nothing() {
     hold.batch_execute("ROLLBACK").await.unwrap();
     assert!(!has_note_column(&t.url).await);
     let status = migrator.migration_status_with(&set).await.unwrap();
-    assert_eq!(
-        status.last().map(|s| s.state),
-        Some(persist::MigrationState::Pending)
-    );
+    // A no-transaction file was recorded as started before its statement.
+    let want = if no_tx {
+        persist::MigrationState::Incomplete
+    } else {
+        persist::MigrationState::Pending
+    };
+    assert_eq!(status.last().map(|s| s.state), Some(want));
     migrator.close().await;
     t.close().await;
 }

@@ -36,8 +36,10 @@ pub(crate) const LOCK_KEY: i64 = 0x7065_7273_6973_7400;
 /// The first server version that knows `client_connection_check_interval`.
 const CHECK_INTERVAL_SINCE: i32 = 140_000;
 
-pub(crate) struct PgMigrator {
+pub(crate) struct PgMigrator<'p> {
     pub(crate) conn: Option<Object>,
+    /// Where a no-transaction migration gets its statement connection.
+    pool: &'p super::Pool,
     /// How long one step waits for the migration lock.
     lock_wait: Duration,
     /// `server_version_num`, read once.
@@ -46,8 +48,6 @@ pub(crate) struct PgMigrator {
     statement_lock_timeout: Duration,
     /// Retries of a migration whose statements hit that timeout.
     retries: u32,
-    /// The URL says a transaction pooler sits in between (`pooler=transaction`).
-    transaction_pooler: bool,
 }
 
 /// The first pause before retrying a blocked migration; it doubles.
@@ -69,23 +69,21 @@ enum Attempt {
     Blocked,
 }
 
-impl PgMigrator {
-    pub(crate) fn new(conn: Object, statement_lock_timeout: Duration, retries: u32) -> Self {
+impl<'p> PgMigrator<'p> {
+    pub(crate) fn new(
+        conn: Object,
+        pool: &'p super::Pool,
+        statement_lock_timeout: Duration,
+        retries: u32,
+    ) -> Self {
         PgMigrator {
             conn: Some(conn),
+            pool,
             lock_wait: Duration::from_secs(60),
             server_version: None,
             statement_lock_timeout,
             retries,
-            transaction_pooler: false,
         }
-    }
-
-    /// Marks the migrator as behind a transaction pooler: no-transaction
-    /// migrations are then refused (their session lock cannot hold there).
-    pub(crate) fn behind_transaction_pooler(mut self, yes: bool) -> Self {
-        self.transaction_pooler = yes;
-        self
     }
 
     fn statement_lock_ms(&self) -> u64 {
@@ -145,7 +143,7 @@ impl PgMigrator {
     }
 }
 
-impl Drop for PgMigrator {
+impl Drop for PgMigrator<'_> {
     fn drop(&mut self) {
         // Never hand the migrator's connection back to the pool: a cancelled
         // step may have left it inside a transaction.
@@ -163,7 +161,7 @@ const CREATE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
     execution_ms BIGINT NOT NULL
 )";
 
-impl MigrationBackend for PgMigrator {
+impl MigrationBackend for PgMigrator<'_> {
     async fn lock(&mut self, timeout: Duration) -> Result<()> {
         // No session lock: each step takes the transaction-scoped one.
         self.lock_wait = timeout;
@@ -203,16 +201,6 @@ impl MigrationBackend for PgMigrator {
     }
 
     async fn apply(&mut self, m: &Migration, applied_at: i64) -> Result<Applied> {
-        if !m.in_transaction() && self.transaction_pooler {
-            return Err(failed(
-                m,
-                "a no-transaction migration holds a session lock across its statements, which a \
-                 transaction pooler cannot keep (pooler=transaction): run migrate with a direct \
-                 URL to the server"
-                    .into(),
-                "behind a transaction pooler".into(),
-            ));
-        }
         if !m.in_transaction() {
             let params = super::notx::Params {
                 lock_wait: self.lock_wait,
@@ -220,7 +208,7 @@ impl MigrationBackend for PgMigrator {
                 retries: self.retries,
                 check_interval: self.server_version.unwrap_or(0) >= CHECK_INTERVAL_SINCE,
             };
-            return super::notx::apply(self.conn()?, m, applied_at, &params).await;
+            return super::notx::apply(self.conn()?, self.pool, m, applied_at, &params).await;
         }
         let attempts = self.retries.saturating_add(1);
         for n in 1..=attempts {
@@ -245,7 +233,7 @@ impl MigrationBackend for PgMigrator {
     }
 }
 
-impl PgMigrator {
+impl PgMigrator<'_> {
     /// One attempt at `m`: its own transaction under the migration lock.
     async fn attempt(&mut self, m: &Migration, applied_at: i64) -> Result<Attempt> {
         let tx = self.locked().await?;

@@ -2,33 +2,47 @@
 //! each statement runs on its own, outside a transaction, so
 //! `CREATE INDEX CONCURRENTLY` and the like work.
 //!
-//! The migrator holds the session advisory lock (the same key as the
-//! transaction-scoped one of the other steps, so the two exclude each other)
-//! across the statements. The migration is recorded as started (a row with
-//! the negative version) before the first statement and as applied (the
-//! started row replaced by the usual one, in one transaction) after the
-//! last. An interrupted run leaves the started row: `status` shows the
-//! migration as incomplete, and the next `migrate` resumes it from its first
-//! statement, after dropping any INVALID index a failed concurrent build of
-//! one of its indexes left behind (so `IF NOT EXISTS` does not keep it).
+//! Two connections, so that it works the same directly and behind a
+//! transaction pooler (PgBouncer `pool_mode = transaction`):
+//! - the *lock* connection opens a transaction and takes the migrator's
+//!   transaction-scoped advisory lock in it (the key of every other step, so
+//!   they exclude each other). An open transaction keeps its server
+//!   connection, also behind a transaction pooler, so the lock holds for the
+//!   whole file; it ends with the transaction, also when the migrator dies.
+//!   Its settings are `SET LOCAL`: nothing outlives it.
+//! - the *statement* connection runs the file's statements one by one,
+//!   outside any transaction, with no session setting (so nothing leaks into
+//!   a pooler's server connections): each statement runs under the role's own
+//!   `statement_timeout`;
+//! - the *watch* connection stands in for `lock_timeout`: it watches the
+//!   statement in `pg_stat_activity` (found by a comment put before it) and
+//!   cancels it when it has waited for a table lock longer than the statement
+//!   lock timeout; it then runs again after a backoff, a bounded number of
+//!   times. The lock connection stays idle while a statement runs: a
+//!   concurrent index build waits for every transaction that holds a snapshot
+//!   when it starts a phase, and would wait for the lock transaction to end
+//!   if that one were polling.
 //!
-//! A session lock means nothing behind a transaction pooler: before each
-//! statement the server session is checked to still be the one holding the
-//! lock, and a change stops the migration with an error naming the direct-URL
-//! workaround. Session settings made here (`statement_timeout`,
-//! `lock_timeout`) die with the connection, which the migrator never hands
-//! back to the pool.
+//! The migration is recorded as started (a row with the negative version)
+//! before the first statement and as applied (the started row replaced by
+//! the usual one) in the lock connection's transaction, whose commit also
+//! releases the lock. An interrupted run leaves the started row: `status`
+//! shows the migration as incomplete, and the next `migrate` resumes it from
+//! its first statement, after cancelling any statement of the dead run still
+//! running on the server and dropping any INVALID index a failed concurrent
+//! build left behind (so `IF NOT EXISTS` does not keep it).
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use deadpool_postgres::Object;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::Type;
 
 use super::error::{map, message};
-use super::migrate::{backoff, LOCK_KEY};
+use super::migrate::{backoff, recorded, LOCK_KEY};
+use super::Pool;
 use crate::error::{after, Error, Result};
-use crate::migrate::{failed, started_marker, Applied, Migration};
+use crate::migrate::{failed, first_line, started_marker, Applied, Migration};
 
 /// What the no-transaction run needs from the migrator.
 pub(crate) struct Params {
@@ -39,38 +53,67 @@ pub(crate) struct Params {
     pub check_interval: bool,
 }
 
-/// Applies the no-transaction migration `m` under the session lock.
-pub(crate) async fn apply(c: &Object, m: &Migration, at: i64, p: &Params) -> Result<Applied> {
-    let pid = session_lock(c, p.lock_wait).await?;
-    let result = locked(c, m, at, p, pid).await;
-    let unlocked = c
-        .query_typed("SELECT pg_advisory_unlock($1)", &[(&LOCK_KEY, Type::INT8)])
-        .await
-        .map_err(map);
-    let applied = result?;
-    unlocked?;
-    Ok(applied)
+/// The comment every statement of a no-transaction migration starts with
+/// on the server: how the watchdog and a later run find it.
+const TAG: &str = "/* persist:migration ";
+
+/// Applies the no-transaction migration `m`: `lock` is the migrator's
+/// connection; the statements run on a second one from `pool`, watched from
+/// a third.
+pub(crate) async fn apply(
+    lock: &Object,
+    pool: &Pool,
+    m: &Migration,
+    at: i64,
+    p: &Params,
+) -> Result<Applied> {
+    take_lock(lock, p).await?;
+    let result = locked(lock, pool, m, at, p).await;
+    if result.is_err() {
+        // Best effort: the migrator's connection is discarded afterwards.
+        if let Err(e) = lock.batch_execute("ROLLBACK").await {
+            tracing::debug!(error = %e, "rollback of the migration lock transaction");
+        }
+    }
+    result
 }
 
-/// Takes the session lock, waiting at most `wait`; the holder's backend pid.
-async fn session_lock(c: &Object, wait: Duration) -> Result<i32> {
-    let deadline = Instant::now() + wait;
+/// Opens the lock connection's transaction holding the migration lock,
+/// waiting at most `lock_wait`. A waiter polls in short transactions, so
+/// behind a transaction pooler it does not keep a server connection while
+/// it waits.
+async fn take_lock(c: &Object, p: &Params) -> Result<()> {
+    let check = if p.check_interval {
+        "; SET LOCAL client_connection_check_interval = 250"
+    } else {
+        ""
+    };
+    let begin = format!(
+        "BEGIN; SET LOCAL statement_timeout = 0; SET LOCAL idle_in_transaction_session_timeout = 0; \
+         SET LOCAL lock_timeout = {}{check}",
+        p.statement_lock_ms
+    );
+    let deadline = Instant::now() + p.lock_wait;
     let mut pause = Duration::from_millis(10);
     loop {
-        let row = c
+        c.batch_execute(&begin).await.map_err(map)?;
+        let got: bool = c
             .query_typed_one(
-                "SELECT pg_try_advisory_lock($1), pg_backend_pid()",
+                "SELECT pg_try_advisory_xact_lock($1)",
                 &[(&LOCK_KEY, Type::INT8)],
             )
             .await
+            .map_err(map)?
+            .try_get(0)
             .map_err(map)?;
-        if row.try_get::<_, bool>(0).map_err(map)? {
-            return row.try_get(1).map_err(map);
+        if got {
+            return Ok(());
         }
+        c.batch_execute("ROLLBACK").await.map_err(map)?;
         if Instant::now() >= deadline {
             return Err(Error::timeout(after(
                 "waiting for the migration lock held by another migrator",
-                wait,
+                p.lock_wait,
             )));
         }
         tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;
@@ -78,25 +121,25 @@ async fn session_lock(c: &Object, wait: Duration) -> Result<i32> {
     }
 }
 
-async fn locked(c: &Object, m: &Migration, at: i64, p: &Params, pid: i32) -> Result<Applied> {
-    // A killed migrator's backend notices the lost client within 250 ms and
-    // ends, freeing the session lock (PostgreSQL 14+).
-    let check = if p.check_interval {
-        "; SET client_connection_check_interval = 250"
-    } else {
-        ""
-    };
-    c.batch_execute(&format!(
-        "SET statement_timeout = 0; SET lock_timeout = {}{check}",
-        p.statement_lock_ms
-    ))
-    .await
-    .map_err(map)?;
-    if let Some(done) = super::migrate::recorded(&***c, m).await? {
+async fn locked(lock: &Object, pool: &Pool, m: &Migration, at: i64, p: &Params) -> Result<Applied> {
+    if let Some(done) = recorded(&***lock, m).await? {
+        lock.batch_execute("COMMIT").await.map_err(map)?;
         return Ok(done);
     }
+    // Activity is read outside the lock transaction: inside one,
+    // `pg_stat_activity` is a snapshot taken at its first read.
+    let watch = pool.get().await.map_err(|e| needs_three(m, e))?;
+    cancel_orphans(&watch, p.lock_wait).await?;
+    let side = Side::open(pool, m).await?;
+    // The unnamed portal of the lock connection's last extended-protocol
+    // query keeps its snapshot, so the idle transaction would keep an xmin,
+    // and a concurrent index build waits for every transaction with an old
+    // enough xmin to end: this one only ends after the build. A simple
+    // query drops that portal and leaves none.
+    lock.batch_execute("SELECT 1").await.map_err(map)?;
     let marker = started_marker(m.version());
-    let new = c
+    let new = side
+        .conn()
         .execute_typed(
             "INSERT INTO schema_migrations (version, name, checksum, applied_at, execution_ms) \
              VALUES ($1, $2, $3, $4, 0) ON CONFLICT (version) DO NOTHING",
@@ -116,19 +159,108 @@ async fn locked(c: &Object, m: &Migration, at: i64, p: &Params, pid: i32) -> Res
         );
     }
     let start = Instant::now();
-    for statement in m.statements() {
-        run_statement(c, m, &statement, p, pid).await?;
+    let tag = format!("{TAG}{} {} */ ", m.version(), nonce());
+    for (i, statement) in m.statements().iter().enumerate() {
+        let w = Watched {
+            watch: &watch,
+            side: side.conn(),
+            tag: &tag,
+            lock_ms: p.statement_lock_ms,
+        };
+        run_statement(&w, m, i, statement, p).await?;
     }
     let ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
-    record_applied(c, m, at, ms).await?;
+    record_applied(lock, m, at, ms).await?;
     Ok(Applied::Now(ms))
 }
 
-/// Replaces the started row of `m` with its applied row, in one transaction.
+/// The statement connection: taken from the pool, its session settings
+/// reset to the role's, and never handed back (discarded when dropped, also
+/// with a statement still running on it).
+struct Side(Option<Object>);
+
+impl Side {
+    async fn open(pool: &Pool, m: &Migration) -> Result<Side> {
+        let c = pool.get().await.map_err(|e| needs_three(m, e))?;
+        // persist's own statement_timeout is for repository calls; an index
+        // build runs under the role's. RESET sets nothing a pooler could
+        // hand to another client.
+        c.batch_execute("RESET statement_timeout")
+            .await
+            .map_err(map)?;
+        Ok(Side(Some(c)))
+    }
+
+    fn conn(&self) -> &Object {
+        self.0.as_ref().expect("present until dropped")
+    }
+}
+
+impl Drop for Side {
+    fn drop(&mut self) {
+        if let Some(obj) = self.0.take() {
+            super::discard(obj, "after_migration");
+        }
+    }
+}
+
+fn needs_three(m: &Migration, e: Error) -> Error {
+    failed(
+        m,
+        format!(
+            "a no-transaction migration needs three connections from the pool \
+             (pool_size >= 3): {e}"
+        ),
+        e.into(),
+    )
+}
+
+/// A run-unique word for the statements' comment.
+fn nonce() -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!("{:x}{nanos:08x}", std::process::id())
+}
+
+/// Cancels every statement of a no-transaction migration still running in
+/// this database. Called under the lock: any such statement belongs to a
+/// run that lost the lock (its migrator died), and must not race this one.
+async fn cancel_orphans(c: &Object, wait: Duration) -> Result<()> {
+    let deadline = Instant::now() + wait;
+    loop {
+        let rows = c
+            .query_typed(
+                "SELECT pid, pg_cancel_backend(pid) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND pid <> pg_backend_pid() \
+                 AND state = 'active' AND starts_with(query, $1)",
+                &[(&TAG, Type::TEXT)],
+            )
+            .await
+            .map_err(map)?;
+        let Some(row) = rows.first() else {
+            return Ok(());
+        };
+        let pid: i32 = row.try_get(0).map_err(map)?;
+        tracing::warn!(pid, "cancelling a statement of an interrupted migration");
+        if Instant::now() >= deadline {
+            return Err(Error::timeout(after(
+                &format!(
+                    "waiting for a statement of an interrupted migration (server pid {pid}) to \
+                     end"
+                ),
+                wait,
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Replaces the started row of `m` with its applied row and commits the
+/// lock transaction (which releases the lock).
 async fn record_applied(c: &Object, m: &Migration, at: i64, ms: u64) -> Result<()> {
     let marker = started_marker(m.version());
     let ms_i64 = i64::try_from(ms).unwrap_or(i64::MAX);
-    c.batch_execute("BEGIN").await.map_err(map)?;
     let done = async {
         c.execute_typed(
             "DELETE FROM schema_migrations WHERE version = $1",
@@ -150,34 +282,111 @@ async fn record_applied(c: &Object, m: &Migration, at: i64, ms: u64) -> Result<(
         c.batch_execute("COMMIT").await
     }
     .await;
-    if let Err(e) = done {
-        // Best effort: the connection is discarded after the run anyway.
-        if let Err(r) = c.batch_execute("ROLLBACK").await {
-            tracing::debug!(error = %r, "rollback after a failed record");
-        }
-        return Err(failed(m, message(&e), e.into()));
-    }
-    Ok(())
+    done.map_err(|e| failed(m, message(&e), e.into()))
 }
 
-/// One statement, on the session holding the lock, retried with backoff
-/// when it cannot get its locks within the lock timeout.
+/// A statement on the statement connection, watched from the watch one.
+struct Watched<'a> {
+    watch: &'a Object,
+    side: &'a Object,
+    /// The comment the statement is sent with.
+    tag: &'a str,
+    lock_ms: u64,
+}
+
+/// How a watched statement ended.
+enum Ran {
+    Done,
+    /// It waited for a table lock longer than the statement lock timeout
+    /// and was cancelled (or the role's own `lock_timeout` fired).
+    Blocked,
+    Failed(tokio_postgres::Error),
+}
+
+impl Watched<'_> {
+    /// Runs `sql`; while it runs, polls its server process and cancels it
+    /// once it has waited for a lock (other than the wait of a concurrent
+    /// index build for older transactions, which blocks nobody) for longer
+    /// than `lock_ms`. Fails when the watch connection fails; the statement
+    /// connection is then discarded with the statement.
+    async fn run(&self, sql: &str) -> Result<Ran> {
+        let text = format!("{}{sql}", self.tag);
+        let statement = self.side.batch_execute(&text);
+        tokio::pin!(statement);
+        let limit = Duration::from_millis(self.lock_ms);
+        let tick = Duration::from_millis((self.lock_ms / 10).clamp(5, 100));
+        let mut waiting_since: Option<Instant> = None;
+        let mut cancelled = false;
+        loop {
+            tokio::select! {
+                r = &mut statement => {
+                    return Ok(match r {
+                        Ok(()) => Ran::Done,
+                        Err(e) if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => Ran::Blocked,
+                        Err(e) if cancelled && e.code() == Some(&SqlState::QUERY_CANCELED) => {
+                            Ran::Blocked
+                        }
+                        Err(e) => Ran::Failed(e),
+                    });
+                }
+                () = tokio::time::sleep(tick), if !cancelled => {
+                    match self.lock_wait_of_statement().await? {
+                        Some(pid) => {
+                            let since = *waiting_since.get_or_insert_with(Instant::now);
+                            if since.elapsed() >= limit {
+                                self.watch
+                                    .query_typed("SELECT pg_cancel_backend($1)", &[(&pid, Type::INT4)])
+                                    .await
+                                    .map_err(map)?;
+                                cancelled = true;
+                            }
+                        }
+                        None => waiting_since = None,
+                    }
+                }
+            }
+        }
+    }
+
+    /// The server pid of the statement when it is waiting for a lock that
+    /// queues other sessions.
+    async fn lock_wait_of_statement(&self) -> Result<Option<i32>> {
+        let row = self
+            .watch
+            .query_typed_opt(
+                "SELECT pid FROM pg_stat_activity \
+                 WHERE datname = current_database() AND state = 'active' \
+                 AND starts_with(query, $1) AND wait_event_type = 'Lock' \
+                 AND wait_event <> 'virtualxid' LIMIT 1",
+                &[(&self.tag, Type::TEXT)],
+            )
+            .await
+            .map_err(map)?;
+        row.map(|r| r.try_get(0).map_err(map)).transpose()
+    }
+}
+
+/// Statement `i` of `m`, retried with backoff when it cannot get its locks
+/// within the statement lock timeout.
 async fn run_statement(
-    c: &Object,
+    w: &Watched<'_>,
     m: &Migration,
+    i: usize,
     statement: &str,
     p: &Params,
-    pid: i32,
 ) -> Result<()> {
     let attempts = p.retries.saturating_add(1);
     for n in 1..=attempts {
-        same_session(c, m, pid).await?;
-        if let Some(index) = concurrent_index_name(statement) {
-            drop_if_invalid(c, &index).await?;
-        }
-        match c.batch_execute(statement).await {
-            Ok(()) => return Ok(()),
-            Err(e) if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) && n < attempts => {
+        let ran = match concurrent_index_name(statement) {
+            Some(index) => match drop_if_invalid(w, &index).await? {
+                Ran::Done => w.run(statement).await?,
+                other => other,
+            },
+            None => w.run(statement).await?,
+        };
+        match ran {
+            Ran::Done => return Ok(()),
+            Ran::Blocked if n < attempts => {
                 tracing::warn!(
                     version = m.version(),
                     attempt = n,
@@ -185,44 +394,30 @@ async fn run_statement(
                 );
                 tokio::time::sleep(backoff(n)).await;
             }
-            Err(e) if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => {
-                return Err(Error::MigrationBlocked {
-                    file: m.file_name(),
-                    attempts,
-                    lock_timeout_ms: p.statement_lock_ms,
-                })
+            Ran::Blocked => break,
+            Ran::Failed(e) => {
+                let what = format!(
+                    "statement {} ({}): {}",
+                    i + 1,
+                    first_line(statement),
+                    message(&e)
+                );
+                return Err(failed(m, what, e.into()));
             }
-            Err(e) => return Err(failed(m, message(&e), e.into())),
         }
     }
-    Ok(())
-}
-
-/// Fails when the statements no longer reach the session holding the lock.
-async fn same_session(c: &Object, m: &Migration, pid: i32) -> Result<()> {
-    let now: i32 = c
-        .query_typed_one("SELECT pg_backend_pid()", &[])
-        .await
-        .map_err(map)?
-        .try_get(0)
-        .map_err(map)?;
-    if now == pid {
-        return Ok(());
-    }
-    Err(failed(
-        m,
-        "a no-transaction migration needs one server session for its lock, and the server \
-         session changed between statements (a transaction pooler such as PgBouncer in \
-         pool_mode = transaction): run migrate with a direct URL to the server"
-            .into(),
-        "server session changed".into(),
-    ))
+    Err(Error::MigrationBlocked {
+        file: m.file_name(),
+        attempts,
+        lock_timeout_ms: p.statement_lock_ms,
+    })
 }
 
 /// Drops index `name` of the current schema when it is INVALID (left by a
 /// failed or interrupted concurrent build), so the build runs again.
-async fn drop_if_invalid(c: &Object, name: &str) -> Result<()> {
-    let invalid = c
+async fn drop_if_invalid(w: &Watched<'_>, name: &str) -> Result<Ran> {
+    let invalid = w
+        .watch
         .query_typed_opt(
             "SELECT format('%I.%I', n.nspname, cl.relname) FROM pg_index i \
              JOIN pg_class cl ON cl.oid = i.indexrelid \
@@ -232,14 +427,13 @@ async fn drop_if_invalid(c: &Object, name: &str) -> Result<()> {
         )
         .await
         .map_err(map)?;
-    if let Some(row) = invalid {
-        let qualified: String = row.try_get(0).map_err(map)?;
-        tracing::warn!(index = %qualified, "dropping an INVALID index left by a failed build");
-        c.batch_execute(&format!("DROP INDEX CONCURRENTLY IF EXISTS {qualified}"))
-            .await
-            .map_err(map)?;
-    }
-    Ok(())
+    let Some(row) = invalid else {
+        return Ok(Ran::Done);
+    };
+    let qualified: String = row.try_get(0).map_err(map)?;
+    tracing::warn!(index = %qualified, "dropping an INVALID index left by a failed build");
+    w.run(&format!("DROP INDEX CONCURRENTLY IF EXISTS {qualified}"))
+        .await
 }
 
 /// The index name of `CREATE [UNIQUE] INDEX CONCURRENTLY [IF NOT EXISTS]
