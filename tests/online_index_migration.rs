@@ -225,6 +225,7 @@ async fn migration_0005_applies_under_lookups_and_writes_without_blocking_them()
     let during = summary("during", calls.iter().filter(|c| c.overlaps(from, to)));
     summary("after", calls.iter().filter(|c| c.start >= to));
     let quarter = (to - from) / 4;
+    let mut per_quarter = Vec::new();
     for q in 0..4u32 {
         let (a, b) = (from + quarter * q, from + quarter * (q + 1));
         for write in [false, true] {
@@ -232,9 +233,11 @@ async fn migration_0005_applies_under_lookups_and_writes_without_blocking_them()
                 .iter()
                 .filter(|c| c.write == write && c.end > a && c.end <= b)
                 .count();
+            per_quarter.push(done);
             assert!(done > 0, "no call (write={write}) completed in quarter {q}");
         }
     }
+    eprintln!("online-index during: calls completed per quarter [lookups q1, writes q1, ..., writes q4] {per_quarter:?}");
     assert!(
         during <= BOUND,
         "a call overlapping the apply took {during:?}, over the bound {BOUND:?}"
