@@ -274,7 +274,7 @@ async fn schema_parity_by_catalog_introspection() {
     assert_eq!(
         lite_schema["sessions"].indexes,
         BTreeSet::from([
-            strings(&["user_id", "created_at"]),
+            strings(&["user_id", "created_at", "token"]),
             strings(&["expires_at"])
         ])
     );

@@ -14,6 +14,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use persist::{Config, Db};
 
+pub mod bulk;
 pub mod cluster;
 pub mod demo;
 pub mod fixtures;
