@@ -18,6 +18,7 @@ pub(crate) mod introspect;
 pub(crate) mod lanes;
 pub(crate) mod loadouts;
 pub(crate) mod migrate;
+mod index_name;
 pub(crate) mod notx;
 pub(crate) mod progression;
 pub(crate) mod rekey;
