@@ -292,12 +292,7 @@ pub(super) async fn sweep(
         total += n;
         on_batch(n, took);
         if off_gate {
-            // Statements run on the calling task (D-005): let the tasks
-            // queued behind this one's batch run before the checkpoint, and
-            // behind the checkpoint before the next batch.
-            tokio::task::yield_now().await;
             ex.checkpoint_passive().await;
-            tokio::task::yield_now().await;
         }
         if n < batch.unsigned_abs() {
             return Ok(total);
