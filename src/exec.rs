@@ -93,6 +93,43 @@ impl Exec<'_> {
         out
     }
 
+    /// Whether a sweep batch here runs with the SQLite automatic checkpoint
+    /// off and is followed by [`Exec::checkpoint_passive`]: on a SQLite file
+    /// pool, outside a unit of work (whose commit holds the writer anyway).
+    pub(crate) fn sweep_checkpoints_off_gate(&self) -> bool {
+        match self {
+            Exec::Db(db) => matches!(
+                db.live(),
+                Ok(Backend::Sqlite(pool)) if pool.sweep_checkpoints_off_gate()
+            ),
+            Exec::SqliteTx(..) | Exec::PostgresTx(..) => false,
+        }
+    }
+
+    /// A passive WAL checkpoint outside the writer gate (SQLite pool only;
+    /// nothing elsewhere). A failure is logged, not returned: the rows are
+    /// deleted, and the writers' automatic checkpoints still bound the log.
+    pub(crate) async fn checkpoint_passive(self) {
+        let Exec::Db(db) = self else { return };
+        let Ok(Backend::Sqlite(pool)) = db.live() else {
+            return;
+        };
+        match pool.checkpoint_passive().await {
+            Ok(ck) => tracing::trace!(
+                target: CALL_TARGET,
+                busy = ck.busy,
+                log_frames = ck.log_frames,
+                checkpointed = ck.checkpointed,
+                "passive checkpoint after a sweep batch"
+            ),
+            Err(e) => tracing::warn!(
+                target: CALL_TARGET,
+                error = %e,
+                "passive checkpoint after a sweep batch failed"
+            ),
+        }
+    }
+
     async fn dispatch<T>(
         self,
         mode: Mode,

@@ -642,20 +642,80 @@ async fn growth(opts: &Opts, ctx: &Arc<Ctx>, res: &mut Results, dir: &Path) -> R
             r.batches = Some(b);
             res.push(r);
         }
+        sweep_checkpoint_variants(opts, res, scale.growth_accounts, large, &path).await?;
         eprintln!("sqlite: sweep variants done");
     }
     db.close().await;
     Ok(())
 }
 
+/// The sweep's two ways with the write-ahead log, side by side on the same
+/// rows: "before", SQLite's automatic checkpoint inside the batches' commits
+/// (holding the writer gate), and "after", batches without it and a passive
+/// checkpoint between them outside the gate. Two rounds, alternating who
+/// goes first; each sweep starts from a checkpointed, empty log.
+const SWEEP_CKPT_BEFORE: &str = "automatic checkpoint inside batches (before)";
+const SWEEP_CKPT_AFTER: &str = "passive checkpoint between batches, off the gate";
+
+async fn sweep_checkpoint_variants(
+    opts: &Opts,
+    res: &mut Results,
+    accounts: u64,
+    large: u64,
+    path: &Path,
+) -> Result<()> {
+    let n = (large / 5).max(100_000);
+    let baseline = Duration::from_millis(opts.sweep_baseline_ms);
+    let open = |inside: bool| {
+        let cfg = Config::from_url(&url(path)).map(|c| {
+            c.with_durability(Durability::Full)
+                .with_sqlite_sweep_autocheckpoint(inside)
+        });
+        async move { anyhow::Ok(persist::open(&cfg?).await?) }
+    };
+    let before = open(true).await?;
+    let after = open(false).await?;
+    for round in 0..2 {
+        let mut order = [(SWEEP_CKPT_BEFORE, &before), (SWEEP_CKPT_AFTER, &after)];
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        for (label, db) in order {
+            load_growth_sessions(path, &["sessions"], (0, n), accounts, n)?;
+            checkpoint(path)?;
+            let (stats, rate) =
+                sweep::run(db, T0 + 7200, opts.sweep_batch, accounts, n, baseline).await?;
+            ensure!(
+                stats.rows_deleted == n,
+                "sweep deleted {} of {n}",
+                stats.rows_deleted
+            );
+            push_sweep_as(res, "experiment", label, stats, rate);
+        }
+    }
+    before.close().await;
+    after.close().await;
+    Ok(())
+}
+
 fn push_sweep(res: &mut Results, data_set: &'static str, stats: SweepStats, rate: f64) {
+    push_sweep_as(res, data_set, PERSIST_VARIANT, stats, rate);
+}
+
+fn push_sweep_as(
+    res: &mut Results,
+    data_set: &'static str,
+    variant: &'static str,
+    stats: SweepStats,
+    rate: f64,
+) {
     let mut r = Record::blank(
         "sqlite",
         Some("full"),
         data_set,
         "sweep_expired",
         "persist",
-        PERSIST_VARIANT,
+        variant,
     );
     r.sessions_in_table = stats.rows_deleted;
     r.ops_per_sec = rate;

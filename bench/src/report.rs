@@ -604,7 +604,7 @@ pub fn sweep_table(res: &Results) -> String {
              concurrent writer: {} writes, max {:.1} ms, p99 {:.1} ms, p50 {:.2} ms \
              (without sweep: max {:.1} ms, p99 {:.1} ms, p50 {:.2} ms); \
              session lookups (open loop): {} calls, p99 {:.2} ms, p50 {:.2} ms, max {:.1} ms \
-             (without sweep: p99 {:.2} ms, p50 {:.2} ms){}",
+             (without sweep: p99 {:.2} ms, p50 {:.2} ms){}{}",
             r.backend,
             if r.data_set == "experiment" {
                 "(variant)"
@@ -632,6 +632,11 @@ pub fn sweep_table(res: &Results) -> String {
             s.baseline_lookup_p99_ms,
             s.baseline_lookup_p50_ms,
             run_tag(res, r),
+            if r.variant.contains("checkpoint") {
+                format!(" [{}]", r.variant)
+            } else {
+                String::new()
+            },
         );
     }
     out

@@ -5,6 +5,7 @@ mod migration;
 mod pg;
 mod pgpass;
 mod replicas;
+mod sweep;
 mod topology;
 mod url;
 
@@ -162,6 +163,8 @@ pub struct Config {
     pub(crate) replicas: Vec<Config>,
     pub(crate) replica_max_lag: Duration,
     pub(crate) replica_check_interval: Duration,
+    /// See `sweep.rs`.
+    pub(crate) sqlite_sweep_autocheckpoint: bool,
 }
 
 impl Config {
@@ -216,6 +219,7 @@ impl Config {
             replicas: Vec::new(),
             replica_max_lag: replicas::DEFAULT_MAX_LAG,
             replica_check_interval: replicas::DEFAULT_CHECK_INTERVAL,
+            sqlite_sweep_autocheckpoint: false,
         }
     }
 

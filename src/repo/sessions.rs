@@ -222,9 +222,12 @@ impl SessionsRepo<'_> {
 
     /// Deletes every session with `expires_at <= now`, in batches of at most
     /// `batch_size` rows, each its own short transaction (on the pool), so a
-    /// sweep over millions of rows never holds a long write lock. A batch that
-    /// takes longer than 20 ms halves the next one; quick batches double it
-    /// back, up to `batch_size`. Returns the number deleted.
+    /// sweep over millions of rows never holds a long write lock. The first
+    /// batch is at most 128 rows; a batch that takes longer than 20 ms halves
+    /// the next one; quick batches double it, up to `batch_size`. On SQLite
+    /// the batches commit without the automatic WAL checkpoint and a passive
+    /// checkpoint runs between them, outside the writer gate. Returns the
+    /// number deleted.
     ///
     /// # Errors
     /// [`Error::InvalidInput`](crate::Error::InvalidInput) for a `batch_size` outside `1..=100000` or a
@@ -267,29 +270,51 @@ pub(super) async fn sweep(
         ));
     }
     let mut total = 0u64;
-    let mut batch = batch_size;
+    let mut batch = first_sweep_batch(batch_size);
+    // SQLite: no automatic checkpoint inside a batch (it would run in the
+    // batch's commit, holding the writer gate); a passive one after each
+    // batch, outside the gate, keeps the log short.
+    let off_gate = ex.sweep_checkpoints_off_gate();
     loop {
         let started = std::time::Instant::now();
         let n = ex
             .run(
                 op,
                 Mode::Write,
-                |c| lite(c, batch),
+                |c| match off_gate {
+                    true => sqlite::wal::without_autocheckpoint(c, |c| lite(c, batch)),
+                    false => lite(c, batch),
+                },
                 async |p| pg(p, batch).await,
             )
             .await?;
+        let took = started.elapsed();
         total += n;
-        on_batch(n, started.elapsed());
+        on_batch(n, took);
+        if off_gate {
+            ex.checkpoint_passive().await;
+        }
         if n < batch.unsigned_abs() {
             return Ok(total);
         }
-        batch = next_sweep_batch(batch, batch_size, started.elapsed());
+        batch = next_sweep_batch(batch, batch_size, took);
     }
 }
 
 /// How long one sweep batch should hold the write lock (D-043). Other writers
 /// wait for at most about one batch.
 const SWEEP_BATCH_TIME: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Rows in a sweep's first batch at most: nothing is known yet about how
+/// long a batch takes here, so the sweep starts small and doubles up to the
+/// caller's size while batches stay quick, instead of holding the writer for
+/// a full-size batch of unknown length first.
+const SWEEP_FIRST_BATCH: i64 = 128;
+
+/// The first batch's size: [`SWEEP_FIRST_BATCH`], or `max` when smaller.
+fn first_sweep_batch(max: i64) -> i64 {
+    max.min(SWEEP_FIRST_BATCH)
+}
 
 /// The next sweep batch size: halved after a batch that took longer than
 /// [`SWEEP_BATCH_TIME`], doubled (up to the caller's `max`) after one that
@@ -326,6 +351,21 @@ mod tests {
         assert_eq!(next_sweep_batch(700, 1000, fast), 1000);
         assert_eq!(next_sweep_batch(300, 1000, steady), 300);
         assert_eq!(next_sweep_batch(i64::MAX / 2 + 1, i64::MAX, fast), i64::MAX);
+    }
+
+    #[test]
+    fn sweeps_start_small_and_reach_the_cap_by_doubling() {
+        assert_eq!(first_sweep_batch(7), 7);
+        assert_eq!(first_sweep_batch(1000), 128);
+        assert_eq!(first_sweep_batch(SWEEP_BATCH_MAX), 128);
+        let fast = SWEEP_BATCH_TIME / 4;
+        let mut b = first_sweep_batch(1000);
+        let mut sizes = vec![b];
+        while b < 1000 {
+            b = next_sweep_batch(b, 1000, fast);
+            sizes.push(b);
+        }
+        assert_eq!(sizes, [128, 256, 512, 1000]);
     }
 
     #[test]

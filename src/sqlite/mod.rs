@@ -27,6 +27,7 @@ pub(crate) mod sessions;
 pub(crate) mod size;
 pub(crate) mod tx;
 pub(crate) mod unlocks;
+pub(crate) mod wal;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -58,6 +59,9 @@ struct Settings {
     max_size: Option<u64>,
     /// `Config::with_read_only`.
     read_only: bool,
+    /// The benchmark's "before" variant: sweep batches keep SQLite's
+    /// automatic checkpoint inside the writer gate.
+    sweep_autocheckpoint: bool,
 }
 
 /// The writer connection behind an async gate. The gate (one permit) orders
@@ -123,6 +127,7 @@ impl Pool {
             durability: config.durability,
             max_size: config.sqlite_max_size,
             read_only: config.read_only,
+            sweep_autocheckpoint: config.sqlite_sweep_autocheckpoint,
         };
         let path = match &config.target {
             Target::SqliteFile(p) => Some(p.clone()),
@@ -291,6 +296,19 @@ impl Pool {
                 .unwrap_or_else(PoisonError::into_inner)
                 .take();
         }
+    }
+
+    /// Whether sweep batches run without the automatic checkpoint, with
+    /// [`Pool::checkpoint_passive`] between them: a file database opened
+    /// for writing (an in-memory one has no log).
+    pub(crate) fn sweep_checkpoints_off_gate(&self) -> bool {
+        self.path.is_some() && !self.settings.read_only && !self.settings.sweep_autocheckpoint
+    }
+
+    /// A passive checkpoint on a reader connection, outside the writer gate:
+    /// it never waits on nor blocks a writer.
+    pub(crate) async fn checkpoint_passive(&self) -> Result<wal::Checkpoint> {
+        self.read(wal::checkpoint_passive).await
     }
 
     pub(crate) fn busy_timeout(&self) -> Duration {
