@@ -18,6 +18,7 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 use crate::config::SslMode;
 
 /// Opens connections for the pool; see the module docs.
+#[derive(Clone)]
 pub(crate) struct Connector {
     mode: SslMode,
     /// `None` only for `sslmode=disable`.

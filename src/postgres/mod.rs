@@ -84,6 +84,8 @@ pub(crate) struct Pool {
     /// only for the connections it was checked on: a new one may reach a
     /// restarted server).
     opened: Arc<AtomicU64>,
+    /// How the pool connects, for a connection outside it ([`Pool::open_unpooled`]).
+    unpooled: Arc<(connect::Connector, tokio_postgres::Config)>,
 }
 
 /// Grace past `statement_timeout` before the client gives up on a call: the
@@ -147,6 +149,7 @@ impl Pool {
             tls::connector(config)?,
             setup.after_connect(),
         );
+        let unpooled = Arc::new((connector.clone(), pg.clone()));
         let manager = Manager::from_connect(pg, connector, mgr_config);
         let opened = Arc::new(AtomicU64::new(0));
         let counted = Arc::clone(&opened);
@@ -194,6 +197,7 @@ impl Pool {
             unnamed,
             begin: setup.begin(),
             opened,
+            unpooled,
         })
     }
 
@@ -216,6 +220,18 @@ impl Pool {
             Err(e) => return Err(e),
         }
         Ok(pool)
+    }
+
+    /// A connection like the pool's (same TLS, same session settings) but
+    /// outside it: not counted in `pool_size`, closed when its task is
+    /// aborted or the client dropped. For a no-transaction migration's
+    /// statement and watch connections, so it needs no free pool slot.
+    pub(crate) async fn open_unpooled(
+        &self,
+    ) -> Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>)> {
+        use deadpool_postgres::Connect as _;
+        let (connector, pg) = &*self.unpooled;
+        connector.connect(pg).await.map_err(error::map)
     }
 
     /// How many connections this pool has opened.

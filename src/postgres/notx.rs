@@ -2,7 +2,8 @@
 //! each statement runs on its own, outside a transaction, so
 //! `CREATE INDEX CONCURRENTLY` and the like work.
 //!
-//! Two connections, so that it works the same directly and behind a
+//! Three connections (the migrator's own and two opened outside the pool,
+//! so no free pool slot is needed), so that it works the same directly and behind a
 //! transaction pooler (PgBouncer `pool_mode = transaction`):
 //! - the *lock* connection opens a transaction and takes the migrator's
 //!   transaction-scoped advisory lock in it (the key of every other step, so
@@ -59,8 +60,8 @@ pub(crate) struct Params {
 const TAG: &str = "/* persist:migration ";
 
 /// Applies the no-transaction migration `m`: `lock` is the migrator's
-/// connection; the statements run on a second one from `pool`, watched from
-/// a third.
+/// connection; the statements run on a second one like `pool`'s (opened
+/// outside it), watched from a third.
 pub(crate) async fn apply(
     lock: &Object,
     pool: &Pool,
@@ -129,9 +130,16 @@ async fn locked(lock: &Object, pool: &Pool, m: &Migration, at: i64, p: &Params) 
     }
     // Activity is read outside the lock transaction: inside one,
     // `pg_stat_activity` is a snapshot taken at its first read.
-    let watch = pool.get().await.map_err(|e| needs_three(m, e))?;
-    cancel_orphans(&watch, p.lock_wait).await?;
-    let side = Side::open(pool, m).await?;
+    let watch = Unpooled::open(pool, m).await?;
+    cancel_orphans(watch.client(), p.lock_wait).await?;
+    let side = Unpooled::open(pool, m).await?;
+    // persist's own statement_timeout is for repository calls; an index
+    // build runs under the role's. RESET sets nothing a pooler could hand
+    // to another client.
+    side.client()
+        .batch_execute("RESET statement_timeout")
+        .await
+        .map_err(map)?;
     // The unnamed portal of the lock connection's last extended-protocol
     // query keeps its snapshot, so the idle transaction would keep an xmin,
     // and a concurrent index build waits for every transaction with an old
@@ -140,7 +148,7 @@ async fn locked(lock: &Object, pool: &Pool, m: &Migration, at: i64, p: &Params) 
     lock.batch_execute("SELECT 1").await.map_err(map)?;
     let marker = started_marker(m.version());
     let new = side
-        .conn()
+        .client()
         .execute_typed(
             "INSERT INTO schema_migrations (version, name, checksum, applied_at, execution_ms) \
              VALUES ($1, $2, $3, $4, 0) ON CONFLICT (version) DO NOTHING",
@@ -163,8 +171,8 @@ async fn locked(lock: &Object, pool: &Pool, m: &Migration, at: i64, p: &Params) 
     let tag = format!("{TAG}{} {} */ ", m.version(), nonce());
     for (i, statement) in m.statements().iter().enumerate() {
         let w = Watched {
-            watch: &watch,
-            side: side.conn(),
+            watch: watch.client(),
+            side: side.client(),
             tag: &tag,
             lock_ms: p.statement_lock_ms,
         };
@@ -175,45 +183,32 @@ async fn locked(lock: &Object, pool: &Pool, m: &Migration, at: i64, p: &Params) 
     Ok(Applied::Now(ms))
 }
 
-/// The statement connection: taken from the pool, its session settings
-/// reset to the role's, and never handed back (discarded when dropped, also
-/// with a statement still running on it).
-struct Side(Option<Object>);
+/// A connection of the pool's kind opened outside it, so a migration never
+/// needs a free pool slot (`pool_size` 1 works); closed when dropped, also
+/// with a statement still running on it.
+struct Unpooled(tokio_postgres::Client, tokio::task::JoinHandle<()>);
 
-impl Side {
-    async fn open(pool: &Pool, m: &Migration) -> Result<Side> {
-        let c = pool.get().await.map_err(|e| needs_three(m, e))?;
-        // persist's own statement_timeout is for repository calls; an index
-        // build runs under the role's. RESET sets nothing a pooler could
-        // hand to another client.
-        c.batch_execute("RESET statement_timeout")
-            .await
-            .map_err(map)?;
-        Ok(Side(Some(c)))
+impl Unpooled {
+    async fn open(pool: &Pool, m: &Migration) -> Result<Unpooled> {
+        let (client, task) = pool.open_unpooled().await.map_err(|e| {
+            failed(
+                m,
+                format!("cannot open the migration's statement connection: {e}"),
+                e.into(),
+            )
+        })?;
+        Ok(Unpooled(client, task))
     }
 
-    fn conn(&self) -> &Object {
-        self.0.as_ref().expect("present until dropped")
+    fn client(&self) -> &tokio_postgres::Client {
+        &self.0
     }
 }
 
-impl Drop for Side {
+impl Drop for Unpooled {
     fn drop(&mut self) {
-        if let Some(obj) = self.0.take() {
-            super::discard(obj, "after_migration");
-        }
+        self.1.abort();
     }
-}
-
-fn needs_three(m: &Migration, e: Error) -> Error {
-    failed(
-        m,
-        format!(
-            "a no-transaction migration needs three connections from the pool \
-             (pool_size >= 3): {e}"
-        ),
-        e.into(),
-    )
 }
 
 /// A run-unique word for the statements' comment.
@@ -227,7 +222,7 @@ fn nonce() -> String {
 /// Cancels every statement of a no-transaction migration still running in
 /// this database. Called under the lock: any such statement belongs to a
 /// run that lost the lock (its migrator died), and must not race this one.
-async fn cancel_orphans(c: &Object, wait: Duration) -> Result<()> {
+async fn cancel_orphans(c: &tokio_postgres::Client, wait: Duration) -> Result<()> {
     let deadline = Instant::now() + wait;
     loop {
         let rows = c
@@ -288,8 +283,8 @@ async fn record_applied(c: &Object, m: &Migration, at: i64, ms: u64) -> Result<(
 
 /// A statement on the statement connection, watched from the watch one.
 struct Watched<'a> {
-    watch: &'a Object,
-    side: &'a Object,
+    watch: &'a tokio_postgres::Client,
+    side: &'a tokio_postgres::Client,
     /// The comment the statement is sent with.
     tag: &'a str,
     lock_ms: u64,
