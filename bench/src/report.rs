@@ -65,34 +65,54 @@ pub struct BatchStats {
     pub total_ms: f64,
 }
 
+/// A figure written as JSON `null` because it was not measured (`NaN`, which
+/// JSON cannot hold) reads back as `NaN`, so `--combine` reads every run.
+fn nan_if_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+}
+
 /// The expired-session sweep with a concurrent writer and concurrent
 /// session lookups.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SweepStats {
     pub rows_deleted: u64,
     pub batch_size: i64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub total_ms: f64,
     /// The sweep's batches (persist sizes them by time, up to `batch_size`):
     /// how many, and how long each call took, wait for the writer included.
     pub batches: u64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub batch_max_ms: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub batch_p50_ms: f64,
     /// The concurrent writer's latencies during the sweep.
     pub writer_writes: u64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub writer_max_ms: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub writer_p99_ms: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub writer_p50_ms: f64,
     /// The same writer without a sweep running, just before.
+    #[serde(deserialize_with = "nan_if_null")]
     pub baseline_writer_max_ms: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub baseline_writer_p99_ms: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub baseline_writer_p50_ms: f64,
     /// Session lookups at a constant rate (open loop, latency from the
     /// intended send time) during the sweep, and without it.
     pub lookups: u64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub lookup_p50_ms: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub lookup_p99_ms: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub lookup_max_ms: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub baseline_lookup_p50_ms: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub baseline_lookup_p99_ms: f64,
 }
 
@@ -1374,5 +1394,26 @@ mod tests {
         assert_eq!(target(0.2, 0.44, true).verdict(), Verdict::Missed);
         assert_eq!(target(0.8, 1.1, true).verdict(), Verdict::Undecided);
         assert_eq!(target(0.91, 1.1, true).verdict(), Verdict::Met);
+    }
+}
+
+#[cfg(test)]
+mod nan_tests {
+    use serde::Deserialize;
+
+    #[derive(Deserialize)]
+    struct Figure {
+        #[serde(deserialize_with = "super::nan_if_null")]
+        x: f64,
+    }
+
+    #[test]
+    fn a_figure_written_as_null_reads_back_as_nan() {
+        let nan: Figure = serde_json::from_str(r#"{"x":null}"#).unwrap();
+        assert!(nan.x.is_nan());
+        let n: Figure = serde_json::from_str(r#"{"x":1.5}"#).unwrap();
+        assert_eq!(n.x, 1.5);
+        let written = serde_json::to_string(&f64::NAN).unwrap();
+        assert_eq!(written, "null");
     }
 }
