@@ -258,13 +258,7 @@ impl PgMigrator<'_> {
                     // Dropping the transaction rolls it back.
                     return Ok(Attempt::Blocked);
                 }
-                let what = format!(
-                    "statement {} ({}): {}",
-                    i + 1,
-                    first_line(statement),
-                    message(&e)
-                );
-                return Err(failed(m, what, e.into()));
+                return Err(statement_failed(m, i, statement, e));
             }
         }
         super::rekey::after_sql(&*tx, m).await?;
@@ -288,6 +282,23 @@ impl PgMigrator<'_> {
             .map_err(|e| failed(m, message(&e), e.into()))?;
         Ok(Attempt::Done(Applied::Now(ms)))
     }
+}
+
+/// The failure of statement `i` (from 0) of `m`: its number and first line,
+/// then the server's message, as SQLite's runner reports it.
+pub(crate) fn statement_failed(
+    m: &Migration,
+    i: usize,
+    statement: &str,
+    e: tokio_postgres::Error,
+) -> Error {
+    let what = format!(
+        "statement {} ({}): {}",
+        i + 1,
+        first_line(statement),
+        message(&e)
+    );
+    failed(m, what, e.into())
 }
 
 async fn table_exists(c: &Object) -> Result<bool> {

@@ -41,10 +41,10 @@ use tokio_postgres::types::Type;
 
 use super::error::{map, message};
 use super::index_name::concurrent_index_name;
-use super::migrate::{backoff, recorded, LOCK_KEY};
+use super::migrate::{backoff, recorded, statement_failed, LOCK_KEY};
 use super::Pool;
 use crate::error::{after, Error, Result};
-use crate::migrate::{failed, first_line, started_marker, Applied, Migration};
+use crate::migrate::{failed, started_marker, Applied, Migration};
 
 /// What the no-transaction run needs from the migrator.
 pub(crate) struct Params {
@@ -391,15 +391,7 @@ async fn run_statement(
                 tokio::time::sleep(backoff(n)).await;
             }
             Ran::Blocked => break,
-            Ran::Failed(e) => {
-                let what = format!(
-                    "statement {} ({}): {}",
-                    i + 1,
-                    first_line(statement),
-                    message(&e)
-                );
-                return Err(failed(m, what, e.into()));
-            }
+            Ran::Failed(e) => return Err(statement_failed(m, i, statement, e)),
         }
     }
     Err(Error::MigrationBlocked {
