@@ -206,7 +206,7 @@ pub(crate) fn call(
     outcome: &'static str,
     took: Duration,
 ) {
-    let recorder = metrics::with_recorder(|r| std::ptr::from_ref(r).cast::<()>() as usize);
+    let recorder = recorder_address();
     let key = (
         db_id,
         recorder,
@@ -252,12 +252,59 @@ pub(crate) fn pool_usage(
     idle: usize,
     max: usize,
 ) {
-    gauge!(CONNECTIONS_USAGE, "db_system" => sys, "pool" => pool, "state" => "used")
-        .set(used as f64);
-    gauge!(CONNECTIONS_USAGE, "db_system" => sys, "pool" => pool, "state" => "idle")
-        .set(idle as f64);
-    gauge!(CONNECTIONS_MAX, "db_system" => sys, "pool" => pool).set(max as f64);
+    let set = |g: &[metrics::Gauge; 3]| {
+        g[0].set(used as f64);
+        g[1].set(idle as f64);
+        g[2].set(max as f64);
+    };
+    let recorder = recorder_address();
+    // Set at every checkout: the handles are looked up once per (recorder,
+    // system, pool) and thread, as the per-call ones.
+    let cached = POOLS.try_with(|pools| {
+        let Ok(mut pools) = pools.try_borrow_mut() else {
+            return false;
+        };
+        let at = pools
+            .iter()
+            .position(|(r, s, p, _)| *r == recorder && *s == sys && *p == pool);
+        let i = at.unwrap_or_else(|| {
+            if pools.len() >= POOLS_CAP {
+                pools.clear();
+            }
+            pools.push((recorder, sys, pool, pool_handles(sys, pool)));
+            pools.len() - 1
+        });
+        set(&pools[i].3);
+        true
+    });
+    if !matches!(cached, Ok(true)) {
+        set(&pool_handles(sys, pool));
+    }
 }
+
+fn pool_handles(sys: &'static str, pool: &'static str) -> [metrics::Gauge; 3] {
+    [
+        gauge!(CONNECTIONS_USAGE, "db_system" => sys, "pool" => pool, "state" => "used"),
+        gauge!(CONNECTIONS_USAGE, "db_system" => sys, "pool" => pool, "state" => "idle"),
+        gauge!(CONNECTIONS_MAX, "db_system" => sys, "pool" => pool),
+    ]
+}
+
+/// The address of the recorder in force (the key of the handle caches).
+fn recorder_address() -> usize {
+    metrics::with_recorder(|r| std::ptr::from_ref(r).cast::<()>() as usize)
+}
+
+/// Recorder address, system, pool and the pool's usage gauges (used, idle, max).
+type PoolEntry = (usize, &'static str, &'static str, [metrics::Gauge; 3]);
+
+thread_local! {
+    /// The usage gauges of each pool, per recorder (see [`CALLS`]).
+    static POOLS: std::cell::RefCell<Vec<PoolEntry>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Most cached pool entries per thread; cleared when reached.
+const POOLS_CAP: usize = 64;
 
 /// Counts `n` connections of a pool opened.
 pub(crate) fn opened(sys: &'static str, pool: &'static str, n: u64) {

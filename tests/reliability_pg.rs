@@ -1083,17 +1083,27 @@ async fn frozen_server(pool_size: usize) {
         Err(Error::NotFound(Entity::Account))
     ));
     let admin = cluster.connect("postgres").await;
-    let pids: Vec<i32> = admin
-        .query(
-            "SELECT pid FROM pg_stat_activity WHERE datname = 'frozen' \
-             AND application_name = 'persist'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    // The no-transaction migration's own connections (outside the pool,
+    // D-128) are closed when it ends, but their backends exit a moment
+    // later: wait for them to go.
+    let mut pids: Vec<i32> = Vec::new();
+    for _ in 0..100 {
+        pids = admin
+            .query(
+                "SELECT pid FROM pg_stat_activity WHERE datname = 'frozen' \
+                 AND application_name = 'persist'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        if pids.len() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(pids.len(), 1, "one pooled connection expected: {pids:?}");
     let pid = pids[0].to_string();
     let signal = |sig: &str| {

@@ -1,7 +1,7 @@
 //! PostgreSQL reads outside a unit of work share a few pooled connections,
 //! pipelined (D-041): each read still gets its own answer, reads never use
-//! more connections than configured, and an idle handle gives the shared
-//! connections back to the pool for units of work and writes.
+//! more connections than configured, and an idle shared connection goes back
+//! to the pool as soon as a unit of work or a write needs it (D-129).
 
 mod common;
 
@@ -113,7 +113,7 @@ async fn concurrent_reads_share_at_most_the_configured_connections() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shared_connections_go_back_to_the_pool_when_idle() {
+async fn idle_shared_connections_go_back_to_the_pool_when_a_checkout_needs_them() {
     let pg = seeded(&common::admin_client().await).await;
     let db = persist::open(
         &Config::from_url(&pg.url)
@@ -125,7 +125,9 @@ async fn shared_connections_go_back_to_the_pool_when_idle() {
     .await
     .unwrap();
     concurrent_lookups(&db).await;
-    // Both pooled connections are free again: two units of work get them.
+    // The idle lane keeps its connection for the next read; the second unit
+    // of work finds no connection free and takes it back from the lane at
+    // once (the acquire timeout is 300 ms).
     let tx1 = db
         .begin()
         .await

@@ -242,9 +242,13 @@ pub async fn run(
     postgres_url: &str,
     dir: &Path,
 ) -> Result<()> {
-    // 40 rounds: at 15 the fsync-bound SQLite cell's interval was too wide
-    // to decide (0.93 [0.86, 1.00]); declared up front, never extended.
-    let (rounds, ops) = if quick { (3, 40) } else { (40, 200) };
+    // 120 rounds (about 15 s per backend). At 15 the fsync-bound SQLite
+    // cell's interval was too wide to decide (0.93 [0.86, 1.00]); at 40 the
+    // reference run of 2026-12-06 still was (0.91 [0.87, 0.95]): per-round
+    // ratios spread 0.69..1.14 there, so 40 rounds give +-0.04, too wide for
+    // a ratio between 0.90 and 0.95. Declared before the next run, never
+    // extended after one.
+    let (rounds, ops) = if quick { (3, 40) } else { (120, 200) };
     println!(
         "Exactly-once battle end, one task, {rounds} rounds x {ops} battles per implementation \
          (medians; ratios per round)"

@@ -5,9 +5,14 @@
 //! carries its own `Sync`, so the server answers them in order and an error
 //! stays with its own statement. A *lane* is a pooled connection that several
 //! reads use at once. Lanes are borrowed from the same deadpool pool as every
-//! other connection (they count against the pool size) and go back to it as
-//! soon as their last read finishes, so an idle `Db` holds no lane and units
-//! of work, writes and the migrator still get exclusive connections.
+//! other connection (they count against the pool size). A lane whose last
+//! read has finished keeps its connection (D-129): the next read runs on it
+//! at once, with no checkout and no return, which is the whole cost of a
+//! sequential read path. It goes back to the pool as soon as anybody needs
+//! it: when its last read ends while a checkout is waiting, or when a
+//! checkout finds no connection free ([`Lanes::release_idle`], under the
+//! same waiter count, so no hand-back is missed). Units of work, writes and
+//! the migrator still always get exclusive connections.
 //!
 //! Choosing a lane: the live lane with the fewest reads in flight, unless a
 //! lane is free and a pooled connection is free right now (checked without
@@ -28,7 +33,7 @@
 //! connections share a flush (measured in docs/PERFORMANCE.md).
 
 use std::ops::Deref;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -102,6 +107,7 @@ impl LaneConn {
 
 #[derive(Default)]
 struct Lane {
+    // `conn` with `in_flight == 0`: an idle lane keeping its connection.
     conn: Option<Arc<LaneConn>>,
     in_flight: usize,
     /// A caller is checking a connection out to open this lane.
@@ -116,6 +122,20 @@ pub(crate) struct Lanes {
     acquire_timeout: Duration,
     /// The pool's `pool` metric label.
     label: &'static str,
+    /// Checkouts of the pool that found no connection free and wait (or are
+    /// about to): an idle lane gives its connection back while this is
+    /// non-zero.
+    waiters: AtomicUsize,
+}
+
+/// Counts one checkout as waiting for the pool while it lives
+/// ([`Lanes::waiting`]).
+pub(crate) struct PoolWaiter<'a>(&'a Lanes);
+
+impl Drop for PoolWaiter<'_> {
+    fn drop(&mut self) {
+        self.0.waiters.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// The connection one call runs on.
@@ -194,7 +214,10 @@ impl Drop for SharedRead<'_> {
                 .is_some_and(|c| Arc::ptr_eq(c, &self.conn))
             {
                 lane.in_flight -= 1;
-                let last = if lane.in_flight == 0 {
+                // The lane keeps its connection unless a checkout waits for
+                // one (see `Lanes::waiting`).
+                let last = if lane.in_flight == 0 && self.lanes.waiters.load(Ordering::Acquire) > 0
+                {
                     lane.conn.take()
                 } else {
                     None
@@ -244,7 +267,31 @@ impl Lanes {
             opened: Notify::new(),
             acquire_timeout,
             label,
+            waiters: AtomicUsize::new(0),
         }
+    }
+
+    /// Registers a checkout that found no connection free, then gives the
+    /// idle lanes' connections back to the pool for it. Registered first: a
+    /// lane going idle after this sees the waiter and gives its connection
+    /// back itself, one that went idle before is released here.
+    pub(crate) fn waiting(&self) -> PoolWaiter<'_> {
+        self.waiters.fetch_add(1, Ordering::AcqRel);
+        self.release_idle();
+        PoolWaiter(self)
+    }
+
+    /// Gives the connections of idle lanes (no read in flight) back to the
+    /// pool.
+    pub(crate) fn release_idle(&self) {
+        let taken: Vec<_> = self
+            .lock()
+            .iter_mut()
+            .filter(|l| l.in_flight == 0)
+            .filter_map(|l| l.conn.take())
+            .collect();
+        // Back to the pool outside the lock.
+        drop(taken);
     }
 
     fn lock(&self) -> MutexGuard<'_, Vec<Lane>> {
@@ -276,7 +323,9 @@ impl Lanes {
         let free = lanes.iter().position(|l| l.conn.is_none() && !l.opening);
         let opening = lanes.iter().any(|l| l.opening);
         if let Some(i) = best {
-            if free.is_none() || !may_open_busy {
+            // An idle lane (kept connection) takes the read: no lane opens
+            // while one has nothing in flight.
+            if free.is_none() || !may_open_busy || lanes[i].in_flight == 0 {
                 let lane = &mut lanes[i];
                 if let Some(conn) = &lane.conn {
                     lane.in_flight += 1;

@@ -37,7 +37,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use deadpool_postgres::{Hook, Manager, ManagerConfig, Object, RecyclingMethod, Runtime};
+use deadpool_postgres::{
+    Hook, Manager, ManagerConfig, Object, PoolError, RecyclingMethod, Runtime, TimeoutType,
+};
 
 use crate::config::{Config, Target};
 use crate::error::{Error, Result};
@@ -239,13 +241,10 @@ impl Pool {
         self.opened.load(Ordering::Acquire)
     }
 
-    /// Checks a connection out of the pool.
+    /// Checks a connection out of the pool, waiting at most the acquire
+    /// timeout.
     pub(crate) async fn get(&self) -> Result<Object> {
-        let waiting = observe::Waiting::start(SYSTEM, self.label);
-        let out = self.pool.get().await.map_err(error::map_pool);
-        waiting.done();
-        self.record_usage();
-        out
+        self.checkout(None).await
     }
 
     /// Records the pool's usage gauges (at each checkout and after each
@@ -264,15 +263,34 @@ impl Pool {
     /// Checks a connection out of the pool, waiting at most `wait` for a
     /// free one (`Duration::ZERO`: only one free right now).
     async fn get_within(&self, wait: Duration) -> Result<Object> {
+        self.checkout(Some(wait)).await
+    }
+
+    /// Checks a connection out, waiting at most `wait` (`None`: the acquire
+    /// timeout). A connection free at once (or a new one opened at once) is
+    /// the hot path of every call and records no wait, as the SQLite writer
+    /// gate; only a caller that finds every connection in use is counted in
+    /// the pending gauge and the wait histogram.
+    async fn checkout(&self, wait: Option<Duration>) -> Result<Object> {
         let mut timeouts = self.pool.timeouts();
-        timeouts.wait = Some(wait);
-        let waiting = observe::Waiting::start(SYSTEM, self.label);
-        let out = self
-            .pool
-            .timeout_get(&timeouts)
-            .await
-            .map_err(error::map_pool);
-        waiting.done();
+        timeouts.wait = Some(Duration::ZERO);
+        let out = match self.pool.timeout_get(&timeouts).await {
+            Err(PoolError::Timeout(TimeoutType::Wait)) if wait != Some(Duration::ZERO) => {
+                if let Some(w) = wait {
+                    timeouts.wait = Some(w);
+                } else {
+                    timeouts.wait = self.pool.timeouts().wait;
+                }
+                // Idle read lanes give their connections back for it.
+                let _waiter = self.lanes.as_ref().map(lanes::Lanes::waiting);
+                let waiting = observe::Waiting::start(SYSTEM, self.label);
+                let got = self.pool.timeout_get(&timeouts).await;
+                waiting.done();
+                got
+            }
+            other => other,
+        }
+        .map_err(error::map_pool);
         self.record_usage();
         out
     }
