@@ -2,18 +2,19 @@
 //! its short writes wait, and the duration of each of the sweep's batches
 //! (from the span persist emits per repository call).
 
+use std::cell::RefCell;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
-
-use std::sync::Mutex;
 
 use anyhow::Result;
 use persist::{Db, UserId};
 use tracing::field::{Field, Visit};
-use tracing::instrument::WithSubscriber;
+use tracing::level_filters::LevelFilter;
 use tracing::span::{Attributes, Id};
-use tracing::{Event, Subscriber};
+use tracing::subscriber::Interest;
+use tracing::{Event, Level, Metadata, Subscriber};
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
 use tracing_subscriber::registry::LookupSpan;
 
@@ -86,8 +87,78 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
 #[derive(Clone, Default)]
 struct BatchTimes(Arc<Mutex<Vec<f64>>>);
 
-/// Marks the span of a `sessions.delete_expired` call.
-struct SweepCall;
+impl BatchTimes {
+    fn push(&self, ms: f64) {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(ms);
+    }
+
+    fn take(&self) -> Vec<f64> {
+        std::mem::take(
+            &mut *self
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+}
+
+/// The log target of persist's per-call spans and events.
+const CALL_TARGET: &str = "persist::repos";
+
+thread_local! {
+    /// The collector of the sweep being polled on this thread, if any: only
+    /// the sweep's own calls are traced, never the writer's or the lookups'.
+    static TIMING: RefCell<Option<BatchTimes>> = const { RefCell::new(None) };
+}
+
+/// Polls `fut` with `times` as the collector of its thread for the length of
+/// each poll (on whichever worker thread the poll runs).
+async fn timed<F: Future>(times: &BatchTimes, fut: F) -> F::Output {
+    /// Restores the thread's previous collector, also on a panic.
+    struct Restore(Option<BatchTimes>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let prev = self.0.take();
+            TIMING.with(|t| *t.borrow_mut() = prev);
+        }
+    }
+    let mut fut = std::pin::pin!(fut);
+    std::future::poll_fn(|cx| {
+        let _restore = Restore(TIMING.with(|t| t.replace(Some(times.clone()))));
+        fut.as_mut().poll(cx)
+    })
+    .await
+}
+
+/// The process's global tracing subscriber, installed by the first sweep:
+/// persist's call spans and events reach it from every thread, and it
+/// enables them only while a sweep is polled ([`timed`]).
+///
+/// Not a subscriber scoped to the sweep's future: tracing caches each
+/// callsite's interest when the callsite is first reached, and while that
+/// scoped subscriber is the only one registered, it asks only the subscriber
+/// of the thread that reaches it. A writer or lookup call on another worker
+/// thread that reached persist's call event first cached `never` for it, and
+/// the first sweep of a process recorded no batch.
+struct SweepLayer;
+
+/// Installs [`SweepLayer`] as the global subscriber, once per process.
+fn install() -> Result<()> {
+    static INSTALLED: OnceLock<Result<(), String>> = OnceLock::new();
+    INSTALLED
+        .get_or_init(|| {
+            tracing::subscriber::set_global_default(tracing_subscriber::registry().with(SweepLayer))
+                .map_err(|e| format!("cannot time the sweep's batches: {e}"))
+        })
+        .clone()
+        .map_err(anyhow::Error::msg)
+}
+
+/// Marks the span of a `sessions.delete_expired` call of a timed sweep.
+struct SweepCall(BatchTimes);
 
 #[derive(Default)]
 struct Fields {
@@ -109,14 +180,40 @@ impl Visit for Fields {
     fn record_debug(&mut self, _: &Field, _: &dyn std::fmt::Debug) {}
 }
 
-impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for BatchTimes {
+/// persist's per-call spans and events (not its trace-level ones).
+fn is_call(meta: &Metadata<'_>) -> bool {
+    meta.target() == CALL_TARGET && *meta.level() <= Level::DEBUG
+}
+
+impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for SweepLayer {
+    fn register_callsite(&self, meta: &'static Metadata<'static>) -> Interest {
+        // Decided per call, by `enabled`: whether a sweep is polled here.
+        if is_call(meta) {
+            Interest::sometimes()
+        } else {
+            Interest::never()
+        }
+    }
+
+    fn enabled(&self, meta: &Metadata<'_>, _: Context<'_, S>) -> bool {
+        is_call(meta) && TIMING.with(|t| t.borrow().is_some())
+    }
+
+    fn max_level_hint(&self) -> Option<LevelFilter> {
+        Some(LevelFilter::DEBUG)
+    }
+
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
         let mut f = Fields::default();
         attrs.record(&mut f);
-        if f.op.as_deref() == Some("sessions.delete_expired") {
-            if let Some(span) = ctx.span(id) {
-                span.extensions_mut().insert(SweepCall);
-            }
+        if f.op.as_deref() != Some("sessions.delete_expired") {
+            return;
+        }
+        let Some(times) = TIMING.with(|t| t.borrow().clone()) else {
+            return;
+        };
+        if let Some(span) = ctx.span(id) {
+            span.extensions_mut().insert(SweepCall(times));
         }
     }
 
@@ -124,16 +221,14 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for BatchTimes {
         let Some(span) = ctx.event_span(event) else {
             return;
         };
-        if span.extensions().get::<SweepCall>().is_none() {
+        let ext = span.extensions();
+        let Some(SweepCall(times)) = ext.get::<SweepCall>() else {
             return;
-        }
+        };
         let mut f = Fields::default();
         event.record(&mut f);
         if let Some(us) = f.elapsed_us {
-            self.0
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .push(us as f64 / 1000.0);
+            times.push(us as f64 / 1000.0);
         }
     }
 }
@@ -149,6 +244,7 @@ pub async fn run(
     tokens: u64,
     baseline: Duration,
 ) -> Result<(SweepStats, f64)> {
+    install()?;
     let stop = Arc::new(AtomicBool::new(false));
     let w = tokio::spawn(writer(db.clone(), accounts, Arc::clone(&stop)));
     let l = tokio::spawn(lookups(db.clone(), tokens, Arc::clone(&stop)));
@@ -162,28 +258,18 @@ pub async fn run(
     let stop = Arc::new(AtomicBool::new(false));
     let w = tokio::spawn(writer(db.clone(), accounts, Arc::clone(&stop)));
     let l = tokio::spawn(lookups(db.clone(), tokens, Arc::clone(&stop)));
-    // Only the sweep's own calls are traced: the subscriber is scoped to its
-    // future, so the writer task and every other measurement run untraced.
+    // Only the sweep's own calls are traced: its future is timed, the writer
+    // and lookup tasks and every other measurement run untraced.
     let times = BatchTimes::default();
-    let subscriber = tracing_subscriber::registry().with(times.clone());
     let t = Instant::now();
-    let rows = db
-        .sessions()
-        .delete_expired(now, batch)
-        .with_subscriber(subscriber)
-        .await?;
+    let rows = timed(&times, db.sessions().delete_expired(now, batch)).await?;
     let total = t.elapsed();
     stop.store(true, Ordering::Relaxed);
     let mut lat = w.await??;
     lat.sort_by(|a, b| a.total_cmp(b));
     let mut looked = l.await??;
     looked.sort_by(|a, b| a.total_cmp(b));
-    let mut batches = std::mem::take(
-        &mut *times
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner),
-    );
+    let mut batches = times.take();
     batches.sort_by(|a, b| a.total_cmp(b));
     let stats = SweepStats {
         rows_deleted: rows,
@@ -207,4 +293,91 @@ pub async fn run(
         baseline_lookup_p99_ms: quantile(&base_lookups, 0.99),
     };
     Ok((stats, rows as f64 / total.as_secs_f64()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::bench_sqlite::open_persist;
+    use crate::data::{digest, seed_players};
+    use crate::raw_sqlite::{self, Sync};
+
+    /// Expired sessions per sweep (several batches of [`BATCH`]).
+    const SESSIONS: u64 = 3000;
+    const BATCH: i64 = 100;
+    const ACCOUNTS: i64 = 8;
+
+    /// Adds `SESSIONS` sessions of the `ACCOUNTS` players, all expired at
+    /// `T0 + 7200`.
+    fn expired_sessions(path: &Path) -> Result<()> {
+        let mut c = raw_sqlite::connect(path, Sync::Normal)?;
+        let tx = c.transaction()?;
+        {
+            let mut st = tx.prepare(
+                "INSERT INTO sessions (token, user_id, expires_at, created_at) \
+                 VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for i in 0..SESSIONS {
+                let d = digest(&token(i));
+                let user = 1 + (i % ACCOUNTS as u64) as i64;
+                st.execute(rusqlite::params![&d[..], user, T0 + 60, T0])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Session lookups back to back until `stop`.
+    async fn lookups_flat_out(db: Db, stop: Arc<AtomicBool>) -> Result<()> {
+        let mut i = 0;
+        while !stop.load(Ordering::Relaxed) {
+            match db.sessions().find_by_token(&token(i % SESSIONS)).await {
+                Ok(_) | Err(persist::Error::NotFound(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+            i += 1;
+            tokio::task::yield_now().await;
+        }
+        Ok(())
+    }
+
+    /// The first sweep of the process records its batches, as does the
+    /// next one, while the writer and the lookups run beside it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_sweep_records_its_batches_the_first_one_too() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("sweep.db");
+        let db = open_persist(&path, Sync::Full).await?;
+        seed_players(&db, ACCOUNTS, "sweep").await?;
+        for round in 0..2 {
+            expired_sessions(&path)?;
+            // More persist calls in flight on the other worker threads while
+            // the sweep starts, as in a benchmark run.
+            let stop = Arc::new(AtomicBool::new(false));
+            let busy: Vec<_> = (0..2)
+                .map(|_| tokio::spawn(lookups_flat_out(db.clone(), Arc::clone(&stop))))
+                .collect();
+            let out = run(
+                &db,
+                T0 + 7200,
+                BATCH,
+                ACCOUNTS as u64,
+                SESSIONS,
+                Duration::from_millis(50),
+            )
+            .await;
+            stop.store(true, Ordering::Relaxed);
+            for b in busy {
+                b.await??;
+            }
+            let (stats, _) = out?;
+            assert_eq!(stats.rows_deleted, SESSIONS, "round {round}");
+            assert!(stats.batches > 0, "round {round}: no batch recorded");
+            assert!(stats.batch_max_ms.is_finite(), "round {round}");
+        }
+        db.close().await;
+        Ok(())
+    }
 }
