@@ -187,7 +187,7 @@ fn the_plan_gives_each_statement_its_lock_level() {
 /// 0004 ran on small tables before the linter existed: the inline CHECKs of
 /// the two version columns scanned each table once, and the sessions index
 /// was built with a plain CREATE INDEX (what an online form would be is in
-/// docs/pending: D-?? Migration 0005).
+/// D-122: migration 0005).
 const SHIPPED_BASELINE: &[(i64, &str, &str)] = &[
     (4, "constraint-not-valid", "army_loadouts"),
     (4, "constraint-not-valid", "progression"),

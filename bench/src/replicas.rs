@@ -174,8 +174,13 @@ pub async fn run(quick: bool) -> Result<bool> {
     };
     let one = persist::open(&with(1)?).await?;
     let two = persist::open(&with(2)?).await?;
+    // Two replicas with one shared read connection each: two read backends
+    // in all, as the primary alone and the one-replica handle have (two
+    // lanes each), so only the routing differs (D-132).
+    let two_eq = persist::open(&with(2)?.with_shared_read_connections(1)).await?;
     healthy(&one).await?;
     healthy(&two).await?;
+    healthy(&two_eq).await?;
     println!(
         "\nRead replicas (all servers on this machine): reads/s by {TASKS} tasks, \
          {rounds} alternating rounds of {} ms; ratio = with replicas / primary alone",
@@ -191,21 +196,25 @@ pub async fn run(quick: bool) -> Result<bool> {
         "ratio 2 (95% CI)"
     );
     let mut all_met = true;
+    let mut equal = Vec::new();
     for op in [Op::Lookup, Op::Unlocks] {
-        for db in [&base, &one, &two] {
+        for db in [&base, &one, &two, &two_eq] {
             round(db, &users, op, window).await?; // warm-up
         }
-        let (mut r1, mut r2, mut sums) = (Vec::new(), Vec::new(), [0.0; 3]);
+        let (mut r1, mut r2, mut r2e, mut sums) = (Vec::new(), Vec::new(), Vec::new(), [0.0; 4]);
         for _ in 0..rounds {
             let b = round(&base, &users, op, window).await?;
             let x1 = round(&one, &users, op, window).await?;
             let x2 = round(&two, &users, op, window).await?;
+            let x2e = round(&two_eq, &users, op, window).await?;
             r1.push(x1 / b);
             r2.push(x2 / b);
-            for (s, v) in sums.iter_mut().zip([b, x1, x2]) {
+            r2e.push(x2e / b);
+            for (s, v) in sums.iter_mut().zip([b, x1, x2, x2e]) {
                 *s += v;
             }
         }
+        equal.push((op, sums[3] / rounds as f64, stats::t_interval(&r2e)));
         let ((m1, h1), (m2, h2)) = (stats::t_interval(&r1), stats::t_interval(&r2));
         let (v1, v2) = (verdict(m1, h1, 0.9), verdict(m2, h2, 0.9));
         all_met &= v1 == "met" && v2 == "met";
@@ -224,6 +233,21 @@ pub async fn run(quick: bool) -> Result<bool> {
             v2
         );
     }
+    println!(
+        "2 replicas, one shared read connection each (two read backends in all, as the \
+         primary alone; reported apart, D-132):"
+    );
+    for (op, rate, (m, h)) in equal {
+        println!(
+            "{:<15} {:>10.0} reads/s  ratio {:>6.3} ± {:<5.3} {}",
+            op.name(),
+            rate,
+            m,
+            h,
+            verdict(m, h, 0.9)
+        );
+    }
+    two_eq.close().await;
     let stats = two.replica_stats();
     println!(
         "2-replica handle: {} reads on replicas, {} on the primary ({} no healthy replica, \

@@ -1,6 +1,5 @@
 //! Read replicas: which server answers a read outside a unit of work, the
-//! read-your-writes fence, and the counters (D-?? in
-//! `docs/pending/wip-16.md`).
+//! read-your-writes fence, and the counters (D-114 to D-117).
 //!
 //! The fence is the highest primary write position acknowledged through
 //! this handle (every write and every committed unit of work raises it),

@@ -1,6 +1,6 @@
 //! The write-ahead log during a sweep: batches commit without SQLite's
 //! automatic checkpoint, and a passive checkpoint runs between batches on
-//! a reader connection, outside the writer gate (D-??, pending/sweep.md).
+//! a reader connection, outside the writer gate (D-126).
 //!
 //! SQLite's automatic checkpoint (`wal_autocheckpoint`, 1000 pages) runs
 //! inside the commit that crossed the threshold, on the committing
