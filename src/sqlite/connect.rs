@@ -160,8 +160,35 @@ pub(super) async fn open_writer(path: &Path, s: Settings) -> Result<Connection> 
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     configure(&c, s, true, path)?;
+    keep_journals_in_memory(&c, path)?;
     warn_if_shared_page_cache(&c);
     Ok(c)
+}
+
+/// `temp_store = MEMORY` on the writer (D-133): a unit of work opens a
+/// savepoint right after `BEGIN IMMEDIATE` (D-062), so every page it changes
+/// is first copied to the savepoint's sub-journal, which SQLite moves to a
+/// temporary file past 64 KiB and then writes page by page. In memory the
+/// sub-journal costs a page copy instead of a `pwrite`; it holds at most one
+/// copy of each page the unit of work changed and is freed at commit. The
+/// sorter of `CREATE INDEX` keeps its own temporary files (it ignores
+/// `temp_store`).
+fn keep_journals_in_memory(c: &Connection, path: &Path) -> Result<()> {
+    c.pragma_update(None, "temp_store", 2)
+        .map_err(|e| open_failed(path, e))?;
+    let got: i64 = c
+        .pragma_query_value(None, "temp_store", |r| r.get(0))
+        .map_err(|e| open_failed(path, e))?;
+    if got != 2 {
+        return Err(Error::unavailable(
+            format!(
+                "SQLite database {}: temp_store = MEMORY did not take effect",
+                path.display()
+            ),
+            None,
+        ));
+    }
+    Ok(())
 }
 
 pub(super) fn is_busy(e: &rusqlite::Error) -> bool {

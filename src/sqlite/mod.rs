@@ -346,4 +346,21 @@ mod tests {
         assert_eq!(default, -2 * READER_CACHE_KIB);
         pool.close();
     }
+
+    /// D-133: a unit of work's savepoint journal stays in memory on the
+    /// writer (the effect is measured by persist-bench's `insert_1000_tx`);
+    /// the readers keep SQLite's default.
+    #[tokio::test]
+    async fn the_writer_keeps_savepoint_journals_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("temp.db").display());
+        let pool = Pool::open(&Config::from_url(&url).unwrap()).await.unwrap();
+        let temp_store = |c: &Connection| {
+            c.pragma_query_value(None, "temp_store", |r| r.get::<_, i64>(0))
+                .map_err(error::map)
+        };
+        assert_eq!(pool.write(temp_store).await.unwrap(), 2, "MEMORY");
+        assert_eq!(pool.read(temp_store).await.unwrap(), 0, "DEFAULT");
+        pool.close();
+    }
 }
