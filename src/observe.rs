@@ -178,20 +178,58 @@ pub(crate) fn outcome<T>(out: &Result<T, Error>) -> &'static str {
     }
 }
 
+/// A per-thread cache of metric handles, so recording costs no registry
+/// look-up. Every key starts with the address of the recorder in force (the
+/// global one never changes once set; a new local recorder, used by tests,
+/// gets entries of its own).
+type HandleCache<K, V> = std::cell::RefCell<std::collections::HashMap<K, V>>;
+
+/// Looks `key` up in `cache` (registering its handles with `make` when
+/// missing; the cache is cleared when it holds `cap` entries) and passes the
+/// handles to `record`. Thread-local storage gone (a thread ending) or in
+/// use: the handles are registered for this one record, uncached.
+fn with_handles<K: std::hash::Hash + Eq + Copy, V>(
+    cache: &'static std::thread::LocalKey<HandleCache<K, V>>,
+    cap: usize,
+    key: K,
+    make: impl FnOnce() -> V,
+    record: impl Fn(&V),
+) {
+    let mut make = Some(make);
+    let cached = cache.try_with(|entries| {
+        let Ok(mut entries) = entries.try_borrow_mut() else {
+            return false;
+        };
+        if !entries.contains_key(&key) {
+            if entries.len() >= cap {
+                entries.clear();
+            }
+            let Some(make) = make.take() else {
+                return false;
+            };
+            entries.insert(key, make());
+        }
+        entries.get(&key).is_some_and(|v| {
+            record(v);
+            true
+        })
+    });
+    if !matches!(cached, Ok(true)) {
+        if let Some(make) = make.take() {
+            record(&make());
+        }
+    }
+}
+
 /// The per-call handles of one (handle, recorder, operation, outcome).
 type CallHandles = (metrics::Histogram, metrics::Counter);
 /// Handle id, recorder address, operation and outcome (address, length).
 type CallKey = (u64, usize, usize, usize, usize, usize);
-/// The cache of per-call handles.
-type CallCache = std::cell::RefCell<std::collections::HashMap<CallKey, CallHandles>>;
 
 thread_local! {
-    /// Per-call metric handles, so a call costs no registry look-up. Keyed
-    /// by the `Db`'s id (unique in the process), the address of the
-    /// recorder in force (the global one never changes once set; a new
-    /// local recorder, used by tests, gets entries of its own), and the
-    /// operation and outcome strings.
-    static CALLS: CallCache = CallCache::default();
+    /// Per-call metric handles, keyed by the `Db`'s id (unique in the
+    /// process), the recorder, and the operation and outcome strings.
+    static CALLS: HandleCache<CallKey, CallHandles> = HandleCache::default();
 }
 
 /// Most cached entries per thread (handles opened and closed many times,
@@ -206,35 +244,24 @@ pub(crate) fn call(
     outcome: &'static str,
     took: Duration,
 ) {
-    let recorder = recorder_address();
     let key = (
         db_id,
-        recorder,
+        recorder_address(),
         op.as_ptr() as usize,
         op.len(),
         outcome.as_ptr() as usize,
         outcome.len(),
     );
-    let cached = CALLS.try_with(|calls| {
-        let Ok(mut calls) = calls.try_borrow_mut() else {
-            return false;
-        };
-        if calls.len() >= CALLS_CAP && !calls.contains_key(&key) {
-            calls.clear();
-        }
-        let (h, c) = calls
-            .entry(key)
-            .or_insert_with(|| call_handles(sys, op, outcome));
-        h.record(took);
-        c.increment(1);
-        true
-    });
-    // Thread-local storage gone (a thread ending) or in use: no cache.
-    if !matches!(cached, Ok(true)) {
-        let (h, c) = call_handles(sys, op, outcome);
-        h.record(took);
-        c.increment(1);
-    }
+    with_handles(
+        &CALLS,
+        CALLS_CAP,
+        key,
+        || call_handles(sys, op, outcome),
+        |(h, c)| {
+            h.record(took);
+            c.increment(1);
+        },
+    );
 }
 
 fn call_handles(sys: &'static str, op: &'static str, outcome: &'static str) -> CallHandles {
@@ -244,6 +271,18 @@ fn call_handles(sys: &'static str, op: &'static str, outcome: &'static str) -> C
     )
 }
 
+/// Recorder address, system and pool label (address, length).
+type PoolKey = (usize, usize, usize, usize, usize);
+
+thread_local! {
+    /// The usage gauges of each pool (used, idle, max), set at every
+    /// checkout.
+    static POOLS: HandleCache<PoolKey, [metrics::Gauge; 3]> = HandleCache::default();
+}
+
+/// Most cached pool entries per thread; cleared when reached.
+const POOLS_CAP: usize = 64;
+
 /// Records the usage of a pool: `used` and `idle` connections of at most `max`.
 pub(crate) fn pool_usage(
     sys: &'static str,
@@ -252,34 +291,24 @@ pub(crate) fn pool_usage(
     idle: usize,
     max: usize,
 ) {
-    let set = |g: &[metrics::Gauge; 3]| {
-        g[0].set(used as f64);
-        g[1].set(idle as f64);
-        g[2].set(max as f64);
-    };
-    let recorder = recorder_address();
-    // Set at every checkout: the handles are looked up once per (recorder,
-    // system, pool) and thread, as the per-call ones.
-    let cached = POOLS.try_with(|pools| {
-        let Ok(mut pools) = pools.try_borrow_mut() else {
-            return false;
-        };
-        let at = pools
-            .iter()
-            .position(|(r, s, p, _)| *r == recorder && *s == sys && *p == pool);
-        let i = at.unwrap_or_else(|| {
-            if pools.len() >= POOLS_CAP {
-                pools.clear();
-            }
-            pools.push((recorder, sys, pool, pool_handles(sys, pool)));
-            pools.len() - 1
-        });
-        set(&pools[i].3);
-        true
-    });
-    if !matches!(cached, Ok(true)) {
-        set(&pool_handles(sys, pool));
-    }
+    let key = (
+        recorder_address(),
+        sys.as_ptr() as usize,
+        sys.len(),
+        pool.as_ptr() as usize,
+        pool.len(),
+    );
+    with_handles(
+        &POOLS,
+        POOLS_CAP,
+        key,
+        || pool_handles(sys, pool),
+        |g| {
+            g[0].set(used as f64);
+            g[1].set(idle as f64);
+            g[2].set(max as f64);
+        },
+    );
 }
 
 fn pool_handles(sys: &'static str, pool: &'static str) -> [metrics::Gauge; 3] {
@@ -294,17 +323,6 @@ fn pool_handles(sys: &'static str, pool: &'static str) -> [metrics::Gauge; 3] {
 fn recorder_address() -> usize {
     metrics::with_recorder(|r| std::ptr::from_ref(r).cast::<()>() as usize)
 }
-
-/// Recorder address, system, pool and the pool's usage gauges (used, idle, max).
-type PoolEntry = (usize, &'static str, &'static str, [metrics::Gauge; 3]);
-
-thread_local! {
-    /// The usage gauges of each pool, per recorder (see [`CALLS`]).
-    static POOLS: std::cell::RefCell<Vec<PoolEntry>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// Most cached pool entries per thread; cleared when reached.
-const POOLS_CAP: usize = 64;
 
 /// Counts `n` connections of a pool opened.
 pub(crate) fn opened(sys: &'static str, pool: &'static str, n: u64) {

@@ -283,7 +283,7 @@ impl Lanes {
 
     /// Gives the connections of idle lanes (no read in flight) back to the
     /// pool.
-    pub(crate) fn release_idle(&self) {
+    fn release_idle(&self) {
         let taken: Vec<_> = self
             .lock()
             .iter_mut()

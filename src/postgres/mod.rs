@@ -273,14 +273,11 @@ impl Pool {
     /// the pending gauge and the wait histogram.
     async fn checkout(&self, wait: Option<Duration>) -> Result<Object> {
         let mut timeouts = self.pool.timeouts();
+        let full_wait = wait.or(timeouts.wait);
         timeouts.wait = Some(Duration::ZERO);
         let out = match self.pool.timeout_get(&timeouts).await {
             Err(PoolError::Timeout(TimeoutType::Wait)) if wait != Some(Duration::ZERO) => {
-                if let Some(w) = wait {
-                    timeouts.wait = Some(w);
-                } else {
-                    timeouts.wait = self.pool.timeouts().wait;
-                }
+                timeouts.wait = full_wait;
                 // Idle read lanes give their connections back for it.
                 let _waiter = self.lanes.as_ref().map(lanes::Lanes::waiting);
                 let waiting = observe::Waiting::start(SYSTEM, self.label);
