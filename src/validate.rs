@@ -79,7 +79,8 @@ pub(crate) fn stored_text(field: &'static str, s: &str, max: usize) -> Result<St
     if s.chars().any(char::is_control) {
         return Err(Error::invalid(field, Violation::ControlCharacter));
     }
-    if s.chars().any(crate::keys::is_refused_invisible) {
+    // No ASCII character is invisible (the controls are refused above).
+    if !s.is_ascii() && s.chars().any(crate::keys::is_refused_invisible) {
         return Err(Error::invalid(field, Violation::InvisibleCharacter));
     }
     // Bound the work before normalising: any string canonically equivalent
@@ -89,7 +90,12 @@ pub(crate) fn stored_text(field: &'static str, s: &str, max: usize) -> Result<St
     if s.chars().count() > max.saturating_mul(18) {
         return Err(Error::invalid(field, Violation::TooLong { max }));
     }
-    let display: String = s.nfc().collect();
+    // ASCII is already NFC (one character per byte): no composing pass.
+    let display: String = if s.is_ascii() {
+        s.to_owned()
+    } else {
+        s.nfc().collect()
+    };
     if display.chars().count() > max {
         return Err(Error::invalid(field, Violation::TooLong { max }));
     }
