@@ -195,24 +195,27 @@ fn with_handles<K: std::hash::Hash + Eq + Copy, V>(
     make: impl FnOnce() -> V,
     record: impl Fn(&V),
 ) {
+    use std::collections::hash_map::Entry;
     let mut make = Some(make);
     let cached = cache.try_with(|entries| {
         let Ok(mut entries) = entries.try_borrow_mut() else {
             return false;
         };
-        if !entries.contains_key(&key) {
-            if entries.len() >= cap {
-                entries.clear();
-            }
-            let Some(make) = make.take() else {
-                return false;
-            };
-            entries.insert(key, make());
+        // The full-cache check looks the key up only when the cache is full;
+        // a hit costs one look-up.
+        if entries.len() >= cap && !entries.contains_key(&key) {
+            entries.clear();
         }
-        entries.get(&key).is_some_and(|v| {
-            record(v);
-            true
-        })
+        match entries.entry(key) {
+            Entry::Occupied(e) => record(e.get()),
+            Entry::Vacant(e) => {
+                let Some(make) = make.take() else {
+                    return false;
+                };
+                record(e.insert(make()));
+            }
+        }
+        true
     });
     if !matches!(cached, Ok(true)) {
         if let Some(make) = make.take() {
