@@ -117,10 +117,18 @@ impl Scratch {
 pub async fn run(opts: &Opts, ctx: &Arc<Ctx>, res: &mut Results) -> Result<()> {
     let pid = std::process::id();
     let main_db = Scratch::create(&opts.postgres_url, &format!("persist_bench_{pid}")).await?;
+    let out = inner(opts, ctx, res, &main_db.url).await;
+    main_db.remove_or_warn().await;
+    out
+}
+
+/// The growth part (lookups at two table sizes, then the sweep), run after
+/// every backend's other parts (D-136; see `bench_sqlite::run_growth`).
+pub async fn run_growth(opts: &Opts, ctx: &Arc<Ctx>, res: &mut Results) -> Result<()> {
+    let pid = std::process::id();
     let growth_db =
         Scratch::create(&opts.postgres_url, &format!("persist_bench_{pid}_growth")).await?;
-    let out = inner(opts, ctx, res, &main_db.url, &growth_db.url).await;
-    main_db.remove_or_warn().await;
+    let out = growth(opts, ctx, res, &growth_db.url).await;
     growth_db.remove_or_warn().await;
     out
 }
@@ -230,13 +238,7 @@ fn record(
     ));
 }
 
-async fn inner(
-    opts: &Opts,
-    ctx: &Arc<Ctx>,
-    res: &mut Results,
-    main_url: &str,
-    growth_url: &str,
-) -> Result<()> {
+async fn inner(opts: &Opts, ctx: &Arc<Ctx>, res: &mut Results, main_url: &str) -> Result<()> {
     let scale = ctx.scale;
     let t = Instant::now();
     let db = open_persist(main_url).await?;
@@ -330,9 +332,6 @@ async fn inner(
 
     if opts.runs(Part::Rss) {
         rss::measure_backend(res, "postgres", main_url, ctx, opts).await?;
-    }
-    if opts.runs(Part::Growth) {
-        growth(opts, ctx, res, growth_url).await?;
     }
     Ok(())
 }

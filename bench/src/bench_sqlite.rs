@@ -346,10 +346,18 @@ pub async fn run(opts: &Opts, ctx: &Arc<Ctx>, res: &mut Results) -> Result<()> {
     if opts.runs(Part::Rss) {
         rss::measure_backend(res, "sqlite", &main.display().to_string(), ctx, opts).await?;
     }
-    if opts.runs(Part::Growth) {
-        growth(opts, ctx, res, dir.path()).await?;
-    }
     Ok(())
+}
+
+/// The growth part (lookups at two table sizes, then the sweep), run after
+/// every backend's other parts (D-136): the sweep installs the bench's
+/// batch-timing subscriber, which no earlier persist cell should pay for.
+pub async fn run_growth(opts: &Opts, ctx: &Arc<Ctx>, res: &mut Results) -> Result<()> {
+    let dir = tempfile::Builder::new()
+        .prefix("persist-bench-growth-")
+        .tempdir_in(&opts.sqlite_dir)
+        .with_context(|| format!("temp dir in {}", opts.sqlite_dir.display()))?;
+    growth(opts, ctx, res, dir.path()).await
 }
 
 /// The mixed open-loop workload, the cold start and the calls on a user with

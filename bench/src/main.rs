@@ -375,6 +375,19 @@ async fn run(cli: Cli) -> Result<Option<(Results, Instant)>> {
             .await
             .context("PostgreSQL section")?;
     }
+    // Growth and the sweep last, for both backends (D-136).
+    if opts.runs(Part::Growth) {
+        if cli.backend != Backends::Postgres {
+            bench_sqlite::run_growth(&opts, &ctx, &mut res)
+                .await
+                .context("SQLite growth")?;
+        }
+        if cli.backend != Backends::Sqlite {
+            bench_pg::run_growth(&opts, &ctx, &mut res)
+                .await
+                .context("PostgreSQL growth")?;
+        }
+    }
     res.attach_rss();
     Ok(Some((res, started)))
 }

@@ -10,7 +10,10 @@
 //!
 //! The rate climbs step by step until neither implementation sustains it;
 //! at each step persist and the raw driver (in persist's connection shape)
-//! run the same mix, in alternating order.
+//! run the same mix, in alternating order. Each implementation's saturation
+//! rate is then narrowed by bisection between its highest sustained step and
+//! the next one (D-136), so a small capacity difference near a step does not
+//! read as a whole step.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -38,6 +41,12 @@ pub const PLAYERS: usize = 1000;
 const SUSTAIN_SHARE: f64 = 0.95;
 /// ...and the p99 over every call stays under this bound (ms).
 pub const P99_BOUND_MS: f64 = 50.0;
+
+/// Bisection rounds after the climb (D-136): each halves the gap, on a
+/// log scale, between an implementation's highest sustained rate and the
+/// lowest rate above it that it did not sustain; two rounds narrow a x1.25
+/// step to x1.057 (x2 in quick mode to x1.19).
+pub const REFINE_ROUNDS: usize = 2;
 
 /// The mix, in calls per thousand. From CANON's flows, per player-hour of
 /// play: one login (or, for a few, a registration) and one logout; about
@@ -229,7 +238,9 @@ pub async fn run(
     let (rates, secs) = rates(quick);
     let mut best: [Option<f64>; 2] = [None, None];
     let mut both: BothSustained = None;
+    let mut tried = 0;
     for (n, &rate) in rates.iter().enumerate() {
+        tried = n + 1;
         let order = if n % 2 == 0 { [0, 1] } else { [1, 0] };
         let mut got: [Option<MixedStats>; 2] = [None, None];
         for i in order {
@@ -238,19 +249,7 @@ pub async fn run(
             if m.sustained {
                 best[i] = Some(rate);
             }
-            let mut r = Record::blank(
-                backend,
-                durability,
-                "mixed",
-                "mixed",
-                e.implementation,
-                e.variant,
-            );
-            r.concurrency = PLAYERS;
-            r.sessions_in_table = ctx.scale.sessions;
-            r.ops_per_sec = m.achieved;
-            r.mixed = Some(m.clone());
-            res.push(r);
+            res.push(step_record(backend, durability, e, ctx, &m));
             got[i] = Some(m);
         }
         let [Some(p), Some(w)] = got else { continue };
@@ -274,6 +273,19 @@ pub async fn run(
             break;
         }
     }
+    let brackets = brackets(&rates, tried, best);
+    refine(
+        backend,
+        durability,
+        [persist, raw],
+        db,
+        secs,
+        ctx,
+        brackets,
+        &mut best,
+        res,
+    )
+    .await?;
     let derived = |op: String, v: f64| {
         let mut r = Record::blank(
             backend,
@@ -317,9 +329,125 @@ pub async fn run(
     Ok(())
 }
 
+/// The record of one step of one implementation.
+fn step_record(
+    backend: &'static str,
+    durability: Option<&'static str>,
+    e: &Entry,
+    ctx: &Ctx,
+    m: &MixedStats,
+) -> Record {
+    let mut r = Record::blank(
+        backend,
+        durability,
+        "mixed",
+        "mixed",
+        e.implementation,
+        e.variant,
+    );
+    r.concurrency = PLAYERS;
+    r.sessions_in_table = ctx.scale.sessions;
+    r.ops_per_sec = m.achieved;
+    r.mixed = Some(m.clone());
+    r
+}
+
+/// Per implementation, the bracket its saturation rate lies in after the
+/// climb: (highest sustained rate, the next step above it), when that next
+/// step was run and not sustained. None when it sustained no step, or the
+/// top step (nothing above to narrow).
+fn brackets(rates: &[f64], tried: usize, best: [Option<f64>; 2]) -> [Option<(f64, f64)>; 2] {
+    best.map(|b| {
+        let b = b?;
+        let above = rates[..tried].iter().copied().find(|&r| r > b)?;
+        Some((b, above))
+    })
+}
+
+/// The geometric middle of a bracket, rounded to tens like the steps.
+fn middle((lo, hi): (f64, f64)) -> f64 {
+    ((lo * hi).sqrt() / 10.0).round() * 10.0
+}
+
+/// Narrows each implementation's saturation rate by [`REFINE_ROUNDS`]
+/// rounds of bisection, both implementations in each round, in alternating
+/// order; every step is recorded like the climb's. `best` ends as the
+/// highest rate each sustained.
+#[allow(clippy::too_many_arguments)]
+async fn refine(
+    backend: &'static str,
+    durability: Option<&'static str>,
+    entries: [&Entry; 2],
+    db: &Db,
+    secs: f64,
+    ctx: &Arc<Ctx>,
+    mut brackets: [Option<(f64, f64)>; 2],
+    best: &mut [Option<f64>; 2],
+    res: &mut Results,
+) -> Result<()> {
+    for round in 0..REFINE_ROUNDS {
+        let order = if round % 2 == 0 { [1, 0] } else { [0, 1] };
+        for i in order {
+            let Some((lo, hi)) = brackets[i] else {
+                continue;
+            };
+            let mid = middle((lo, hi));
+            if mid <= lo || mid >= hi {
+                continue;
+            }
+            let m = step(entries[i], db, mid, secs, ctx).await?;
+            eprintln!(
+                "{backend}: mixed, narrowing {}'s saturation: {mid}/s {}",
+                entries[i].implementation,
+                if m.sustained {
+                    "sustained"
+                } else {
+                    "not sustained"
+                }
+            );
+            brackets[i] = Some(if m.sustained {
+                best[i] = Some(mid);
+                (mid, hi)
+            } else {
+                (lo, mid)
+            });
+            res.push(step_record(backend, durability, entries[i], ctx, &m));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bracket_runs_from_the_highest_sustained_step_to_the_next_one_run() {
+        let rates = [100.0, 200.0, 400.0, 800.0];
+        // Persist sustained 200, raw 400; the climb stopped after 800.
+        assert_eq!(
+            brackets(&rates, 4, [Some(200.0), Some(400.0)]),
+            [Some((200.0, 400.0)), Some((400.0, 800.0))]
+        );
+        // The top step sustained: nothing above it to narrow.
+        assert_eq!(brackets(&rates, 4, [Some(800.0), None]), [None, None]);
+        // The climb stopped at 400: 800 was never run.
+        assert_eq!(
+            brackets(&rates, 3, [Some(400.0), Some(200.0)]),
+            [None, Some((200.0, 400.0))]
+        );
+    }
+
+    #[test]
+    fn two_rounds_narrow_a_step_to_its_fourth_root() {
+        let (lo, hi) = (8_900.0, 11_100.0);
+        let m1 = middle((lo, hi));
+        assert!(lo < m1 && m1 < hi, "{m1}");
+        assert!((m1 / lo - (hi / lo).sqrt()).abs() < 0.002, "{m1}");
+        let m2 = middle((lo, m1));
+        assert!((m2 / lo - (hi / lo).powf(0.25)).abs() < 0.002, "{m2}");
+        assert_eq!(m1 % 10.0, 0.0);
+    }
 
     #[test]
     fn rate_steps_climb_to_the_maximum_and_stop() {
