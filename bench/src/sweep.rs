@@ -21,8 +21,8 @@ use tracing_subscriber::registry::LookupSpan;
 use crate::data::{mix, token, T0};
 use crate::report::SweepStats;
 
-/// Short writes (login stamps) in a loop until `stop`; returns each one's
-/// latency in milliseconds.
+/// Short writes (login stamps) in a loop until `stop`, yielding to the
+/// runtime between them; returns each one's latency in milliseconds.
 async fn writer(db: Db, accounts: u64, stop: Arc<AtomicBool>) -> Result<Vec<f64>> {
     // A new value on every write of the run: SQLite skips writing a row whose
     // bytes do not change, and such a commit costs no fsync.
@@ -34,6 +34,11 @@ async fn writer(db: Db, accounts: u64, stop: Arc<AtomicBool>) -> Result<Vec<f64>
         let t = Instant::now();
         db.accounts().update_last_login(user, T0 + i as i64).await?;
         lat.push(t.elapsed().as_secs_f64() * 1000.0);
+        // Back to the runtime between writes, as a request handler is while
+        // it awaits its socket (D-139): persist's SQLite calls run on the
+        // calling task and return ready, so without this the loop would hold
+        // its worker for as long as the writer gate stays free.
+        tokio::task::yield_now().await;
     }
     Ok(lat)
 }

@@ -2,6 +2,7 @@
 
 use sha2::{Digest, Sha256};
 
+use crate::backend::BackendKind;
 use crate::error::{Error, Result, Violation};
 use crate::exec::{Exec, Mode};
 use crate::models::{Page, Session, SessionCursor, SessionId, UserId};
@@ -223,8 +224,9 @@ impl SessionsRepo<'_> {
     /// Deletes every session with `expires_at <= now`, in batches of at most
     /// `batch_size` rows, each its own short transaction (on the pool), so a
     /// sweep over millions of rows never holds a long write lock. The first
-    /// batch is at most 128 rows; a batch that takes longer than 20 ms halves
-    /// the next one; quick batches double it, up to `batch_size`. On SQLite
+    /// batch is at most 128 rows; a batch that takes longer than 5 ms on
+    /// SQLite (20 ms on PostgreSQL) halves the next one; quick batches double
+    /// it, up to `batch_size`. On SQLite
     /// the batches commit without the automatic WAL checkpoint and a passive
     /// checkpoint runs between them, outside the writer gate. Returns the
     /// number deleted.
@@ -275,6 +277,7 @@ pub(super) async fn sweep(
     // batch's commit, holding the writer gate); a passive one after each
     // batch, outside the gate, keeps the log short.
     let off_gate = ex.sweep_checkpoints_off_gate();
+    let target = sweep_batch_time(ex.backend());
     loop {
         let started = std::time::Instant::now();
         let n = ex
@@ -297,13 +300,20 @@ pub(super) async fn sweep(
         if n < batch.unsigned_abs() {
             return Ok(total);
         }
-        batch = next_sweep_batch(batch, batch_size, took);
+        batch = next_sweep_batch(batch, batch_size, took, target);
     }
 }
 
-/// How long one sweep batch should hold the write lock (D-043). Other writers
-/// wait for at most about one batch.
-const SWEEP_BATCH_TIME: std::time::Duration = std::time::Duration::from_millis(20);
+/// How long one sweep batch should take (D-043). On SQLite a batch holds
+/// the one writer, so other writers wait for about one batch: 5 ms there
+/// (D-138). On PostgreSQL a batch locks only the rows it deletes, which no
+/// other call writes: 20 ms, fewer round trips.
+fn sweep_batch_time(backend: BackendKind) -> std::time::Duration {
+    match backend {
+        BackendKind::Sqlite => std::time::Duration::from_millis(5),
+        BackendKind::Postgres => std::time::Duration::from_millis(20),
+    }
+}
 
 /// Rows in a sweep's first batch at most: nothing is known yet about how
 /// long a batch takes here, so the sweep starts small and doubles up to the
@@ -317,12 +327,17 @@ fn first_sweep_batch(max: i64) -> i64 {
 }
 
 /// The next sweep batch size: halved after a batch that took longer than
-/// [`SWEEP_BATCH_TIME`], doubled (up to the caller's `max`) after one that
-/// took less than half of it.
-fn next_sweep_batch(batch: i64, max: i64, took: std::time::Duration) -> i64 {
-    if took > SWEEP_BATCH_TIME {
+/// `target` ([`sweep_batch_time`]), doubled (up to the caller's `max`) after
+/// one that took less than half of it.
+fn next_sweep_batch(
+    batch: i64,
+    max: i64,
+    took: std::time::Duration,
+    target: std::time::Duration,
+) -> i64 {
+    if took > target {
         (batch / 2).max(1)
-    } else if took < SWEEP_BATCH_TIME / 2 {
+    } else if took < target / 2 {
         batch.saturating_mul(2).min(max)
     } else {
         batch
@@ -341,16 +356,33 @@ mod tests {
 
     #[test]
     fn sweep_batches_shrink_when_slow_and_grow_back_to_the_cap() {
-        let slow = SWEEP_BATCH_TIME * 2;
-        let fast = SWEEP_BATCH_TIME / 4;
-        let steady = SWEEP_BATCH_TIME * 3 / 4;
-        assert_eq!(next_sweep_batch(1000, 1000, slow), 500);
-        assert_eq!(next_sweep_batch(1, 1000, slow), 1);
-        assert_eq!(next_sweep_batch(500, 1000, fast), 1000);
-        assert_eq!(next_sweep_batch(1000, 1000, fast), 1000);
-        assert_eq!(next_sweep_batch(700, 1000, fast), 1000);
-        assert_eq!(next_sweep_batch(300, 1000, steady), 300);
-        assert_eq!(next_sweep_batch(i64::MAX / 2 + 1, i64::MAX, fast), i64::MAX);
+        for kind in [BackendKind::Sqlite, BackendKind::Postgres] {
+            let t = sweep_batch_time(kind);
+            let (slow, fast, steady) = (t * 2, t / 4, t * 3 / 4);
+            assert_eq!(next_sweep_batch(1000, 1000, slow, t), 500);
+            assert_eq!(next_sweep_batch(1, 1000, slow, t), 1);
+            assert_eq!(next_sweep_batch(500, 1000, fast, t), 1000);
+            assert_eq!(next_sweep_batch(1000, 1000, fast, t), 1000);
+            assert_eq!(next_sweep_batch(700, 1000, fast, t), 1000);
+            assert_eq!(next_sweep_batch(300, 1000, steady, t), 300);
+            assert_eq!(
+                next_sweep_batch(i64::MAX / 2 + 1, i64::MAX, fast, t),
+                i64::MAX
+            );
+        }
+    }
+
+    /// D-138: a SQLite batch (which holds the one writer) aims at 5 ms, a
+    /// PostgreSQL batch (which blocks no other writer) at 20 ms: a 10 ms
+    /// batch halves the next on SQLite and keeps its size on PostgreSQL.
+    #[test]
+    fn sqlite_sweep_batches_aim_shorter_than_postgres_ones() {
+        let ten = std::time::Duration::from_millis(10);
+        let sqlite = sweep_batch_time(BackendKind::Sqlite);
+        let postgres = sweep_batch_time(BackendKind::Postgres);
+        assert_eq!(sqlite, std::time::Duration::from_millis(5));
+        assert_eq!(next_sweep_batch(1000, 1000, ten, sqlite), 500);
+        assert_eq!(next_sweep_batch(1000, 1000, ten, postgres), 1000);
     }
 
     #[test]
@@ -358,11 +390,12 @@ mod tests {
         assert_eq!(first_sweep_batch(7), 7);
         assert_eq!(first_sweep_batch(1000), 128);
         assert_eq!(first_sweep_batch(SWEEP_BATCH_MAX), 128);
-        let fast = SWEEP_BATCH_TIME / 4;
+        let t = sweep_batch_time(BackendKind::Sqlite);
+        let fast = t / 4;
         let mut b = first_sweep_batch(1000);
         let mut sizes = vec![b];
         while b < 1000 {
-            b = next_sweep_batch(b, 1000, fast);
+            b = next_sweep_batch(b, 1000, fast, t);
             sizes.push(b);
         }
         assert_eq!(sizes, [128, 256, 512, 1000]);
