@@ -369,6 +369,16 @@ fn middle((lo, hi): (f64, f64)) -> f64 {
     ((lo * hi).sqrt() / 10.0).round() * 10.0
 }
 
+/// The bracket after running its middle `mid`: the saturation rate is above
+/// `mid` when `mid` was sustained, below it otherwise.
+fn narrow((lo, hi): (f64, f64), mid: f64, sustained: bool) -> (f64, f64) {
+    if sustained {
+        (mid, hi)
+    } else {
+        (lo, mid)
+    }
+}
+
 /// Narrows each implementation's saturation rate by [`REFINE_ROUNDS`]
 /// rounds of bisection, both implementations in each round, in alternating
 /// order; every step is recorded like the climb's. `best` ends as the
@@ -397,20 +407,21 @@ async fn refine(
             }
             let m = step(entries[i], db, mid, secs, ctx).await?;
             eprintln!(
-                "{backend}: mixed, narrowing {}'s saturation: {mid}/s {}",
+                "{backend}: mixed, narrowing {}'s saturation: {mid}/s offered, {:.0}/s \
+                 achieved, p99 {:.2} ms, {}",
                 entries[i].implementation,
+                m.achieved,
+                m.all_p99_ms,
                 if m.sustained {
                     "sustained"
                 } else {
                     "not sustained"
                 }
             );
-            brackets[i] = Some(if m.sustained {
+            brackets[i] = Some(narrow((lo, hi), mid, m.sustained));
+            if m.sustained {
                 best[i] = Some(mid);
-                (mid, hi)
-            } else {
-                (lo, mid)
-            });
+            }
             res.push(step_record(backend, durability, entries[i], ctx, &m));
         }
     }
@@ -431,10 +442,28 @@ mod tests {
         );
         // The top step sustained: nothing above it to narrow.
         assert_eq!(brackets(&rates, 4, [Some(800.0), None]), [None, None]);
-        // The climb stopped at 400: 800 was never run.
+        // Defensive: had the climb stopped at 400, 800 would not be a bracket
+        // end (run() stops only after a step both fail, above every best).
         assert_eq!(
             brackets(&rates, 3, [Some(400.0), Some(200.0)]),
             [None, Some((200.0, 400.0))]
+        );
+        // A failed step below the highest sustained one does not cap it.
+        assert_eq!(
+            brackets(&rates, 4, [Some(400.0), None]),
+            [Some((400.0, 800.0)), None]
+        );
+    }
+
+    #[test]
+    fn a_sustained_middle_raises_the_floor_and_a_failed_one_lowers_the_ceiling() {
+        assert_eq!(
+            narrow((8_900.0, 11_100.0), 9_940.0, true),
+            (9_940.0, 11_100.0)
+        );
+        assert_eq!(
+            narrow((8_900.0, 11_100.0), 9_940.0, false),
+            (8_900.0, 9_940.0)
         );
     }
 

@@ -225,9 +225,9 @@ impl SessionsRepo<'_> {
     /// `batch_size` rows, each its own short transaction (on the pool), so a
     /// sweep over millions of rows never holds a long write lock. The first
     /// batch is at most 128 rows; a batch that takes longer than 5 ms on
-    /// SQLite (20 ms on PostgreSQL) halves the next one; quick batches double
-    /// it, up to `batch_size`. On SQLite
-    /// the batches commit without the automatic WAL checkpoint and a passive
+    /// SQLite (20 ms on PostgreSQL) halves the next one, to no fewer than 64
+    /// rows; quick batches double it, up to `batch_size`. On SQLite the
+    /// batches commit without the automatic WAL checkpoint and a passive
     /// checkpoint runs between them, outside the writer gate. Returns the
     /// number deleted.
     ///
@@ -321,14 +321,21 @@ fn sweep_batch_time(backend: BackendKind) -> std::time::Duration {
 /// a full-size batch of unknown length first.
 const SWEEP_FIRST_BATCH: i64 = 128;
 
+/// Rows in a batch at least, however slow batches are (D-140): below this a
+/// batch's fixed costs (its commit's sync, the wait for the writer gate, the
+/// checkpoint after it) dominate, so halving further would mostly multiply
+/// the commits. `max` when smaller.
+const SWEEP_MIN_BATCH: i64 = 64;
+
 /// The first batch's size: [`SWEEP_FIRST_BATCH`], or `max` when smaller.
 fn first_sweep_batch(max: i64) -> i64 {
     max.min(SWEEP_FIRST_BATCH)
 }
 
 /// The next sweep batch size: halved after a batch that took longer than
-/// `target` ([`sweep_batch_time`]), doubled (up to the caller's `max`) after
-/// one that took less than half of it.
+/// `target` ([`sweep_batch_time`]), down to [`SWEEP_MIN_BATCH`] (or `max`
+/// when smaller); doubled (up to the caller's `max`) after one that took
+/// less than half of it.
 fn next_sweep_batch(
     batch: i64,
     max: i64,
@@ -336,7 +343,7 @@ fn next_sweep_batch(
     target: std::time::Duration,
 ) -> i64 {
     if took > target {
-        (batch / 2).max(1)
+        (batch / 2).max(SWEEP_MIN_BATCH.min(max))
     } else if took < target / 2 {
         batch.saturating_mul(2).min(max)
     } else {
@@ -360,7 +367,11 @@ mod tests {
             let t = sweep_batch_time(kind);
             let (slow, fast, steady) = (t * 2, t / 4, t * 3 / 4);
             assert_eq!(next_sweep_batch(1000, 1000, slow, t), 500);
-            assert_eq!(next_sweep_batch(1, 1000, slow, t), 1);
+            // Never below 64 rows (D-140), nor above a smaller cap.
+            assert_eq!(next_sweep_batch(100, 1000, slow, t), 64);
+            assert_eq!(next_sweep_batch(64, 1000, slow, t), 64);
+            assert_eq!(next_sweep_batch(10, 10, slow, t), 10);
+            assert_eq!(next_sweep_batch(1, 1, slow, t), 1);
             assert_eq!(next_sweep_batch(500, 1000, fast, t), 1000);
             assert_eq!(next_sweep_batch(1000, 1000, fast, t), 1000);
             assert_eq!(next_sweep_batch(700, 1000, fast, t), 1000);
@@ -381,8 +392,9 @@ mod tests {
         let sqlite = sweep_batch_time(BackendKind::Sqlite);
         let postgres = sweep_batch_time(BackendKind::Postgres);
         assert_eq!(sqlite, std::time::Duration::from_millis(5));
-        assert_eq!(next_sweep_batch(1000, 1000, ten, sqlite), 500);
-        assert_eq!(next_sweep_batch(1000, 1000, ten, postgres), 1000);
+        assert_eq!(postgres, std::time::Duration::from_millis(20));
+        assert_eq!(next_sweep_batch(500, 1000, ten, sqlite), 250);
+        assert_eq!(next_sweep_batch(500, 1000, ten, postgres), 500);
     }
 
     #[test]
