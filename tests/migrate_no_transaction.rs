@@ -305,3 +305,114 @@ async fn postgres_a_migrator_killed_mid_file_is_resumed_by_the_next_one() {
     assert_eq!(versions(&c).await, (1..=v).collect::<Vec<_>>());
     t.close().await;
 }
+
+/// The migrator's advisory lock key: the bytes of "persist\0" as an i64.
+const MIGRATION_LOCK_KEY: i64 = 0x7065_7273_6973_7400;
+
+/// A migrator waiting for the migration lock keeps no transaction open
+/// between its tries, so the holder's concurrent index build (which waits
+/// for every transaction that held an older snapshot when it looked) does
+/// not wait for it. Before, the waiter sat in `pg_advisory_xact_lock`
+/// inside a statement and the two waited for each other until the waiter's
+/// lock wait ran out (a flaky hang of eight concurrent migrators).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_waiting_migrator_does_not_hold_up_the_lock_holders_index_build() {
+    let pg = common::PgDatabase::create().await;
+    let holder = client(&pg.url).await;
+    holder
+        .batch_execute("CREATE TABLE probe (a int); INSERT INTO probe VALUES (1), (2)")
+        .await
+        .unwrap();
+    let holder_pid: i32 = holder
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    // The lock holder: the migration lock taken in a transaction left idle,
+    // as a migrator's no-transaction step leaves it while its build runs.
+    holder
+        .batch_execute(&format!(
+            "BEGIN; SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})"
+        ))
+        .await
+        .unwrap();
+    let config = persist::Config::from_url(&pg.url)
+        .unwrap()
+        .with_migration_lock_timeout(std::time::Duration::from_secs(60));
+    let db = persist::open(&config).await.unwrap();
+    let waiter = tokio::spawn(async move {
+        let report = db.migrate().await;
+        db.close().await;
+        report
+    });
+    // Until the migrator is waiting for the lock.
+    let watch = client(&pg.url).await;
+    // Backends of the migrator (its connections are named "persist", the
+    // test's are not) that have tried for the lock; with `$2`, those in a
+    // transaction that began at or before it.
+    let waiting = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+         AND application_name = 'persist' AND pid <> $1 \
+         AND (query LIKE '%advisory_xact_lock(%' OR query = 'ROLLBACK') \
+         AND ($2::float8 IS NULL OR extract(epoch FROM xact_start)::float8 <= $2)";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let none: Option<f64> = None;
+        let n: i64 = watch
+            .query_one(waiting, &[&holder_pid, &none])
+            .await
+            .unwrap()
+            .get(0);
+        if n > 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the migrator never waited"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // A second later (tries are at most 250 ms apart), no transaction of
+    // the waiter's began before it was first seen waiting.
+    let seen: f64 = watch
+        .query_one("SELECT extract(epoch FROM clock_timestamp())::float8", &[])
+        .await
+        .unwrap()
+        .get(0);
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    for _ in 0..10 {
+        let old: i64 = watch
+            .query_one(waiting, &[&holder_pid, &Some(seen)])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(old, 0, "the waiter kept a transaction open between tries");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // The holder's build, on a third connection: it completes while the
+    // migrator still waits (bounded here so a regression fails, not hangs).
+    let build = client(&pg.url).await;
+    build
+        .batch_execute("SET statement_timeout = 15000")
+        .await
+        .unwrap();
+    let built = build
+        .batch_execute("CREATE INDEX CONCURRENTLY probe_a ON probe (a)")
+        .await;
+    assert!(
+        built.is_ok(),
+        "the index build waited for the migrator: {built:?}"
+    );
+    assert_eq!(index_valid(&build, "probe_a").await, Some(true));
+    assert!(
+        !waiter.is_finished(),
+        "the migrator did not wait for the lock"
+    );
+    // Released: the migrator applies every shipped migration.
+    holder.batch_execute("COMMIT").await.unwrap();
+    let report = waiter.await.unwrap().unwrap();
+    let shipped = Migrations::embedded(BackendKind::Postgres).unwrap();
+    assert_eq!(
+        report.applied.iter().map(|a| a.version).collect::<Vec<_>>(),
+        (1..=shipped.latest_version()).collect::<Vec<_>>()
+    );
+}

@@ -218,9 +218,18 @@ pub fn rates(quick: bool) -> (Vec<f64>, f64) {
     (v, secs)
 }
 
-/// The highest rate both implementations sustained, with (persist's p99,
-/// raw's p99, the fewer calls of the two) per operation there.
+/// A rate both implementations sustained, with (persist's p99, raw's p99,
+/// the fewer calls of the two) per operation there.
 type BothSustained = Option<(f64, Vec<(f64, f64, u64)>)>;
+
+/// The climb step the p99 ratios are judged at: the one below the highest
+/// step both implementations sustained (`top`), or `top` itself when no step
+/// below it was sustained by both (D-142). At `top` one side may be at its
+/// knee, where p99 is queueing and a small difference in capacity (which the
+/// saturation target judges) shows as a large ratio.
+fn judged(below: BothSustained, top: BothSustained) -> BothSustained {
+    below.or(top)
+}
 
 /// Runs the mix on persist and the raw driver at climbing rates, records
 /// every step, and derives the saturation ratio and the p99 ratios.
@@ -238,6 +247,7 @@ pub async fn run(
     let (rates, secs) = rates(quick);
     let mut best: [Option<f64>; 2] = [None, None];
     let mut both: BothSustained = None;
+    let mut below: BothSustained = None;
     let mut tried = 0;
     for (n, &rate) in rates.iter().enumerate() {
         tried = n + 1;
@@ -267,7 +277,7 @@ pub async fn run(
                 .zip(&w.ops)
                 .map(|(a, b)| (a.p99_ms, b.p99_ms, a.count.min(b.count)))
                 .collect();
-            both = Some((rate, ratios));
+            below = both.replace((rate, ratios));
         }
         if !p.sustained && !w.sustained {
             break;
@@ -315,13 +325,21 @@ pub async fn run(
     } else if best[1].is_some() {
         res.push(derived("mixed_saturation".into(), 0.0));
     }
-    if let Some((rate, ratios)) = both {
-        eprintln!("{backend}: mixed p99 ratios judged at {rate}/s");
+    let top = both.as_ref().map(|(rate, _)| *rate);
+    // Judged below the top step; the top step's ratios are kept beside them.
+    for (prefix, at) in [
+        ("mixed_p99_ratio", judged(below, both.clone())),
+        ("mixed_p99_ratio_top", both),
+    ] {
+        let Some((rate, ratios)) = at else { continue };
+        if prefix == "mixed_p99_ratio" {
+            eprintln!("{backend}: mixed p99 ratios judged at {rate}/s (top step both sustained: {top:?}/s)");
+        }
         for ((op, _), (p, w, n)) in MIX.iter().zip(ratios) {
             // A p99 of fewer than MIN_CALLS calls is its largest few values:
             // no figure (the target says so).
             let v = if n >= MIN_CALLS { p / w } else { f64::NAN };
-            let mut r = derived(format!("mixed_p99_ratio:{}", op.name()), v);
+            let mut r = derived(format!("{prefix}:{}", op.name()), v);
             r.concurrency = rate as usize;
             res.push(r);
         }
@@ -476,6 +494,15 @@ mod tests {
         let m2 = middle((lo, m1));
         assert!((m2 / lo - (hi / lo).powf(0.25)).abs() < 0.002, "{m2}");
         assert_eq!(m1 % 10.0, 0.0);
+    }
+
+    #[test]
+    fn p99_ratios_are_judged_one_step_below_the_top_step_both_sustained() {
+        let at = |rate: f64| Some((rate, vec![(rate, 1.0, 500)]));
+        assert_eq!(judged(at(610.0), at(760.0)).map(|(r, _)| r), Some(610.0));
+        // Only one step sustained by both: that one.
+        assert_eq!(judged(None, at(100.0)).map(|(r, _)| r), Some(100.0));
+        assert_eq!(judged(None, None), None);
     }
 
     #[test]

@@ -1112,7 +1112,7 @@ pub fn targets(res: &Results) -> Vec<Target> {
         for op in crate::mixed::MIX.iter().map(|(o, _)| o.name()) {
             t.extend(per_run_target(
                 res,
-                format!("{b} mixed {op}: persist's p99 / raw's at the highest rate both sustain"),
+                format!("{b} mixed {op}: persist's p99 / raw's a step below the highest rate both sustain"),
                 1.2,
                 false,
                 "x",

@@ -1,13 +1,24 @@
 //! The migration runner's steps on PostgreSQL.
 //!
 //! Every step is one transaction that first takes the migrator's
-//! transaction-scoped advisory lock (`pg_advisory_xact_lock`) and re-reads
-//! `schema_migrations` under it, so exactly one migrator applies each
-//! migration even behind a transaction pooler (PgBouncer
-//! `pool_mode = transaction`), where consecutive statements outside a
-//! transaction may run on different server connections and a session lock
-//! would exclude nobody. The lock ends with the transaction, also when the
-//! migrator dies. No session setting is made: every `SET` is `SET LOCAL`, so
+//! transaction-scoped advisory lock and re-reads `schema_migrations` under
+//! it, so exactly one migrator applies each migration even behind a
+//! transaction pooler (PgBouncer `pool_mode = transaction`), where
+//! consecutive statements outside a transaction may run on different server
+//! connections and a session lock would exclude nobody. The lock ends with
+//! the transaction, also when the migrator dies.
+//!
+//! A waiting step never keeps a transaction open: it tries for the lock
+//! (`pg_try_advisory_xact_lock`) in a short transaction, ended at once when
+//! the try fails, and tries again after a pause. A concurrent index build
+//! (another migrator's no-transaction migration) waits for every
+//! transaction that held an older snapshot when it looked, until that
+//! transaction ends: a waiter blocked in a statement, or one idle in a
+//! transaction after a try the build saw, would wait for the build's lock
+//! holder while the build waited for it, until the waiter gave up. Behind a
+//! transaction pooler, a waiter keeps no server connection either.
+//!
+//! No session setting is made: every `SET` is `SET LOCAL`, so
 //! nothing leaks into a pool. Statements are unnamed (`query_typed`) or
 //! simple-protocol, never server-side named prepared statements, which a
 //! transaction pooler cannot keep.
@@ -19,7 +30,6 @@
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::Object;
-use deadpool_postgres::Transaction;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::Type;
 
@@ -96,50 +106,127 @@ impl<'p> PgMigrator<'p> {
         self.conn.as_ref().ok_or(Error::Closed)
     }
 
-    /// Opens a step's transaction and takes the migration lock in it,
-    /// waiting at most `lock_wait` (the server's `lock_timeout` bounds the
-    /// wait: no polling, waiters queue fairly).
-    async fn locked(&mut self) -> Result<Transaction<'_>> {
-        let wait_ms = self.lock_wait.as_millis().clamp(1, i32::MAX as u128);
+    /// Opens a step's transaction holding the migration lock, waiting at
+    /// most `lock_wait`; the caller ends it ([`finish`]).
+    async fn locked(&self) -> Result<&tokio_postgres::Client> {
         let check = self.server_version.unwrap_or(0) >= CHECK_INTERVAL_SINCE;
-        let lock_wait = self.lock_wait;
-        let statement_ms = self.statement_lock_ms();
-        let conn = self.conn.as_mut().ok_or(Error::Closed)?;
-        let tx = conn.transaction().await.map_err(map)?;
-        // A migration may legitimately run longer than the statement timeout
-        // applications get. If this migrator dies mid-statement, the server
-        // notices the lost client within 250 ms and ends the backend (and so
-        // the transaction and its lock) instead of finishing the statement
-        // first (PostgreSQL 14+).
-        let mut set =
-            format!("SET LOCAL statement_timeout = 0; SET LOCAL lock_timeout = {wait_ms}");
-        if check {
-            set.push_str("; SET LOCAL client_connection_check_interval = 250");
+        let c = self.conn()?;
+        take_lock(c, self.lock_wait, self.statement_lock_ms(), check).await?;
+        Ok(c)
+    }
+}
+
+/// Opens a transaction on `c` holding the migration lock, trying for it in
+/// short transactions for at most `lock_wait` (see the module's notes).
+///
+/// A migration may legitimately run longer than the statement timeout
+/// applications get. If the migrator dies mid-statement, the server notices
+/// the lost client within 250 ms (`client_connection_check_interval`, 14+)
+/// and ends the backend, and so the transaction and its lock, instead of
+/// finishing the statement first. The migration's statements wait at most
+/// `statement_lock_ms` for a table lock: sessions queued behind their lock
+/// request are held up no longer than that. A role's own
+/// `idle_in_transaction_session_timeout` would end a no-transaction
+/// migration's lock transaction while its statements run elsewhere.
+pub(crate) async fn take_lock(
+    c: &tokio_postgres::Client,
+    lock_wait: Duration,
+    statement_lock_ms: u64,
+    check_interval: bool,
+) -> Result<()> {
+    let check = if check_interval {
+        "; SET LOCAL client_connection_check_interval = 250"
+    } else {
+        ""
+    };
+    let begin = format!(
+        "BEGIN; SET LOCAL statement_timeout = 0; SET LOCAL idle_in_transaction_session_timeout = 0; \
+         SET LOCAL lock_timeout = {statement_lock_ms}{check}"
+    );
+    let mut poll = LockPoll::new(lock_wait);
+    loop {
+        c.batch_execute(&begin).await.map_err(map)?;
+        if try_lock(c).await? {
+            return Ok(());
         }
-        tx.batch_execute(&set).await.map_err(map)?;
-        match tx
-            .query_typed(
-                "SELECT pg_advisory_xact_lock($1)",
-                &[(&LOCK_KEY, Type::INT8)],
-            )
-            .await
-        {
-            Ok(_) => {}
-            Err(e) if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => {
-                return Err(Error::timeout(after(
-                    "waiting for the migration lock held by another migrator",
-                    lock_wait,
-                )))
+        c.batch_execute("ROLLBACK").await.map_err(map)?;
+        poll.pause().await?;
+    }
+}
+
+/// Ends a step's transaction that `r` did not commit: rolled back, best
+/// effort after an error (the migrator's connection is then discarded,
+/// never returned to a pool).
+async fn finish<T>(c: &tokio_postgres::Client, r: Result<Step<T>>) -> Result<T> {
+    match r {
+        Ok(Step::Committed(v)) => Ok(v),
+        Ok(Step::Open(v)) => {
+            c.batch_execute("ROLLBACK").await.map_err(map)?;
+            Ok(v)
+        }
+        Err(e) => {
+            if let Err(r) = c.batch_execute("ROLLBACK").await {
+                tracing::debug!(error = %r, "rollback of a failed migration step");
             }
-            Err(e) => return Err(map(e)),
+            Err(e)
         }
-        // The migration's own statements wait at most this long for a table
-        // lock: sessions queued behind their lock request are held up no
-        // longer than that.
-        tx.batch_execute(&format!("SET LOCAL lock_timeout = {statement_ms}"))
-            .await
-            .map_err(map)?;
-        Ok(tx)
+    }
+}
+
+/// What a step left of its transaction.
+enum Step<T> {
+    Committed(T),
+    /// Still open: to be rolled back.
+    Open(T),
+}
+
+/// Tries for the migration lock in the caller's transaction, without waiting.
+///
+/// In the simple protocol, which leaves no portal behind: the unnamed portal
+/// of an extended-protocol query keeps its snapshot until the next one or
+/// the transaction's end.
+async fn try_lock(c: &tokio_postgres::Client) -> Result<bool> {
+    let reply = c
+        .simple_query(&format!("SELECT pg_try_advisory_xact_lock({LOCK_KEY})"))
+        .await
+        .map_err(map)?;
+    let got = reply.iter().find_map(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(|v| v == "t"),
+        _ => None,
+    });
+    got.ok_or_else(|| Error::Config("pg_try_advisory_xact_lock() gave no value".into()))
+}
+
+/// The pauses between a migrator's tries for the migration lock: 10 ms,
+/// doubling up to 250 ms, until `wait` has passed since the first try.
+struct LockPoll {
+    wait: Duration,
+    deadline: Instant,
+    pause: Duration,
+}
+
+impl LockPoll {
+    fn new(wait: Duration) -> Self {
+        LockPoll {
+            wait,
+            deadline: Instant::now() + wait,
+            pause: Duration::from_millis(10),
+        }
+    }
+
+    /// Sleeps before the next try, or fails with a timeout once `wait` has
+    /// passed.
+    async fn pause(&mut self) -> Result<()> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(Error::timeout(after(
+                "waiting for the migration lock held by another migrator",
+                self.wait,
+            )));
+        }
+        tokio::time::sleep(self.pause.min(left)).await;
+        self.pause = (self.pause * 2).min(Duration::from_millis(250));
+        Ok(())
     }
 }
 
@@ -187,9 +274,13 @@ impl MigrationBackend for PgMigrator<'_> {
         }
         // Concurrent `CREATE TABLE IF NOT EXISTS` can fail in PostgreSQL:
         // create it under the lock.
-        let tx = self.locked().await?;
-        tx.batch_execute(CREATE).await.map_err(map)?;
-        tx.commit().await.map_err(map)
+        let c = self.locked().await?;
+        let created = async {
+            c.batch_execute(CREATE).await.map_err(map)?;
+            c.batch_execute("COMMIT").await.map_err(map)?;
+            Ok(Step::Committed(()))
+        };
+        finish(c, created.await).await
     }
 
     async fn applied(&mut self) -> Result<Vec<AppliedRow>> {
@@ -236,52 +327,72 @@ impl MigrationBackend for PgMigrator<'_> {
 impl PgMigrator<'_> {
     /// One attempt at `m`: its own transaction under the migration lock.
     async fn attempt(&mut self, m: &Migration, applied_at: i64) -> Result<Attempt> {
-        let tx = self.locked().await?;
-        // Re-read under the lock: another migrator may have applied it.
-        if let Some(done) = recorded(&*tx, m).await? {
-            return Ok(Attempt::Done(done));
-        }
-        // A started marker of this version (an interrupted run of an
-        // earlier, no-transaction form of the file) is superseded.
-        tx.execute_typed(
-            "DELETE FROM schema_migrations WHERE version = $1",
-            &[(&crate::migrate::started_marker(m.version()), Type::INT8)],
-        )
-        .await
-        .map_err(map)?;
-        let start = Instant::now();
-        // One statement at a time (each one round trip, in the one
-        // transaction), so a failure names its statement.
-        for (i, statement) in m.statements().iter().enumerate() {
-            if let Err(e) = tx.batch_execute(statement).await {
-                if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) {
-                    // Dropping the transaction rolls it back.
-                    return Ok(Attempt::Blocked);
-                }
-                return Err(statement_failed(m, i, statement, e));
+        let c = self.locked().await?;
+        finish(c, in_step(c, m, applied_at).await).await
+    }
+}
+
+/// The body of an attempt at `m` in the step's transaction on `c`.
+async fn in_step(
+    c: &tokio_postgres::Client,
+    m: &Migration,
+    applied_at: i64,
+) -> Result<Step<Attempt>> {
+    // Re-read under the lock: another migrator may have applied it.
+    if let Some(done) = recorded(c, m).await? {
+        return Ok(Step::Open(Attempt::Done(done)));
+    }
+    let start = Instant::now();
+    // One statement at a time (each one round trip, in the one
+    // transaction), so a failure names its statement.
+    for (i, statement) in m.statements().iter().enumerate() {
+        if let Err(e) = c.batch_execute(statement).await {
+            if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) {
+                return Ok(Step::Open(Attempt::Blocked));
             }
+            return Err(statement_failed(m, i, statement, e));
         }
-        super::rekey::after_sql(&*tx, m).await?;
-        let ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let ms_i64 = i64::try_from(ms).unwrap_or(i64::MAX);
-        tx.execute_typed(
+    }
+    super::rekey::after_sql(c, m).await?;
+    let ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
+    // A started row of this version (an interrupted run of an earlier,
+    // no-transaction form of the file) is superseded.
+    record_applied(c, m, applied_at, ms).await?;
+    Ok(Step::Committed(Attempt::Done(Applied::Now(ms))))
+}
+
+/// Replaces any started row of `m` with its applied row and commits the
+/// step's transaction (which releases the lock).
+pub(crate) async fn record_applied(
+    c: &tokio_postgres::Client,
+    m: &Migration,
+    at: i64,
+    ms: u64,
+) -> Result<()> {
+    let marker = crate::migrate::started_marker(m.version());
+    let ms_i64 = i64::try_from(ms).unwrap_or(i64::MAX);
+    let done = async {
+        c.execute_typed(
+            "DELETE FROM schema_migrations WHERE version = $1",
+            &[(&marker, Type::INT8)],
+        )
+        .await?;
+        c.execute_typed(
             "INSERT INTO schema_migrations (version, name, checksum, applied_at, execution_ms) \
              VALUES ($1, $2, $3, $4, $5)",
             &[
                 (&m.version(), Type::INT8),
                 (&m.name(), Type::TEXT),
                 (&m.checksum(), Type::TEXT),
-                (&applied_at, Type::INT8),
+                (&at, Type::INT8),
                 (&ms_i64, Type::INT8),
             ],
         )
-        .await
-        .map_err(|e| failed(m, message(&e), e.into()))?;
-        tx.commit()
-            .await
-            .map_err(|e| failed(m, message(&e), e.into()))?;
-        Ok(Attempt::Done(Applied::Now(ms)))
+        .await?;
+        c.batch_execute("COMMIT").await
     }
+    .await;
+    done.map_err(|e| failed(m, message(&e), e.into()))
 }
 
 /// The failure of statement `i` (from 0) of `m`: its number and first line,

@@ -39,9 +39,9 @@ use deadpool_postgres::Object;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::Type;
 
-use super::error::{map, message};
+use super::error::map;
 use super::index_name::concurrent_index_name;
-use super::migrate::{backoff, recorded, statement_failed, LOCK_KEY};
+use super::migrate::{backoff, record_applied, recorded, statement_failed, take_lock};
 use super::Pool;
 use crate::error::{after, Error, Result};
 use crate::migrate::{failed, started_marker, Applied, Migration};
@@ -69,7 +69,7 @@ pub(crate) async fn apply(
     at: i64,
     p: &Params,
 ) -> Result<Applied> {
-    take_lock(lock, p).await?;
+    take_lock(lock, p.lock_wait, p.statement_lock_ms, p.check_interval).await?;
     let result = locked(lock, pool, m, at, p).await;
     if result.is_err() {
         // Best effort: the migrator's connection is discarded afterwards.
@@ -78,49 +78,6 @@ pub(crate) async fn apply(
         }
     }
     result
-}
-
-/// Opens the lock connection's transaction holding the migration lock,
-/// waiting at most `lock_wait`. A waiter polls in short transactions, so
-/// behind a transaction pooler it does not keep a server connection while
-/// it waits.
-async fn take_lock(c: &Object, p: &Params) -> Result<()> {
-    let check = if p.check_interval {
-        "; SET LOCAL client_connection_check_interval = 250"
-    } else {
-        ""
-    };
-    let begin = format!(
-        "BEGIN; SET LOCAL statement_timeout = 0; SET LOCAL idle_in_transaction_session_timeout = 0; \
-         SET LOCAL lock_timeout = {}{check}",
-        p.statement_lock_ms
-    );
-    let deadline = Instant::now() + p.lock_wait;
-    let mut pause = Duration::from_millis(10);
-    loop {
-        c.batch_execute(&begin).await.map_err(map)?;
-        let got: bool = c
-            .query_typed_one(
-                "SELECT pg_try_advisory_xact_lock($1)",
-                &[(&LOCK_KEY, Type::INT8)],
-            )
-            .await
-            .map_err(map)?
-            .try_get(0)
-            .map_err(map)?;
-        if got {
-            return Ok(());
-        }
-        c.batch_execute("ROLLBACK").await.map_err(map)?;
-        if Instant::now() >= deadline {
-            return Err(Error::timeout(after(
-                "waiting for the migration lock held by another migrator",
-                p.lock_wait,
-            )));
-        }
-        tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;
-        pause = (pause * 2).min(Duration::from_millis(250));
-    }
 }
 
 async fn locked(lock: &Object, pool: &Pool, m: &Migration, at: i64, p: &Params) -> Result<Applied> {
@@ -250,35 +207,6 @@ async fn cancel_orphans(c: &tokio_postgres::Client, wait: Duration) -> Result<()
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-/// Replaces the started row of `m` with its applied row and commits the
-/// lock transaction (which releases the lock).
-async fn record_applied(c: &Object, m: &Migration, at: i64, ms: u64) -> Result<()> {
-    let marker = started_marker(m.version());
-    let ms_i64 = i64::try_from(ms).unwrap_or(i64::MAX);
-    let done = async {
-        c.execute_typed(
-            "DELETE FROM schema_migrations WHERE version = $1",
-            &[(&marker, Type::INT8)],
-        )
-        .await?;
-        c.execute_typed(
-            "INSERT INTO schema_migrations (version, name, checksum, applied_at, execution_ms) \
-             VALUES ($1, $2, $3, $4, $5)",
-            &[
-                (&m.version(), Type::INT8),
-                (&m.name(), Type::TEXT),
-                (&m.checksum(), Type::TEXT),
-                (&at, Type::INT8),
-                (&ms_i64, Type::INT8),
-            ],
-        )
-        .await?;
-        c.batch_execute("COMMIT").await
-    }
-    .await;
-    done.map_err(|e| failed(m, message(&e), e.into()))
 }
 
 /// A statement on the statement connection, watched from the watch one.
