@@ -248,3 +248,81 @@ async fn blocked_past_retries(no_tx: bool) {
     migrator.close().await;
     t.close().await;
 }
+
+/// The migrator's advisory lock key: the bytes of "persist\0" as an i64.
+const MIGRATION_LOCK_KEY: i64 = 0x7065_7273_6973_7400;
+
+/// A plain connection to `url`, shared between tasks.
+async fn shared_client(url: &str) -> Arc<tokio_postgres::Client> {
+    let (c, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    Arc::new(c)
+}
+
+/// Granted and waiting requests for the migration lock in this database.
+async fn lock_requests(c: &tokio_postgres::Client) -> (i64, i64) {
+    let row = c
+        .query_one(
+            "SELECT count(*) FILTER (WHERE granted), count(*) FILTER (WHERE NOT granted) \
+             FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1 \
+             AND classid = ($1::int8 >> 32)::oid AND objid = ($1::int8 & 4294967295)::oid \
+             AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            &[&MIGRATION_LOCK_KEY],
+        )
+        .await
+        .unwrap();
+    (row.get(0), row.get(1))
+}
+
+/// The migration lock timeout bounds the wait for one holding transaction,
+/// not for a run of them: a migrator that applies many migrations takes the
+/// lock again right after each, so a waiter rarely gets it in between. Here
+/// two connections hand the lock to each other with no gap, each holding it
+/// 0.5 s, for 4 s in all; a migrator waiting with a 2 s lock timeout keeps
+/// waiting and migrates once they stop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lock_timeout_bounds_each_holder_not_a_run_of_holders() {
+    let pg = common::PgDatabase::create().await;
+    let holders = [shared_client(&pg.url).await, shared_client(&pg.url).await];
+    let watch = shared_client(&pg.url).await;
+    let take = format!("BEGIN; SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})");
+    holders[0].batch_execute(&take).await.unwrap();
+    let config = Config::from_url(&pg.url)
+        .unwrap()
+        .with_migration_lock_timeout(Duration::from_secs(2));
+    let db = persist::open(&config).await.unwrap();
+    let started = Instant::now();
+    let migration = tokio::spawn(async move {
+        let r = db.migrate().await;
+        db.close().await;
+        r
+    });
+    for i in 0..8 {
+        let (now, next) = (&holders[i % 2], holders[(i + 1) % 2].clone());
+        // The next holder queues behind the current one, so the lock goes
+        // to it the moment the current one commits.
+        let take = take.clone();
+        let queued = tokio::spawn(async move { next.batch_execute(&take).await });
+        while lock_requests(&watch).await != (1, 1) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(
+            !migration.is_finished(),
+            "the migrator stopped waiting after {:?}",
+            started.elapsed()
+        );
+        now.batch_execute("COMMIT").await.unwrap();
+        queued.await.unwrap().unwrap();
+    }
+    assert!(started.elapsed() > Duration::from_secs(4));
+    holders[0].batch_execute("COMMIT").await.unwrap();
+    let report = migration.await.unwrap().unwrap();
+    let shipped = Migrations::embedded(BackendKind::Postgres).unwrap();
+    assert_eq!(
+        report.applied.iter().map(|a| a.version).collect::<Vec<_>>(),
+        (1..=shipped.latest_version()).collect::<Vec<_>>()
+    );
+}

@@ -220,15 +220,21 @@ pub fn rates(quick: bool) -> (Vec<f64>, f64) {
 
 /// A rate both implementations sustained, with (persist's p99, raw's p99,
 /// the fewer calls of the two) per operation there.
-type BothSustained = Option<(f64, Vec<(f64, f64, u64)>)>;
+type BothSustained = (f64, Vec<(f64, f64, u64)>);
 
-/// The climb step the p99 ratios are judged at: the one below the highest
-/// step both implementations sustained (`top`), or `top` itself when no step
-/// below it was sustained by both (D-142). At `top` one side may be at its
-/// knee, where p99 is queueing and a small difference in capacity (which the
-/// saturation target judges) shows as a large ratio.
-fn judged(below: BothSustained, top: BothSustained) -> BothSustained {
-    below.or(top)
+/// Of the climb steps both implementations sustained (in climb order), the
+/// one the p99 ratios are judged at: the last but one, or the only one
+/// (D-142). At the last one, one side may be at its knee, where p99 is
+/// queueing and a small difference in capacity (which the saturation target
+/// judges) shows as a large ratio. A step only one side sustained is never
+/// judged (the other side is past its knee there), so when one lies between
+/// the last two, the judged step is two climb steps below the top one.
+fn judged<T>(both: &[T]) -> Option<&T> {
+    match both.len() {
+        0 => None,
+        1 => both.first(),
+        n => both.get(n - 2),
+    }
 }
 
 /// Runs the mix on persist and the raw driver at climbing rates, records
@@ -246,8 +252,7 @@ pub async fn run(
 ) -> Result<()> {
     let (rates, secs) = rates(quick);
     let mut best: [Option<f64>; 2] = [None, None];
-    let mut both: BothSustained = None;
-    let mut below: BothSustained = None;
+    let mut both: Vec<BothSustained> = Vec::new();
     let mut tried = 0;
     for (n, &rate) in rates.iter().enumerate() {
         tried = n + 1;
@@ -277,7 +282,7 @@ pub async fn run(
                 .zip(&w.ops)
                 .map(|(a, b)| (a.p99_ms, b.p99_ms, a.count.min(b.count)))
                 .collect();
-            below = both.replace((rate, ratios));
+            both.push((rate, ratios));
         }
         if !p.sustained && !w.sustained {
             break;
@@ -325,22 +330,22 @@ pub async fn run(
     } else if best[1].is_some() {
         res.push(derived("mixed_saturation".into(), 0.0));
     }
-    let top = both.as_ref().map(|(rate, _)| *rate);
+    let top = both.last().map(|(rate, _)| *rate);
     // Judged below the top step; the top step's ratios are kept beside them.
     for (prefix, at) in [
-        ("mixed_p99_ratio", judged(below, both.clone())),
-        ("mixed_p99_ratio_top", both),
+        ("mixed_p99_ratio", judged(&both)),
+        ("mixed_p99_ratio_top", both.last()),
     ] {
         let Some((rate, ratios)) = at else { continue };
         if prefix == "mixed_p99_ratio" {
             eprintln!("{backend}: mixed p99 ratios judged at {rate}/s (top step both sustained: {top:?}/s)");
         }
-        for ((op, _), (p, w, n)) in MIX.iter().zip(ratios) {
+        for ((op, _), &(p, w, n)) in MIX.iter().zip(ratios) {
             // A p99 of fewer than MIN_CALLS calls is its largest few values:
             // no figure (the target says so).
             let v = if n >= MIN_CALLS { p / w } else { f64::NAN };
             let mut r = derived(format!("{prefix}:{}", op.name()), v);
-            r.concurrency = rate as usize;
+            r.concurrency = *rate as usize;
             res.push(r);
         }
     }
@@ -498,11 +503,13 @@ mod tests {
 
     #[test]
     fn p99_ratios_are_judged_one_step_below_the_top_step_both_sustained() {
-        let at = |rate: f64| Some((rate, vec![(rate, 1.0, 500)]));
-        assert_eq!(judged(at(610.0), at(760.0)).map(|(r, _)| r), Some(610.0));
+        assert_eq!(judged(&[490.0, 610.0, 760.0]), Some(&610.0));
         // Only one step sustained by both: that one.
-        assert_eq!(judged(None, at(100.0)).map(|(r, _)| r), Some(100.0));
-        assert_eq!(judged(None, None), None);
+        assert_eq!(judged(&[100.0]), Some(&100.0));
+        assert_eq!(judged::<f64>(&[]), None);
+        // 760/s sustained by one side only never enters the list: the
+        // step judged is the both-sustained one below 950/s.
+        assert_eq!(judged(&[490.0, 610.0, 950.0]), Some(&610.0));
     }
 
     #[test]

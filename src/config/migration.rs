@@ -6,7 +6,10 @@ use super::Config;
 
 impl Config {
     /// How long the migration runner waits for the migration lock held by
-    /// another migrator. Defaults to 60 s.
+    /// another migrator. On PostgreSQL the wait starts again whenever the
+    /// lock passes to another transaction (each migration another migrator
+    /// applies is one), so it bounds one holder, not another migrator's
+    /// whole run. Defaults to 60 s.
     pub fn with_migration_lock_timeout(mut self, d: Duration) -> Self {
         self.lock_timeout = d;
         self

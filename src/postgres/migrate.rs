@@ -8,15 +8,7 @@
 //! connections and a session lock would exclude nobody. The lock ends with
 //! the transaction, also when the migrator dies.
 //!
-//! A waiting step never keeps a transaction open: it tries for the lock
-//! (`pg_try_advisory_xact_lock`) in a short transaction, ended at once when
-//! the try fails, and tries again after a pause. A concurrent index build
-//! (another migrator's no-transaction migration) waits for every
-//! transaction that held an older snapshot when it looked, until that
-//! transaction ends: a waiter blocked in a statement, or one idle in a
-//! transaction after a try the build saw, would wait for the build's lock
-//! holder while the build waited for it, until the waiter gave up. Behind a
-//! transaction pooler, a waiter keeps no server connection either.
+//! How a step waits for the lock: [`super::migration_lock`].
 //!
 //! No session setting is made: every `SET` is `SET LOCAL`, so
 //! nothing leaks into a pool. Statements are unnamed (`query_typed`) or
@@ -35,13 +27,11 @@ use tokio_postgres::types::Type;
 
 use super::error::map;
 use super::error::message;
-use crate::error::{after, Error, Result};
+use super::migration_lock::take_lock;
+use crate::error::{Error, Result};
 use crate::migrate::{
     check_history_columns, failed, first_line, Applied, AppliedRow, Migration, MigrationBackend,
 };
-
-/// Advisory lock key of the migrator: the bytes of "persist\0" as an i64.
-pub(crate) const LOCK_KEY: i64 = 0x7065_7273_6973_7400;
 
 /// The first server version that knows `client_connection_check_interval`.
 const CHECK_INTERVAL_SINCE: i32 = 140_000;
@@ -116,44 +106,6 @@ impl<'p> PgMigrator<'p> {
     }
 }
 
-/// Opens a transaction on `c` holding the migration lock, trying for it in
-/// short transactions for at most `lock_wait` (see the module's notes).
-///
-/// A migration may legitimately run longer than the statement timeout
-/// applications get. If the migrator dies mid-statement, the server notices
-/// the lost client within 250 ms (`client_connection_check_interval`, 14+)
-/// and ends the backend, and so the transaction and its lock, instead of
-/// finishing the statement first. The migration's statements wait at most
-/// `statement_lock_ms` for a table lock: sessions queued behind their lock
-/// request are held up no longer than that. A role's own
-/// `idle_in_transaction_session_timeout` would end a no-transaction
-/// migration's lock transaction while its statements run elsewhere.
-pub(crate) async fn take_lock(
-    c: &tokio_postgres::Client,
-    lock_wait: Duration,
-    statement_lock_ms: u64,
-    check_interval: bool,
-) -> Result<()> {
-    let check = if check_interval {
-        "; SET LOCAL client_connection_check_interval = 250"
-    } else {
-        ""
-    };
-    let begin = format!(
-        "BEGIN; SET LOCAL statement_timeout = 0; SET LOCAL idle_in_transaction_session_timeout = 0; \
-         SET LOCAL lock_timeout = {statement_lock_ms}{check}"
-    );
-    let mut poll = LockPoll::new(lock_wait);
-    loop {
-        c.batch_execute(&begin).await.map_err(map)?;
-        if try_lock(c).await? {
-            return Ok(());
-        }
-        c.batch_execute("ROLLBACK").await.map_err(map)?;
-        poll.pause().await?;
-    }
-}
-
 /// Ends a step's transaction that `r` did not commit: rolled back, best
 /// effort after an error (the migrator's connection is then discarded,
 /// never returned to a pool).
@@ -178,56 +130,6 @@ enum Step<T> {
     Committed(T),
     /// Still open: to be rolled back.
     Open(T),
-}
-
-/// Tries for the migration lock in the caller's transaction, without waiting.
-///
-/// In the simple protocol, which leaves no portal behind: the unnamed portal
-/// of an extended-protocol query keeps its snapshot until the next one or
-/// the transaction's end.
-async fn try_lock(c: &tokio_postgres::Client) -> Result<bool> {
-    let reply = c
-        .simple_query(&format!("SELECT pg_try_advisory_xact_lock({LOCK_KEY})"))
-        .await
-        .map_err(map)?;
-    let got = reply.iter().find_map(|m| match m {
-        tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(|v| v == "t"),
-        _ => None,
-    });
-    got.ok_or_else(|| Error::Config("pg_try_advisory_xact_lock() gave no value".into()))
-}
-
-/// The pauses between a migrator's tries for the migration lock: 10 ms,
-/// doubling up to 250 ms, until `wait` has passed since the first try.
-struct LockPoll {
-    wait: Duration,
-    deadline: Instant,
-    pause: Duration,
-}
-
-impl LockPoll {
-    fn new(wait: Duration) -> Self {
-        LockPoll {
-            wait,
-            deadline: Instant::now() + wait,
-            pause: Duration::from_millis(10),
-        }
-    }
-
-    /// Sleeps before the next try, or fails with a timeout once `wait` has
-    /// passed.
-    async fn pause(&mut self) -> Result<()> {
-        let left = self.deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(Error::timeout(after(
-                "waiting for the migration lock held by another migrator",
-                self.wait,
-            )));
-        }
-        tokio::time::sleep(self.pause.min(left)).await;
-        self.pause = (self.pause * 2).min(Duration::from_millis(250));
-        Ok(())
-    }
 }
 
 impl Drop for PgMigrator<'_> {

@@ -19,6 +19,7 @@ pub(crate) mod introspect;
 pub(crate) mod lanes;
 pub(crate) mod loadouts;
 pub(crate) mod migrate;
+mod migration_lock;
 pub(crate) mod notx;
 pub(crate) mod progression;
 pub(crate) mod rekey;

@@ -41,7 +41,8 @@ use tokio_postgres::types::Type;
 
 use super::error::map;
 use super::index_name::concurrent_index_name;
-use super::migrate::{backoff, record_applied, recorded, statement_failed, take_lock};
+use super::migrate::{backoff, record_applied, recorded, statement_failed};
+use super::migration_lock::take_lock;
 use super::Pool;
 use crate::error::{after, Error, Result};
 use crate::migrate::{failed, started_marker, Applied, Migration};
