@@ -516,6 +516,7 @@ async fn closed_handle_refuses_every_call(db: &Db) {
 
 both_backends! {
     db closed_handle_refuses_every_call,
+    backend waits_too_long_to_represent_mean_no_limit,
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -556,5 +557,45 @@ async fn debug_never_shows_the_password() {
     assert!(!db_dbg.contains(&password), "{db_dbg}");
     assert!(db_dbg.contains(&pg.name), "{db_dbg}");
     assert!(!format!("{:?}", db.config()).contains(&password));
+    db.close().await;
+}
+
+// ---------------------------------------------------------------------------
+// Waits too long to represent.
+
+/// `Duration::MAX` for every configured wait means no limit, never a panic:
+/// open (SQLite's switch to WAL waits within the busy timeout), migrate
+/// (PostgreSQL: the migration lock wait and the no-transaction migration's
+/// wait for orphaned statements) and calls (PostgreSQL: a shared read waits
+/// within the acquire timeout).
+async fn waits_too_long_to_represent_mean_no_limit(b: common::Backend) {
+    let (url, _place) = b.empty().await;
+    let config = persist::Config::from_url(&url)
+        .unwrap()
+        .with_busy_timeout(Duration::MAX)
+        .with_acquire_timeout(Duration::MAX)
+        .with_migration_lock_timeout(Duration::MAX);
+    let db = persist::open(&config).await.unwrap();
+    let report = db.migrate().await.unwrap();
+    let shipped = persist::Migrations::embedded(b.dialect()).unwrap();
+    assert_eq!(report.applied.len(), shipped.iter().count());
+    let account = common::register(&db, &new_account("far@example.com", "far"))
+        .await
+        .unwrap();
+    db.sessions()
+        .create(
+            "far-future-token-0123456789abcdef",
+            account.user_id,
+            1,
+            2_000_000_000,
+        )
+        .await
+        .unwrap();
+    let found = db
+        .sessions()
+        .find_by_token("far-future-token-0123456789abcdef")
+        .await
+        .unwrap();
+    assert_eq!(found.user_id, account.user_id);
     db.close().await;
 }

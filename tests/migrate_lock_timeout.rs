@@ -305,7 +305,9 @@ async fn the_lock_timeout_bounds_each_holder_not_a_run_of_holders() {
         // to it the moment the current one commits.
         let take = take.clone();
         let queued = tokio::spawn(async move { next.batch_execute(&take).await });
+        let queued_by = Instant::now() + Duration::from_secs(30);
         while lock_requests(&watch).await != (1, 1) {
+            assert!(Instant::now() < queued_by, "the next holder never queued");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;

@@ -6,6 +6,7 @@ mod pg;
 mod pgpass;
 mod replicas;
 mod sweep;
+mod timeouts;
 mod topology;
 mod url;
 
@@ -22,6 +23,7 @@ use crate::error::{Error, Result};
 
 pub(crate) use pg::TlsFiles;
 pub use pg::{PasswordSource, SslRootCert};
+pub(crate) use timeouts::deadline_after;
 pub use topology::Pooler;
 
 /// The URL used when neither a URL nor `DATABASE_URL` is given: a SQLite file

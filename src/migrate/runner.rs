@@ -29,7 +29,9 @@ pub(crate) enum Applied {
 
 /// The steps a backend supplies to the runner.
 pub(crate) trait MigrationBackend {
-    /// Takes the migration lock, waiting at most `timeout`.
+    /// Takes the migration lock, or (PostgreSQL, where each step takes it)
+    /// sets how long a step waits for it: at most `timeout` for each
+    /// transaction that holds it meanwhile.
     async fn lock(&mut self, timeout: Duration) -> Result<()>;
     /// Releases the migration lock.
     async fn unlock(&mut self) -> Result<()>;

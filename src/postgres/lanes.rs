@@ -366,7 +366,8 @@ impl Lanes {
     where
         F: std::future::Future<Output = Result<Object>>,
     {
-        let deadline = tokio::time::Instant::now() + self.acquire_timeout;
+        let deadline =
+            tokio::time::Instant::from_std(crate::config::deadline_after(self.acquire_timeout));
         let mut may_open_busy = true;
         loop {
             match self.pick(may_open_busy) {

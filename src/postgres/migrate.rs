@@ -97,7 +97,8 @@ impl<'p> PgMigrator<'p> {
     }
 
     /// Opens a step's transaction holding the migration lock, waiting at
-    /// most `lock_wait`; the caller ends it ([`finish`]).
+    /// most `lock_wait` for each transaction that holds it meanwhile; the
+    /// caller ends it ([`finish`]).
     async fn locked(&self) -> Result<&tokio_postgres::Client> {
         let check = self.server_version.unwrap_or(0) >= CHECK_INTERVAL_SINCE;
         let c = self.conn()?;

@@ -149,7 +149,8 @@ impl LockPoll {
         };
         if left.is_zero() {
             return Err(Error::timeout(after(
-                "waiting for the migration lock held by another migrator",
+                "waiting for the migration lock, held by one transaction of another migrator \
+                 all along,",
                 self.wait,
             )));
         }

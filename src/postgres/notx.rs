@@ -181,7 +181,7 @@ fn nonce() -> String {
 /// this database. Called under the lock: any such statement belongs to a
 /// run that lost the lock (its migrator died), and must not race this one.
 async fn cancel_orphans(c: &tokio_postgres::Client, wait: Duration) -> Result<()> {
-    let deadline = Instant::now() + wait;
+    let deadline = crate::config::deadline_after(wait);
     loop {
         let rows = c
             .query_typed(

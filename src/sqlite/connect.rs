@@ -134,7 +134,7 @@ pub(super) async fn open_writer(path: &Path, s: Settings) -> Result<Connection> 
     // mode, or fail with SQLITE_BUSY without calling the busy handler (lock
     // upgrade deadlock avoidance), instead of waiting, so retry within the
     // busy timeout.
-    let deadline = Instant::now() + s.busy_timeout;
+    let deadline = crate::config::deadline_after(s.busy_timeout);
     loop {
         let mode: String =
             match c.pragma_update_and_check(None, "journal_mode", "wal", |r| r.get(0)) {
