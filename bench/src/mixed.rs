@@ -330,16 +330,18 @@ pub async fn run(
     } else if best[1].is_some() {
         res.push(derived("mixed_saturation".into(), 0.0));
     }
-    let top = both.last().map(|(rate, _)| *rate);
+    if let Some((rate, _)) = judged(&both) {
+        let top = both.last().map(|(rate, _)| *rate);
+        eprintln!(
+            "{backend}: mixed p99 ratios judged at {rate}/s (top step both sustained: {top:?}/s)"
+        );
+    }
     // Judged below the top step; the top step's ratios are kept beside them.
     for (prefix, at) in [
         ("mixed_p99_ratio", judged(&both)),
         ("mixed_p99_ratio_top", both.last()),
     ] {
         let Some((rate, ratios)) = at else { continue };
-        if prefix == "mixed_p99_ratio" {
-            eprintln!("{backend}: mixed p99 ratios judged at {rate}/s (top step both sustained: {top:?}/s)");
-        }
         for ((op, _), &(p, w, n)) in MIX.iter().zip(ratios) {
             // A p99 of fewer than MIN_CALLS calls is its largest few values:
             // no figure (the target says so).

@@ -62,10 +62,11 @@ pub(crate) async fn take_lock(
         "BEGIN; SET LOCAL statement_timeout = 0; SET LOCAL idle_in_transaction_session_timeout = 0; \
          SET LOCAL lock_timeout = {statement_lock_ms}{check}"
     );
+    let try_sql = try_sql();
     let mut poll = LockPoll::new(lock_wait);
     loop {
         c.batch_execute(&begin).await.map_err(map)?;
-        let tried = try_lock(c).await?;
+        let tried = try_lock(c, &try_sql).await?;
         if tried.got {
             return Ok(());
         }
@@ -81,22 +82,25 @@ struct Tried {
     holder: Option<String>,
 }
 
-/// Tries for the migration lock in the caller's transaction, without
-/// waiting, and reads who holds it.
-///
-/// In the simple protocol, which leaves no portal behind: the unnamed portal
-/// of an extended-protocol query keeps its snapshot until the next one or
-/// the transaction's end.
-async fn try_lock(c: &tokio_postgres::Client) -> Result<Tried> {
-    let sql = format!(
+/// The try: the lock without waiting, and who else holds it.
+fn try_sql() -> String {
+    format!(
         "SELECT pg_try_advisory_xact_lock({LOCK_KEY}), \
          (SELECT l.virtualtransaction FROM pg_locks l \
           WHERE l.locktype = 'advisory' AND l.granted AND l.pid <> pg_backend_pid() \
           AND l.classid = '{KEY_HIGH}'::oid AND l.objid = '{KEY_LOW}'::oid AND l.objsubid = 1 \
           AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
           LIMIT 1)"
-    );
-    let reply = c.simple_query(&sql).await.map_err(map)?;
+    )
+}
+
+/// Runs the try ([`try_sql`]) in the caller's transaction.
+///
+/// In the simple protocol, which leaves no portal behind: the unnamed portal
+/// of an extended-protocol query keeps its snapshot until the next one or
+/// the transaction's end.
+async fn try_lock(c: &tokio_postgres::Client, sql: &str) -> Result<Tried> {
+    let reply = c.simple_query(sql).await.map_err(map)?;
     let row = reply.iter().find_map(|m| match m {
         tokio_postgres::SimpleQueryMessage::Row(r) => Some(r),
         _ => None,
